@@ -1,0 +1,289 @@
+//! The [`Actor`] trait users implement, the [`Context`] it runs with, and the ractor adapter that
+//! hosts it.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use ractor::{ActorProcessingErr, ActorRef, SupervisionEvent as RactorEvent};
+
+use crate::mailbox::MailboxBound;
+use crate::{ActorId, Addr, Node};
+
+/// What an actor's hooks return on failure: any error. A handler that returns one fails the actor,
+/// and its supervisor decides what happens next.
+pub type ActorError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An actor: its own state (`self`) and a handler for its messages.
+///
+/// A fresh value is built by the child spec's factory for every incarnation, so a restarted actor
+/// starts from clean state. Resources the actor owns (sockets, threads, files) must be released in
+/// `Drop`: when an actor panics or is killed, [`Actor::stopped`] does not run, but the value is
+/// always dropped.
+///
+/// ```
+/// use micro_runtime::{Actor, ActorError, Context, Reply};
+///
+/// #[derive(Default)]
+/// struct Counter { count: u64 }
+///
+/// enum CounterMsg { Add(u64), Get(Reply<u64>) }
+///
+/// impl Actor for Counter {
+///     type Msg = CounterMsg;
+///     async fn handle(&mut self, _ctx: &mut Context<Self>, msg: CounterMsg) -> Result<(), ActorError> {
+///         match msg {
+///             CounterMsg::Add(n) => self.count += n,
+///             CounterMsg::Get(reply) => { let _ = reply.send(self.count); }
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Actor: Sized + Send + 'static {
+    /// The messages this actor takes.
+    type Msg: Send + 'static;
+
+    /// Runs before the first message. An error here is a start failure, reported to whoever
+    /// started the actor (or its supervisor).
+    fn started(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Handles one message. Messages are handled one at a time, in arrival order.
+    fn handle(
+        &mut self,
+        ctx: &mut Context<Self>,
+        msg: Self::Msg,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send;
+
+    /// Runs after a graceful stop (not after a panic, an error or a kill; use `Drop` for cleanup
+    /// that must always happen).
+    fn stopped(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+}
+
+/// What a running actor can see of itself and its node.
+pub struct Context<A: Actor> {
+    addr: Addr<A::Msg>,
+    node: Node,
+    name: Option<Arc<str>>,
+    bound: Option<Arc<MailboxBound>>,
+    myself: ActorRef<A::Msg>,
+}
+
+impl<A: Actor> Context<A> {
+    /// The address of this incarnation (id-based: it reports the actor stopped after a restart).
+    pub fn addr(&self) -> Addr<A::Msg> {
+        self.addr.clone()
+    }
+
+    /// The node this actor runs on.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The name this actor is registered under on its node, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// This incarnation's id.
+    pub fn id(&self) -> ActorId {
+        ActorId::of(&self.myself.get_cell())
+    }
+
+    /// Stops this actor gracefully once the current message is handled. Its exit is normal, so a
+    /// transient child is not restarted.
+    pub fn stop(&self) {
+        self.myself.stop(None);
+    }
+}
+
+impl<A: Actor> fmt::Debug for Context<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("name", &self.name)
+            .field("id", &self.id())
+            .finish()
+    }
+}
+
+/// Why an actor's incarnation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// It stopped gracefully: [`Context::stop`], or its supervisor or node shut it down.
+    Normal,
+    /// It was killed (its task cancelled) before it could stop gracefully.
+    Killed,
+    /// A hook returned an error; the text is the error's.
+    Error(String),
+    /// A hook panicked; the text is the panic message.
+    Panic(String),
+}
+
+impl ExitReason {
+    /// Whether this exit counts as a failure (everything but [`ExitReason::Normal`]); transient
+    /// children are restarted only after abnormal exits.
+    pub fn is_abnormal(&self) -> bool {
+        !matches!(self, ExitReason::Normal)
+    }
+
+    pub(crate) fn from_ractor(event: &RactorEvent) -> Option<(ActorId, ExitReason)> {
+        match event {
+            RactorEvent::ActorTerminated(cell, _, reason) => {
+                let exit = match reason.as_deref() {
+                    Some("killed") | Some("actor_task_cancelled") => ExitReason::Killed,
+                    _ => ExitReason::Normal,
+                };
+                Some((ActorId::of(cell), exit))
+            }
+            RactorEvent::ActorFailed(cell, err) => {
+                let exit = match err.downcast_ref::<Failure>() {
+                    Some(Failure::Panic(msg)) => ExitReason::Panic(msg.clone()),
+                    Some(Failure::Error(msg)) => ExitReason::Error(msg.clone()),
+                    None => ExitReason::Error(err.to_string()),
+                };
+                Some((ActorId::of(cell), exit))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Normal => f.write_str("normal"),
+            ExitReason::Killed => f.write_str("killed"),
+            ExitReason::Error(e) => write!(f, "error: {e}"),
+            ExitReason::Panic(p) => write!(f, "panic: {p}"),
+        }
+    }
+}
+
+/// How a hook failed, carried through ractor's boxed error so supervisors can tell a panic from
+/// an error.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Error(String),
+    Panic(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Error(e) => f.write_str(e),
+            Failure::Panic(p) => write!(f, "panicked: {p}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_owned()
+    }
+}
+
+/// Runs a hook, turning its error or panic into a [`Failure`].
+async fn guarded<F>(hook: F) -> Result<(), ActorProcessingErr>
+where
+    F: Future<Output = Result<(), ActorError>> + Send,
+{
+    match AssertUnwindSafe(hook).catch_unwind().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Box::new(Failure::Error(e.to_string()))),
+        Err(payload) => Err(Box::new(Failure::Panic(panic_text(payload.as_ref())))),
+    }
+}
+
+/// The ractor actor that hosts a user [`Actor`].
+pub(crate) struct Host<A>(PhantomData<fn() -> A>);
+
+impl<A> Host<A> {
+    pub(crate) fn new() -> Self {
+        Host(PhantomData)
+    }
+}
+
+pub(crate) struct HostArgs<A: Actor> {
+    pub(crate) actor: A,
+    pub(crate) node: Node,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) bound: Option<Arc<MailboxBound>>,
+}
+
+pub(crate) struct HostState<A: Actor> {
+    actor: A,
+    ctx: Context<A>,
+}
+
+impl<A: Actor> ractor::Actor for Host<A> {
+    type Msg = A::Msg;
+    type State = HostState<A>;
+    type Arguments = HostArgs<A>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<A::Msg>,
+        args: HostArgs<A>,
+    ) -> Result<HostState<A>, ActorProcessingErr> {
+        let HostArgs {
+            mut actor,
+            node,
+            name,
+            bound,
+        } = args;
+        let addr = Addr::local(myself.clone(), node.clone(), bound.clone());
+        let mut ctx = Context {
+            addr,
+            node,
+            name,
+            bound,
+            myself,
+        };
+        guarded(actor.started(&mut ctx)).await?;
+        Ok(HostState { actor, ctx })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<A::Msg>,
+        msg: A::Msg,
+        state: &mut HostState<A>,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(bound) = &state.ctx.bound {
+            bound.release();
+        }
+        guarded(state.actor.handle(&mut state.ctx, msg)).await
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<A::Msg>,
+        state: &mut HostState<A>,
+    ) -> Result<(), ActorProcessingErr> {
+        let HostState { actor, ctx } = state;
+        let stopped = async {
+            actor.stopped(ctx).await;
+            Ok(())
+        };
+        guarded(stopped).await
+    }
+}

@@ -1,0 +1,335 @@
+//! [`Addr`]: a typed, location-transparent handle to an actor.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{ActorRef, MessagingErr};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::mailbox::MailboxBound;
+use crate::reply::Reply;
+use crate::wire::context;
+use crate::wire::exports::{Export, Inbound};
+use crate::wire::frame::{Frame, Target};
+use crate::{ActorId, ContentType, Error, Node, NodeId, RemoteMessage};
+
+/// A typed handle to an actor, on this node or another.
+///
+/// - An **id-based** address (from [`Node::spawn`], [`Context::addr`](crate::Context::addr))
+///   points at one incarnation. After that incarnation ends, sends fail with
+///   [`Error::ActorStopped`], even if a supervisor restarted the actor: its restarted self is a
+///   different incarnation.
+/// - A **named** address (from [`Node::lookup`]) resolves the name in its node's directory at every
+///   send, so it follows the actor across restarts.
+///
+/// While an actor restarts (between the old incarnation's exit and the new one's start, which
+/// includes the backoff delay), a named address fails fast with [`Error::ActorStopped`]: nothing is
+/// buffered. Messages still in the old incarnation's mailbox when it died are lost, as in Erlang;
+/// an `ask` among them fails with [`Error::ReplyDropped`]. Retry, or ask, when delivery matters.
+///
+/// Addresses serialize (for [`RemoteMessage`]s): sent inside a message to another node, an `Addr`
+/// arrives as a working handle there, and one that comes home decodes to a local handle.
+pub struct Addr<M: Send + 'static> {
+    inner: Inner<M>,
+}
+
+enum Inner<M: Send + 'static> {
+    Local(Local<M>),
+    Named(Named<M>),
+    Remote(Arc<Remote<M>>),
+}
+
+struct Local<M: Send + 'static> {
+    actor: ActorRef<M>,
+    node: Node,
+    bound: Option<Arc<MailboxBound>>,
+}
+
+struct Named<M> {
+    node: Node,
+    name: Arc<str>,
+    _msg: PhantomData<fn(M)>,
+}
+
+struct Remote<M> {
+    /// The local node whose links carry the frames.
+    via: Node,
+    peer: NodeId,
+    target: Target,
+    type_name: &'static str,
+    content_type: ContentType,
+    encode: fn(&Node, ContentType, &M) -> Result<Vec<u8>, Error>,
+}
+
+impl<M: Send + 'static> Addr<M> {
+    pub(crate) fn local(actor: ActorRef<M>, node: Node, bound: Option<Arc<MailboxBound>>) -> Self {
+        Addr {
+            inner: Inner::Local(Local { actor, node, bound }),
+        }
+    }
+
+    pub(crate) fn named(node: Node, name: Arc<str>) -> Self {
+        Addr {
+            inner: Inner::Named(Named {
+                node,
+                name,
+                _msg: PhantomData,
+            }),
+        }
+    }
+
+    /// Sends a message without waiting (fire-and-forget). Messages from one sender to one actor
+    /// arrive in the order they were sent.
+    #[doc(alias = "cast")]
+    pub fn send(&self, msg: M) -> Result<(), Error> {
+        match &self.inner {
+            Inner::Local(local) => cast(&local.actor, local.bound.as_deref(), msg),
+            Inner::Named(named) => {
+                let entry = named
+                    .node
+                    .directory()
+                    .get(&named.name)
+                    .ok_or_else(|| Error::ActorStopped(named.name.to_string()))?;
+                let actor: ActorRef<M> = entry.cell.into();
+                cast(&actor, entry.bound.as_deref(), msg)
+            }
+            Inner::Remote(remote) => {
+                let body = (remote.encode)(&remote.via, remote.content_type, &msg)?;
+                remote.via.send_frame(
+                    remote.peer,
+                    Frame::Deliver {
+                        to: remote.target.clone(),
+                        type_name: remote.type_name,
+                        content_type: remote.content_type,
+                        body,
+                    },
+                )
+            }
+        }
+    }
+
+    /// Sends a request built around a fresh [`Reply`] port and waits up to `timeout` for the
+    /// answer.
+    ///
+    /// Errors: [`Error::Timeout`] when no answer comes in time, [`Error::ReplyDropped`] when the
+    /// actor drops the port unanswered (or dies holding it), and the errors of [`Addr::send`].
+    pub async fn ask<T: Send + 'static>(
+        &self,
+        request: impl FnOnce(Reply<T>) -> M,
+        timeout: Duration,
+    ) -> Result<T, Error> {
+        let (reply, answer) = Reply::channel(Some(timeout));
+        self.send(request(reply))?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_dropped)) => Err(Error::ReplyDropped),
+            Err(_elapsed) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    /// The incarnation this address points at, when it is id-based.
+    pub fn id(&self) -> Option<ActorId> {
+        match &self.inner {
+            Inner::Local(local) => Some(ActorId::of(&local.actor.get_cell())),
+            Inner::Named(_) => None,
+            Inner::Remote(remote) => match &remote.target {
+                Target::Id(id) => Some(*id),
+                Target::Name(_) => None,
+            },
+        }
+    }
+
+    /// The name this address follows, when it is named.
+    pub fn name(&self) -> Option<&str> {
+        match &self.inner {
+            Inner::Named(named) => Some(&named.name),
+            Inner::Remote(remote) => match &remote.target {
+                Target::Name(name) => Some(name),
+                Target::Id(_) => None,
+            },
+            Inner::Local(_) => None,
+        }
+    }
+
+    /// The node the actor lives on.
+    pub fn node_id(&self) -> NodeId {
+        match &self.inner {
+            Inner::Local(local) => local.node.id(),
+            Inner::Named(named) => named.node.id(),
+            Inner::Remote(remote) => remote.peer,
+        }
+    }
+
+    /// Whether the actor lives on another node.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.inner, Inner::Remote(_))
+    }
+
+    /// Whether a send could currently be delivered locally (always true for remote addresses,
+    /// whose liveness only a send or a watch can tell).
+    pub fn is_alive(&self) -> bool {
+        match &self.inner {
+            Inner::Local(local) => {
+                local.actor.get_status() <= ractor::ActorStatus::Upgrading
+            }
+            Inner::Named(named) => named.node.directory().get(&named.name).is_some(),
+            Inner::Remote(_) => true,
+        }
+    }
+}
+
+fn cast<M: Send + 'static>(
+    actor: &ActorRef<M>,
+    bound: Option<&MailboxBound>,
+    msg: M,
+) -> Result<(), Error> {
+    if let Some(bound) = bound {
+        if !bound.try_reserve() {
+            return Err(Error::MailboxFull {
+                actor: describe(actor),
+                capacity: bound.capacity(),
+            });
+        }
+    }
+    actor.cast(msg).map_err(|err| {
+        if let Some(bound) = bound {
+            bound.release();
+        }
+        match err {
+            MessagingErr::SendErr(_) | MessagingErr::ChannelClosed => {
+                Error::ActorStopped(describe(actor))
+            }
+            MessagingErr::InvalidActorType => Error::WrongMessageType {
+                actor: describe(actor),
+                expected: std::any::type_name::<M>().to_owned(),
+            },
+        }
+    })
+}
+
+fn describe<M>(actor: &ActorRef<M>) -> String {
+    ActorId::of(&actor.get_cell()).to_string()
+}
+
+impl<M: Send + 'static> Clone for Addr<M> {
+    fn clone(&self) -> Self {
+        let inner = match &self.inner {
+            Inner::Local(local) => Inner::Local(Local {
+                actor: local.actor.clone(),
+                node: local.node.clone(),
+                bound: local.bound.clone(),
+            }),
+            Inner::Named(named) => Inner::Named(Named {
+                node: named.node.clone(),
+                name: named.name.clone(),
+                _msg: PhantomData,
+            }),
+            Inner::Remote(remote) => Inner::Remote(remote.clone()),
+        };
+        Addr { inner }
+    }
+}
+
+impl<M: Send + 'static> fmt::Display for Addr<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Inner::Local(local) => write!(f, "{}@{}", describe(&local.actor), local.node.id()),
+            Inner::Named(named) => write!(f, "{:?}@{}", named.name, named.node.id()),
+            Inner::Remote(remote) => write!(f, "{}@{}", remote.target, remote.peer),
+        }
+    }
+}
+
+impl<M: Send + 'static> fmt::Debug for Addr<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Addr({self})")
+    }
+}
+
+/// How an address travels: its node and its target there.
+#[derive(Serialize, Deserialize)]
+struct AddrWire {
+    node: NodeId,
+    target: Target,
+}
+
+impl<M: RemoteMessage> Serialize for Addr<M> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let wire = match &self.inner {
+            Inner::Local(local) => {
+                let id = ActorId::of(&local.actor.get_cell());
+                let exported = self.clone();
+                local
+                    .node
+                    .export_id(id, move || Arc::new(Export { addr: exported }) as Arc<dyn Inbound>);
+                AddrWire {
+                    node: local.node.id(),
+                    target: Target::Id(id),
+                }
+            }
+            Inner::Named(named) => {
+                let exported = self.clone();
+                named
+                    .node
+                    .export_name(&named.name, move || Arc::new(Export { addr: exported }) as Arc<dyn Inbound>);
+                AddrWire {
+                    node: named.node.id(),
+                    target: Target::Name(named.name.clone()),
+                }
+            }
+            Inner::Remote(remote) => AddrWire {
+                node: remote.peer,
+                target: remote.target.clone(),
+            },
+        };
+        wire.serialize(serializer)
+    }
+}
+
+impl<'de, M: RemoteMessage> Deserialize<'de> for Addr<M> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = AddrWire::deserialize(deserializer)?;
+        let ctx = context::current::<D::Error>()?;
+        if wire.node != ctx.node.id() {
+            return Ok(Addr {
+                inner: Inner::Remote(Arc::new(Remote {
+                    via: ctx.node,
+                    peer: wire.node,
+                    target: wire.target,
+                    type_name: M::TYPE_NAME,
+                    content_type: ctx.content_type,
+                    encode: encode_for_wire::<M>,
+                })),
+            });
+        }
+        // It came home: hand back the local handle.
+        match wire.target {
+            Target::Name(name) => Ok(Addr::named(ctx.node, name)),
+            Target::Id(id) => {
+                let exported = ctx.node.exported(id).ok_or_else(|| {
+                    serde::de::Error::custom(Error::ActorStopped(id.to_string()))
+                })?;
+                exported
+                    .as_any()
+                    .downcast_ref::<Export<M>>()
+                    .map(|export| export.addr.clone())
+                    .ok_or_else(|| {
+                        serde::de::Error::custom(Error::WrongMessageType {
+                            actor: id.to_string(),
+                            expected: M::TYPE_NAME.to_owned(),
+                        })
+                    })
+            }
+        }
+    }
+}
+
+fn encode_for_wire<M: RemoteMessage>(
+    node: &Node,
+    content_type: ContentType,
+    msg: &M,
+) -> Result<Vec<u8>, Error> {
+    node.encode(content_type, msg)
+}

@@ -1,0 +1,95 @@
+//! The runtime's error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in the runtime, with enough context to act on.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// An `ask` got no reply within its timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The actor is not running (it stopped, or is between incarnations while it restarts).
+    #[error("actor {0} is not running")]
+    ActorStopped(String),
+    /// The actor's mailbox is at its configured capacity; the message was not queued.
+    #[error("mailbox of actor {actor} is full ({capacity} messages)")]
+    MailboxFull {
+        /// The actor whose mailbox is full.
+        actor: String,
+        /// The configured capacity.
+        capacity: usize,
+    },
+    /// The receiver dropped the [`Reply`](crate::Reply) without answering.
+    #[error("the reply port was dropped without an answer")]
+    ReplyDropped,
+    /// The asker is no longer waiting for this reply (it timed out or went away).
+    #[error("the asker is no longer waiting for the reply")]
+    AskerGone,
+    /// A [`Reply`](crate::Reply) was used (sent, forwarded or encoded) twice.
+    #[error("the reply port was already used")]
+    ReplyUsed,
+    /// No actor of that name is registered on the node.
+    #[error("no actor named {0:?} on this node")]
+    NotFound(String),
+    /// The name is already taken on this node by a running actor.
+    #[error("an actor named {0:?} is already running on this node")]
+    NameTaken(String),
+    /// The actor exists but takes another message type.
+    #[error("actor {actor} does not take messages of type {expected}")]
+    WrongMessageType {
+        /// The actor looked up.
+        actor: String,
+        /// The message type the caller asked for.
+        expected: String,
+    },
+    /// An actor or supervisor failed to start; the reason says why.
+    #[error("{child} failed to start: {reason}")]
+    StartFailed {
+        /// The child that failed (its name or id).
+        child: String,
+        /// What its start returned or panicked with.
+        reason: String,
+    },
+    /// A supervisor exceeded its restart intensity and gave up.
+    #[error("supervisor {supervisor} gave up: {reason}")]
+    SupervisorFailed {
+        /// The supervisor that failed.
+        supervisor: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The node is stopping or stopped; nothing more can be started on it.
+    #[error("node {0} is not running")]
+    NodeStopped(String),
+    /// A value could not be encoded or decoded.
+    #[error("codec {content_type}: {detail}")]
+    Codec {
+        /// The content type in use.
+        content_type: String,
+        /// What the codec said.
+        detail: String,
+    },
+    /// An [`Addr`](crate::Addr) or [`Reply`](crate::Reply) was encoded or decoded outside a node's
+    /// wire context (use [`Node::encode`](crate::Node::encode) / [`Node::decode`](crate::Node::decode)).
+    #[error("no node wire context is set: encode and decode through Node::encode / Node::decode")]
+    NoWireContext,
+    /// There is no link to the node a remote handle points at.
+    #[error("no route to node {0}")]
+    NoRoute(String),
+    /// The content type is not one this node knows.
+    #[error("unknown content type {0:?}")]
+    UnknownContentType(String),
+}
+
+impl Error {
+    pub(crate) fn codec(content_type: &str, detail: impl std::fmt::Display) -> Self {
+        Error::Codec {
+            content_type: content_type.to_owned(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// The runtime's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

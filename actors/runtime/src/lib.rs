@@ -1,0 +1,30 @@
+//! The actor runtime under micro: [`Node`]s, supervised [`Actor`]s with OTP-style restart
+//! strategies, typed location-transparent [`Addr`]esses and [`Reply`] ports that can travel
+//! between nodes.
+//!
+//! Start a [`Node`], spawn actors from [`ChildSpec`]s (or whole trees from [`SupervisorSpec`]s),
+//! and talk to them through [`Addr::send`] and [`Addr::ask`]. See the crate `micro` for the
+//! services built on top.
+
+mod actor;
+mod addr;
+mod directory;
+mod error;
+mod id;
+mod mailbox;
+mod node;
+mod reply;
+mod supervisor;
+mod wire;
+
+pub use actor::{Actor, ActorError, Context, ExitReason};
+pub use addr::Addr;
+pub use error::{Error, Result};
+pub use id::{ActorId, NodeId};
+pub use node::{Node, NodeBuilder, NodeStatus};
+pub use reply::Reply;
+pub use supervisor::{
+    Backoff, Child, ChildInfo, ChildSpec, Intensity, Restart, Strategy, SupervisionEvent,
+    SupervisorRef, SupervisorSpec,
+};
+pub use wire::{ContentType, RemoteMessage};

@@ -1,0 +1,442 @@
+//! The [`Node`]: one per process in production, several per process in tests. It owns the root
+//! supervisor, the name directory, the links to other nodes and what it exports to them.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{broadcast, watch};
+
+use crate::directory::Directory;
+use crate::supervisor::start_root;
+use crate::wire::context;
+use crate::wire::exports::{Inbound, PendingReplies};
+use crate::wire::frame::{Frame, PeerLink, Target};
+use crate::wire::loopback;
+use crate::{
+    Actor, ActorId, Addr, ChildSpec, ContentType, Error, NodeId, Strategy,
+    SupervisionEvent, SupervisorRef, SupervisorSpec,
+};
+
+/// A node: the root of a supervision tree and the unit other nodes talk to.
+///
+/// ```
+/// use micro_runtime::{Actor, ActorError, ChildSpec, Context, Node, Reply};
+/// use std::time::Duration;
+///
+/// #[derive(Default)]
+/// struct Echo;
+/// impl Actor for Echo {
+///     type Msg = (String, Reply<String>);
+///     async fn handle(&mut self, _: &mut Context<Self>, (text, reply): Self::Msg) -> Result<(), ActorError> {
+///         let _ = reply.send(text);
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), micro_runtime::Error> {
+/// let node = Node::builder().name("demo").start().await?;
+/// node.spawn(ChildSpec::new(|| Echo).named("echo")).await?;
+///
+/// let echo = node.lookup::<(String, Reply<String>)>("echo")?;
+/// let answer = echo.ask(|reply| ("hi".to_owned(), reply), Duration::from_secs(1)).await?;
+/// assert_eq!(answer, "hi");
+///
+/// node.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<NodeShared>,
+}
+
+/// A weak handle, so background tasks do not keep a node alive.
+#[derive(Clone)]
+pub(crate) struct WeakNode(Weak<NodeShared>);
+
+impl WeakNode {
+    pub(crate) fn upgrade(&self) -> Option<Node> {
+        self.0.upgrade().map(|shared| Node { shared })
+    }
+}
+
+/// Where a node is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeStatus {
+    /// Running: actors can be spawned.
+    Running,
+    /// Shutting down its tree.
+    Stopping,
+    /// Stopped; `Some` when its root supervisor failed.
+    Stopped(Option<Error>),
+}
+
+pub(crate) struct NodeShared {
+    id: NodeId,
+    name: String,
+    shutdown_timeout: Duration,
+    directory: Directory,
+    events: broadcast::Sender<SupervisionEvent>,
+    root: OnceLock<SupervisorRef>,
+    status: watch::Sender<NodeStatus>,
+    failure: Mutex<Option<Error>>,
+    peers: DashMap<NodeId, Box<dyn PeerLink>>,
+    exports: DashMap<ActorId, Arc<dyn Inbound>>,
+    named_exports: DashMap<Arc<str>, Arc<dyn Inbound>>,
+    pending: PendingReplies,
+}
+
+/// Configures and starts a [`Node`].
+#[derive(Debug, Clone)]
+pub struct NodeBuilder {
+    name: String,
+    root: SupervisorSpec,
+    shutdown_timeout: Duration,
+    event_capacity: usize,
+}
+
+impl NodeBuilder {
+    /// Names the node (in logs and events).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the root supervisor's spec (strategy, intensity, backoff, and children started with
+    /// the node). The default is one-for-one with default intensity and backoff, and no children.
+    pub fn root(mut self, spec: SupervisorSpec) -> Self {
+        self.root = spec;
+        self
+    }
+
+    /// How long [`Node::shutdown`] waits for the tree to stop gracefully before killing it.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How many supervision events a slow subscriber may fall behind by before it misses some.
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Starts the node and its root supervisor (with the root's children, in order).
+    pub async fn start(self) -> Result<Node, Error> {
+        let (events, _) = broadcast::channel(self.event_capacity);
+        let (status, _) = watch::channel(NodeStatus::Running);
+        let node = Node {
+            shared: Arc::new(NodeShared {
+                id: NodeId::random(),
+                name: self.name,
+                shutdown_timeout: self.shutdown_timeout,
+                directory: Directory::default(),
+                events,
+                root: OnceLock::new(),
+                status,
+                failure: Mutex::new(None),
+                peers: DashMap::new(),
+                exports: DashMap::new(),
+                named_exports: DashMap::new(),
+                pending: PendingReplies::new(),
+            }),
+        };
+        let span = tracing::info_span!("node", node = %node.shared.name, id = %node.shared.id);
+        let _enter = span.enter();
+        let (root, join) = start_root(&node, self.root).await?;
+        let _ = node.shared.root.set(root);
+        // The root has no parent to tell when it ends: watch its task instead.
+        let weak = node.downgrade();
+        tokio::spawn(async move {
+            let _ = join.await;
+            if let Some(node) = weak.upgrade() {
+                node.mark_stopped();
+            }
+        });
+        tracing::info!("node started");
+        Ok(node)
+    }
+}
+
+impl Node {
+    /// A builder with defaults: name "node", one-for-one root, 30 s shutdown.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            name: "node".to_owned(),
+            root: SupervisorSpec::new(Strategy::OneForOne).named("root"),
+            shutdown_timeout: Duration::from_secs(30),
+            event_capacity: 1024,
+        }
+    }
+
+    /// This node's id (new at every start).
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Where the node is in its life.
+    pub fn status(&self) -> NodeStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// The root supervisor.
+    pub fn root(&self) -> Result<&SupervisorRef, Error> {
+        self.shared
+            .root
+            .get()
+            .ok_or_else(|| Error::NodeStopped(self.shared.name.clone()))
+    }
+
+    /// Spawns an actor under the root supervisor and returns its (id-based) address.
+    pub async fn spawn<A: Actor>(&self, spec: ChildSpec<A>) -> Result<Addr<A::Msg>, Error> {
+        self.ensure_running()?;
+        self.root()?.start_child(spec).await
+    }
+
+    /// Starts a supervisor (and its children) under the root supervisor.
+    pub async fn spawn_supervisor(&self, spec: SupervisorSpec) -> Result<SupervisorRef, Error> {
+        self.ensure_running()?;
+        self.root()?.start_supervisor(spec).await
+    }
+
+    /// A named address for the actor registered as `name`: it follows the name to whichever
+    /// incarnation holds it, so it keeps working across restarts.
+    pub fn lookup<M: Send + 'static>(&self, name: &str) -> Result<Addr<M>, Error> {
+        let entry = self
+            .shared
+            .directory
+            .get(name)
+            .ok_or_else(|| Error::NotFound(name.to_owned()))?;
+        if entry.cell.is_message_type_of::<M>() == Some(false) {
+            return Err(Error::WrongMessageType {
+                actor: name.to_owned(),
+                expected: std::any::type_name::<M>().to_owned(),
+            });
+        }
+        Ok(Addr::named(self.clone(), name.into()))
+    }
+
+    /// How many replies this node is waiting for from other nodes (a diagnostic: it returns to
+    /// zero once every remote ask is answered, dropped or expired).
+    pub fn waiting_replies(&self) -> usize {
+        self.shared.pending.len()
+    }
+
+    /// Supervision events from every supervisor on this node, from now on.
+    pub fn supervision_events(&self) -> broadcast::Receiver<SupervisionEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Encodes a value in this node's wire context, so [`Addr`]s and [`Reply`](crate::Reply)s
+    /// inside it become handles other nodes can use.
+    pub fn encode<T: Serialize + ?Sized>(
+        &self,
+        content_type: ContentType,
+        value: &T,
+    ) -> Result<Vec<u8>, Error> {
+        let _guard = context::enter(self, content_type);
+        content_type.encode(value)
+    }
+
+    /// Decodes a value in this node's wire context: handles inside it become working handles here
+    /// (local ones for this node's actors, remote ones routed through this node's links).
+    pub fn decode<T: DeserializeOwned>(
+        &self,
+        content_type: ContentType,
+        bytes: &[u8],
+    ) -> Result<T, Error> {
+        let _guard = context::enter(self, content_type);
+        content_type.decode(bytes)
+    }
+
+    /// Links this node with another node of the same process, both ways, so handles that travel
+    /// between them work. (Nodes in other processes are linked over the network.)
+    pub fn connect_in_process(&self, other: &Node) {
+        loopback::connect(self, other);
+    }
+
+    /// Stops the whole tree gracefully (children in reverse start order, each within its shutdown
+    /// timeout, then killed) and then the node. Returns the root's failure, if it failed.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        let _ = self.shared.status.send_replace(NodeStatus::Stopping);
+        tracing::info!(node = %self.shared.name, "node shutting down");
+        if let Some(root) = self.shared.root.get() {
+            let cell = root.actor.get_cell();
+            if cell
+                .stop_and_wait(Some("node shutdown".to_owned()), Some(self.shared.shutdown_timeout))
+                .await
+                .is_err()
+            {
+                tracing::warn!(node = %self.shared.name, "tree did not stop in time; killing it");
+                let _ = cell.kill_and_wait(Some(Duration::from_secs(5))).await;
+            }
+        }
+        self.mark_stopped();
+        self.stopped().await
+    }
+
+    /// Waits until the node has stopped; `Err` with the reason when its root supervisor failed.
+    pub async fn stopped(&self) -> Result<(), Error> {
+        let mut status = self.shared.status.subscribe();
+        loop {
+            if let NodeStatus::Stopped(failure) = &*status.borrow_and_update() {
+                return match failure {
+                    Some(err) => Err(err.clone()),
+                    None => Ok(()),
+                };
+            }
+            if status.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn ensure_running(&self) -> Result<(), Error> {
+        match *self.shared.status.borrow() {
+            NodeStatus::Running => Ok(()),
+            _ => Err(Error::NodeStopped(self.shared.name.clone())),
+        }
+    }
+
+    fn mark_stopped(&self) {
+        let failure = self.shared.failure.lock().ok().and_then(|f| f.clone());
+        self.shared.status.send_if_modified(|status| {
+            if matches!(status, NodeStatus::Stopped(_)) {
+                return false;
+            }
+            if let Some(err) = &failure {
+                tracing::error!(node = %self.shared.name, error = %err, "node stopped: its root supervisor failed");
+            } else {
+                tracing::info!(node = %self.shared.name, "node stopped");
+            }
+            *status = NodeStatus::Stopped(failure.clone());
+            true
+        });
+        self.shared.peers.clear();
+    }
+
+    // ---- crate-internal plumbing ----
+
+    pub(crate) fn downgrade(&self) -> WeakNode {
+        WeakNode(Arc::downgrade(&self.shared))
+    }
+
+    pub(crate) fn directory(&self) -> &Directory {
+        &self.shared.directory
+    }
+
+    pub(crate) fn emit(&self, event: SupervisionEvent) {
+        let _ = self.shared.events.send(event);
+    }
+
+    pub(crate) fn root_failed(&self, err: Error) {
+        if let Ok(mut failure) = self.shared.failure.lock() {
+            failure.get_or_insert(err);
+        }
+        let _ = self.shared.status.send_replace(NodeStatus::Stopping);
+    }
+
+    /// An incarnation ended: drop its name binding and export.
+    pub(crate) fn forget(&self, id: ActorId, name: Option<&str>) {
+        if let Some(name) = name {
+            self.shared.directory.remove_if(name, id);
+        }
+        self.shared.exports.remove(&id);
+    }
+
+    pub(crate) fn pending(&self) -> &PendingReplies {
+        &self.shared.pending
+    }
+
+    pub(crate) fn export_id(&self, id: ActorId, inbound: impl FnOnce() -> Arc<dyn Inbound>) {
+        self.shared.exports.entry(id).or_insert_with(inbound);
+    }
+
+    pub(crate) fn export_name(&self, name: &Arc<str>, inbound: impl FnOnce() -> Arc<dyn Inbound>) {
+        self.shared
+            .named_exports
+            .entry(name.clone())
+            .or_insert_with(inbound);
+    }
+
+    pub(crate) fn exported(&self, id: ActorId) -> Option<Arc<dyn Inbound>> {
+        self.shared.exports.get(&id).map(|e| e.value().clone())
+    }
+
+    pub(crate) fn add_peer(&self, peer: NodeId, link: Box<dyn PeerLink>) {
+        self.shared.peers.insert(peer, link);
+    }
+
+    /// Sends a frame to `peer` (to this node itself when it is ours).
+    pub(crate) fn send_frame(&self, peer: NodeId, frame: Frame) -> Result<(), Error> {
+        if peer == self.shared.id {
+            self.deliver(frame);
+            return Ok(());
+        }
+        match self.shared.peers.get(&peer) {
+            Some(link) => link.send(frame),
+            None => Err(Error::NoRoute(peer.to_string())),
+        }
+    }
+
+    /// Handles a frame that arrived from a link. Failures are logged: the sender is told through
+    /// the reply port inside the message, which is dropped and answers "reply dropped".
+    pub(crate) fn deliver(&self, frame: Frame) {
+        match frame {
+            Frame::Deliver {
+                to,
+                type_name,
+                content_type,
+                body,
+            } => {
+                let inbound = match &to {
+                    Target::Id(id) => self.shared.exports.get(id).map(|e| e.value().clone()),
+                    Target::Name(name) => self
+                        .shared
+                        .named_exports
+                        .get(name)
+                        .map(|e| e.value().clone()),
+                };
+                let result = match inbound {
+                    Some(inbound) => inbound.deliver(self, type_name, content_type, &body),
+                    None => Err(Error::NotFound(to.to_string())),
+                };
+                if let Err(err) = result {
+                    tracing::warn!(node = %self.shared.name, target = %to, error = %err, "refused an inbound message");
+                }
+            }
+            Frame::Reply { request, outcome } => match self.shared.pending.take(request) {
+                Some(complete) => complete(self, outcome),
+                None => {
+                    tracing::debug!(node = %self.shared.name, request, "late or unknown reply dropped")
+                }
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.shared.name)
+            .field("id", &self.shared.id)
+            .finish()
+    }
+}
+
+impl PartialEq for Node {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Eq for Node {}

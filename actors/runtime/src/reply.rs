@@ -1,0 +1,206 @@
+//! [`Reply`]: a one-shot reply port that can sit inside a message, and travel with it.
+
+use std::cell::Cell;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::wire::context;
+use crate::wire::frame::Frame;
+use crate::{ContentType, Error, Node, NodeId};
+
+/// A one-shot port for answering a request: put it in a message (`Get(Key, Reply<Option<V>>)`) and
+/// [`Addr::ask`](crate::Addr::ask) waits for what the actor [`send`](Reply::send)s into it.
+///
+/// Dropping a `Reply` unanswered tells the asker ([`Error::ReplyDropped`]); it never hangs. The
+/// port carries the asker's deadline so a handler can skip work nobody waits for.
+///
+/// A `Reply` serializes: asked across nodes, it arrives as a port that answers the asking node,
+/// and forwarded to a third node it still answers its origin.
+pub struct Reply<T: Send + 'static> {
+    slot: Cell<Slot<T>>,
+    deadline: Option<Instant>,
+}
+
+enum Slot<T: Send + 'static> {
+    Used,
+    Local(oneshot::Sender<Result<T, Error>>),
+    Remote(RemoteReply<T>),
+}
+
+impl<T: Send + 'static> Default for Slot<T> {
+    fn default() -> Self {
+        Slot::Used
+    }
+}
+
+struct RemoteReply<T> {
+    via: Node,
+    origin: NodeId,
+    request: u64,
+    content_type: ContentType,
+    encode: fn(&Node, ContentType, &T) -> Result<Vec<u8>, Error>,
+}
+
+impl<T> RemoteReply<T> {
+    fn answer(self, outcome: Result<(ContentType, Vec<u8>), Error>) -> Result<(), Error> {
+        self.via.send_frame(
+            self.origin,
+            Frame::Reply {
+                request: self.request,
+                outcome,
+            },
+        )
+    }
+}
+
+/// What the asker awaits.
+pub(crate) type Answer<T> = oneshot::Receiver<Result<T, Error>>;
+
+impl<T: Send + 'static> Reply<T> {
+    /// A port and the receiver its answer arrives on.
+    pub(crate) fn channel(timeout: Option<Duration>) -> (Self, Answer<T>) {
+        let (tx, rx) = oneshot::channel();
+        let reply = Reply {
+            slot: Cell::new(Slot::Local(tx)),
+            deadline: timeout.map(|t| Instant::now() + t),
+        };
+        (reply, rx)
+    }
+
+    /// Answers the request.
+    ///
+    /// Errors: [`Error::AskerGone`] when the asker stopped waiting; for a port from another node,
+    /// the codec's error if the value cannot be encoded (the asker gets it too) or
+    /// [`Error::NoRoute`] if the asker's node cannot be reached.
+    pub fn send(self, value: T) -> Result<(), Error> {
+        match self.slot.take() {
+            Slot::Used => Err(Error::ReplyUsed),
+            Slot::Local(tx) => tx.send(Ok(value)).map_err(|_| Error::AskerGone),
+            Slot::Remote(remote) => {
+                let encoded = (remote.encode)(&remote.via, remote.content_type, &value);
+                let content_type = remote.content_type;
+                match encoded {
+                    Ok(body) => remote.answer(Ok((content_type, body))),
+                    Err(err) => {
+                        let _ = remote.answer(Err(err.clone()));
+                        Err(err)
+                    }
+                }
+            }
+        }
+    }
+
+    /// When the asker stops waiting, if it said.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the asker stops waiting, if it said.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the asker has already stopped waiting.
+    pub fn is_expired(&self) -> bool {
+        self.deadline.is_some_and(|d| d <= Instant::now())
+    }
+}
+
+impl<T: Send + 'static> Drop for Reply<T> {
+    fn drop(&mut self) {
+        // A local sender tells its receiver by being dropped; a remote port must say so.
+        if let Slot::Remote(remote) = self.slot.take() {
+            let _ = remote.answer(Err(Error::ReplyDropped));
+        }
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for Reply<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a reply port travels: the asking node and its request id.
+#[derive(Serialize, Deserialize)]
+struct ReplyWire {
+    origin: NodeId,
+    request: u64,
+    /// Milliseconds the asker still waits, if it said (a duration, not a clock reading, so nodes'
+    /// clocks need not agree).
+    remaining_ms: Option<u64>,
+}
+
+impl<T> Serialize for Reply<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Encoding hands the port's duty to the encoded copy: this one is spent afterwards.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let remaining_ms = self
+            .remaining()
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let wire = match self.slot.take() {
+            Slot::Used => return Err(serde::ser::Error::custom(Error::ReplyUsed)),
+            Slot::Local(tx) => {
+                let ctx = match context::current_ser::<S::Error>() {
+                    Ok(ctx) => ctx,
+                    Err(err) => {
+                        self.slot.set(Slot::Local(tx));
+                        return Err(err);
+                    }
+                };
+                let request = ctx.node.pending().register(
+                    &ctx.node,
+                    self.deadline,
+                    Box::new(move |node: &Node, outcome| {
+                        let result =
+                            outcome.and_then(|(content_type, body)| node.decode::<T>(content_type, &body));
+                        let _ = tx.send(result);
+                    }),
+                );
+                ReplyWire {
+                    origin: ctx.node.id(),
+                    request,
+                    remaining_ms,
+                }
+            }
+            Slot::Remote(remote) => ReplyWire {
+                origin: remote.origin,
+                request: remote.request,
+                remaining_ms,
+            },
+        };
+        wire.serialize(serializer)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Reply<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = ReplyWire::deserialize(deserializer)?;
+        let ctx = context::current::<D::Error>()?;
+        Ok(Reply {
+            slot: Cell::new(Slot::Remote(RemoteReply {
+                via: ctx.node,
+                origin: wire.origin,
+                request: wire.request,
+                content_type: ctx.content_type,
+                encode: |node, content_type, value| node.encode(content_type, value),
+            })),
+            deadline: wire
+                .remaining_ms
+                .map(|ms| Instant::now() + Duration::from_millis(ms)),
+        })
+    }
+}

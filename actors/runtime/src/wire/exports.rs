@@ -1,0 +1,152 @@
+//! What a node lets other nodes reach: actors whose [`Addr`](crate::Addr) was sent out, and the
+//! replies it waits for.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use super::ContentType;
+use crate::{Addr, Error, Node};
+
+/// A message that can cross nodes: serde both ways, and a declared type name that is checked on
+/// arrival so a message of the wrong type is refused rather than misdecoded. The name must stay
+/// the same across builds and versions (do not derive it from `type_name` or `TypeId`).
+///
+/// ```
+/// use micro_runtime::{RemoteMessage, Reply};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum KvMsg { Put(String, String), Get(String, Reply<Option<String>>) }
+///
+/// impl RemoteMessage for KvMsg {
+///     const TYPE_NAME: &'static str = "example.Kv";
+/// }
+/// ```
+pub trait RemoteMessage: Serialize + DeserializeOwned + Send + 'static {
+    /// The stable name checked on arrival.
+    const TYPE_NAME: &'static str;
+}
+
+/// An exported actor: decodes frames for it and delivers them.
+pub(crate) trait Inbound: Send + Sync {
+    fn deliver(
+        &self,
+        node: &Node,
+        type_name: &str,
+        content_type: ContentType,
+        body: &[u8],
+    ) -> Result<(), Error>;
+
+    /// The exported [`Addr`] itself, for a decoder on this node that wants it back.
+    fn as_any(&self) -> &dyn Any;
+}
+
+pub(crate) struct Export<M: RemoteMessage> {
+    pub(crate) addr: Addr<M>,
+}
+
+impl<M: RemoteMessage> Inbound for Export<M> {
+    fn deliver(
+        &self,
+        node: &Node,
+        type_name: &str,
+        content_type: ContentType,
+        body: &[u8],
+    ) -> Result<(), Error> {
+        if type_name != M::TYPE_NAME {
+            return Err(Error::WrongMessageType {
+                actor: self.addr.to_string(),
+                expected: type_name.to_owned(),
+            });
+        }
+        let msg: M = node.decode(content_type, body)?;
+        self.addr.send(msg)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+type Complete = Box<dyn FnOnce(&Node, Result<(ContentType, Vec<u8>), Error>) + Send>;
+
+struct Waiter {
+    deadline: Instant,
+    complete: Complete,
+}
+
+/// Replies this node waits for from other nodes, by request id.
+pub(crate) struct PendingReplies {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<u64, Waiter>>,
+    last_sweep: Mutex<Instant>,
+}
+
+/// How long a reply with no deadline is waited for before its entry is dropped.
+const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+impl PendingReplies {
+    pub(crate) fn new() -> Self {
+        PendingReplies {
+            next: AtomicU64::new(1),
+            waiting: Mutex::new(HashMap::new()),
+            last_sweep: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Registers a waiter and returns its request id. Expired waiters are swept now and then and
+    /// completed with a timeout.
+    pub(crate) fn register(&self, node: &Node, deadline: Option<Instant>, complete: Complete) -> u64 {
+        let now = Instant::now();
+        let request = self.next.fetch_add(1, Ordering::Relaxed);
+        let deadline = deadline.unwrap_or(now + DEFAULT_WAIT);
+        let expired = self.sweep(now);
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert(request, Waiter { deadline, complete });
+        }
+        for (waited, waiter) in expired {
+            (waiter.complete)(node, Err(Error::Timeout(waited)));
+        }
+        request
+    }
+
+    pub(crate) fn take(&self, request: u64) -> Option<Complete> {
+        let mut waiting = self.waiting.lock().ok()?;
+        waiting.remove(&request).map(|w| w.complete)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.lock().map(|w| w.len()).unwrap_or(0)
+    }
+
+    fn sweep(&self, now: Instant) -> Vec<(Duration, Waiter)> {
+        let Ok(mut last) = self.last_sweep.lock() else {
+            return Vec::new();
+        };
+        if now.duration_since(*last) < SWEEP_EVERY {
+            return Vec::new();
+        }
+        *last = now;
+        let Ok(mut waiting) = self.waiting.lock() else {
+            return Vec::new();
+        };
+        let expired: Vec<u64> = waiting
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|id| waiting.remove(&id))
+            .map(|w| (DEFAULT_WAIT.min(now.duration_since(w.deadline)), w))
+            .collect()
+    }
+}

@@ -1,0 +1,11 @@
+//! Everything that lets handles and messages leave their node: codecs, the wire context, frames,
+//! exports and links.
+
+mod codec;
+pub(crate) mod context;
+pub(crate) mod exports;
+pub(crate) mod frame;
+pub(crate) mod loopback;
+
+pub use codec::ContentType;
+pub use exports::RemoteMessage;

@@ -1,0 +1,146 @@
+//! Test helpers for micro and its primitive actors: an in-process cluster of nodes, and waits with
+//! generous bounds that fail with a message saying what did not happen.
+//!
+//! This crate depends on the runtime only, so any crate under `actors/` can dev-depend on it
+//! without building `micro` a second time.
+//!
+//! ```
+//! use micro_testkit::{Cluster, eventually};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let cluster = Cluster::start(2).await;
+//! assert_ne!(cluster.node(0).id(), cluster.node(1).id());
+//! eventually("both nodes run", || async { cluster.nodes().iter().all(|n| n.status() == micro_runtime::NodeStatus::Running) }).await;
+//! cluster.shutdown().await;
+//! # }
+//! ```
+
+use std::future::Future;
+use std::time::Duration;
+
+use micro_runtime::{Node, SupervisionEvent};
+use tokio::sync::broadcast;
+
+/// The bound every wait uses unless told otherwise: generous, because a loaded CI machine is slow
+/// and a test is about the outcome, not the timing.
+pub const BOUND: Duration = Duration::from_secs(10);
+
+/// How often [`eventually`] checks its condition.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Nodes in one process, linked to each other in-process.
+#[derive(Debug)]
+pub struct Cluster {
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// Starts `size` nodes named `node-1`, `node-2`, … and links every pair.
+    ///
+    /// # Panics
+    /// When a node fails to start (this is a test helper).
+    pub async fn start(size: usize) -> Cluster {
+        let mut nodes: Vec<Node> = Vec::with_capacity(size);
+        for i in 1..=size {
+            let node = Node::builder()
+                .name(format!("node-{i}"))
+                .start()
+                .await
+                .unwrap_or_else(|e| panic!("node-{i} failed to start: {e}"));
+            for other in &nodes {
+                node.connect_in_process(other);
+            }
+            nodes.push(node);
+        }
+        Cluster { nodes }
+    }
+
+    /// Node `index` (0-based).
+    pub fn node(&self, index: usize) -> &Node {
+        &self.nodes[index]
+    }
+
+    /// All nodes, in start order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Shuts every node down, last started first.
+    pub async fn shutdown(self) {
+        for node in self.nodes.iter().rev() {
+            let _ = node.shutdown().await;
+        }
+    }
+}
+
+/// Awaits `future` for at most [`BOUND`].
+///
+/// # Panics
+/// When the bound passes first, naming `what` was awaited.
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    within_for(BOUND, what, future).await
+}
+
+/// Awaits `future` for at most `bound`.
+///
+/// # Panics
+/// When the bound passes first.
+pub async fn within_for<T>(bound: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(bound, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {bound:?} waiting for: {what}"),
+    }
+}
+
+/// Checks `condition` until it holds, for at most [`BOUND`].
+///
+/// # Panics
+/// When it still does not hold at the bound.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    within(what, async {
+        while !condition().await {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await
+}
+
+/// Waits for the first supervision event that `matches`, skipping others, for at most [`BOUND`].
+///
+/// # Panics
+/// When none arrives in time or the node's event channel closes.
+pub async fn next_event(
+    events: &mut broadcast::Receiver<SupervisionEvent>,
+    what: &str,
+    mut matches: impl FnMut(&SupervisionEvent) -> bool,
+) -> SupervisionEvent {
+    within(what, async {
+        loop {
+            match events.recv().await {
+                Ok(event) if matches(&event) => return event,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => {
+                    panic!("event channel closed while waiting for: {what}")
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Installs a `tracing` subscriber that writes to the test's captured output (honours
+/// `RUST_LOG`); calling it again is harmless.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
