@@ -1,0 +1,448 @@
+//! Supervision: strategies, restart types, intensity, backoff, dynamic children, start failures
+//! and shutdown order.
+
+use std::time::Duration;
+
+use micro_runtime::{
+    Actor, ActorError, Backoff, ChildSpec, Context, Error, ExitReason, Intensity, Node, Restart,
+    Strategy, SupervisionEvent, SupervisorSpec,
+};
+use micro_testkit::{eventually, next_event, within};
+use tokio::time::Instant;
+
+use crate::common::{Cmd, Journal, Probe, count};
+
+async fn node() -> Node {
+    micro_testkit::init_tracing();
+    Node::builder().name("test").start().await.unwrap()
+}
+
+fn quick(strategy: Strategy) -> SupervisorSpec {
+    SupervisorSpec::new(strategy)
+        .named("sup")
+        .backoff(Backoff::none())
+        .intensity(Intensity::new(10, Duration::from_secs(10)))
+}
+
+/// Waits until the named child has been started again.
+async fn restarted(events: &mut tokio::sync::broadcast::Receiver<SupervisionEvent>, name: &str) {
+    next_event(events, &format!("{name} restarted"), |e| {
+        matches!(e, SupervisionEvent::ChildStarted { child, .. } if child == name)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_for_one_restarts_only_the_failed_child_with_fresh_state() {
+    let node = node().await;
+    let journal = Journal::default();
+    node.spawn_supervisor(
+        quick(Strategy::OneForOne)
+            .child(Probe::spec("a", &journal))
+            .child(Probe::spec("b", &journal))
+            .child(Probe::spec("c", &journal)),
+    )
+    .await
+    .unwrap();
+    let b = node.lookup::<Cmd>("b").unwrap();
+    b.send(Cmd::Add(5)).unwrap();
+    assert_eq!(count(&b).await.unwrap(), 5);
+    journal.take();
+
+    let mut events = node.supervision_events();
+    b.send(Cmd::Panic).unwrap();
+    restarted(&mut events, "b").await;
+
+    assert_eq!(journal.lines(), ["b:start"], "only b starts again");
+    assert_eq!(count(&b).await.unwrap(), 0, "the new incarnation has fresh state");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_for_all_restarts_every_child_stopping_in_reverse_and_starting_in_order() {
+    let node = node().await;
+    let journal = Journal::default();
+    node.spawn_supervisor(
+        quick(Strategy::OneForAll)
+            .child(Probe::spec("a", &journal))
+            .child(Probe::spec("b", &journal))
+            .child(Probe::spec("c", &journal)),
+    )
+    .await
+    .unwrap();
+    journal.take();
+
+    let mut events = node.supervision_events();
+    node.lookup::<Cmd>("b").unwrap().send(Cmd::Fail).unwrap();
+    restarted(&mut events, "c").await;
+
+    // b failed (a failed actor's `stopped` hook does not run); c then a were stopped.
+    assert_eq!(
+        journal.lines(),
+        ["c:stop", "a:stop", "a:start", "b:start", "c:start"]
+    );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn rest_for_one_restarts_the_failed_child_and_those_started_after_it() {
+    let node = node().await;
+    let journal = Journal::default();
+    node.spawn_supervisor(
+        quick(Strategy::RestForOne)
+            .child(Probe::spec("a", &journal))
+            .child(Probe::spec("b", &journal))
+            .child(Probe::spec("c", &journal))
+            .child(Probe::spec("d", &journal)),
+    )
+    .await
+    .unwrap();
+    journal.take();
+
+    let mut events = node.supervision_events();
+    node.lookup::<Cmd>("b").unwrap().send(Cmd::Panic).unwrap();
+    restarted(&mut events, "d").await;
+
+    assert_eq!(
+        journal.lines(),
+        ["d:stop", "c:stop", "b:start", "c:start", "d:start"],
+        "a is untouched"
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// Runs one child of `restart` type, ends it by `how`, and tells whether it was restarted.
+async fn is_restarted(restart: Restart, how: fn() -> Cmd) -> bool {
+    let node = node().await;
+    let journal = Journal::default();
+    let sup = node
+        .spawn_supervisor(quick(Strategy::OneForOne).child(Probe::spec("x", &journal).restart(restart)))
+        .await
+        .unwrap();
+    let mut events = node.supervision_events();
+    node.lookup::<Cmd>("x").unwrap().send(how()).unwrap();
+    next_event(&mut events, "x exited", |e| {
+        matches!(e, SupervisionEvent::ChildExited { child, .. } if child == "x")
+    })
+    .await;
+    // The supervisor decides in the same step it reports the exit, so after it answers this
+    // question the decision is visible in its events.
+    let children = sup.children().await.unwrap();
+    let (mut scheduled, mut started) = (false, false);
+    while let Ok(event) = events.try_recv() {
+        scheduled |= matches!(event, SupervisionEvent::ChildRestarting { .. });
+        started |= matches!(event, SupervisionEvent::ChildStarted { .. });
+    }
+    if !scheduled {
+        assert!(
+            children.iter().all(|c| c.id.is_none()),
+            "a child that is not restarted is not running"
+        );
+    } else if !started {
+        restarted(&mut events, "x").await;
+    }
+    node.shutdown().await.unwrap();
+    scheduled
+}
+
+#[tokio::test]
+async fn restart_types_decide_by_exit_reason() {
+    let normal = || Cmd::Stop;
+    let error = || Cmd::Fail;
+    let panic = || Cmd::Panic;
+    let table = [
+        (Restart::Permanent, "normal", normal as fn() -> Cmd, true),
+        (Restart::Permanent, "error", error, true),
+        (Restart::Permanent, "panic", panic, true),
+        (Restart::Transient, "normal", normal, false),
+        (Restart::Transient, "error", error, true),
+        (Restart::Transient, "panic", panic, true),
+        (Restart::Temporary, "normal", normal, false),
+        (Restart::Temporary, "error", error, false),
+        (Restart::Temporary, "panic", panic, false),
+    ];
+    for (restart, exit, how, expected) in table {
+        assert_eq!(
+            is_restarted(restart, how).await,
+            expected,
+            "{restart:?} child after a {exit} exit"
+        );
+    }
+}
+
+#[tokio::test]
+async fn exit_reasons_tell_error_from_panic() {
+    let node = node().await;
+    let journal = Journal::default();
+    node.spawn(Probe::spec("x", &journal)).await.unwrap();
+    let x = node.lookup::<Cmd>("x").unwrap();
+    let mut events = node.supervision_events();
+
+    x.send(Cmd::Panic).unwrap();
+    let exited = next_event(&mut events, "x panicked", |e| matches!(e, SupervisionEvent::ChildExited { .. })).await;
+    let SupervisionEvent::ChildExited { reason, .. } = exited else { unreachable!() };
+    assert_eq!(reason, ExitReason::Panic("x was told to panic".into()));
+
+    restarted(&mut events, "x").await;
+    x.send(Cmd::Fail).unwrap();
+    let exited = next_event(&mut events, "x failed", |e| matches!(e, SupervisionEvent::ChildExited { .. })).await;
+    let SupervisionEvent::ChildExited { reason, .. } = exited else { unreachable!() };
+    assert_eq!(reason, ExitReason::Error("x was told to fail".into()));
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn exceeding_intensity_fails_the_supervisor_and_its_parent_restarts_it() {
+    let node = node().await;
+    let journal = Journal::default();
+    let inner = SupervisorSpec::new(Strategy::OneForOne)
+        .named("inner")
+        .backoff(Backoff::none())
+        .intensity(Intensity::new(2, Duration::from_secs(60)))
+        .child(Probe::spec("w", &journal));
+    node.spawn_supervisor(quick(Strategy::OneForOne).named("outer").child(inner))
+        .await
+        .unwrap();
+    let w = node.lookup::<Cmd>("w").unwrap();
+    let mut events = node.supervision_events();
+
+    for round in 1..=2 {
+        w.send(Cmd::Panic).unwrap();
+        restarted(&mut events, "w").await;
+        assert_eq!(journal.count("w:start"), 1 + round);
+    }
+    // The third crash within the period is one too many for "inner".
+    w.send(Cmd::Panic).unwrap();
+    let failed = next_event(&mut events, "inner gives up", |e| {
+        matches!(e, SupervisionEvent::SupervisorFailed { .. })
+    })
+    .await;
+    assert!(matches!(failed, SupervisionEvent::SupervisorFailed { supervisor, .. } if supervisor == "inner"));
+    // "outer" restarts "inner", which starts w afresh.
+    restarted(&mut events, "inner").await;
+    eventually("w answers again", || async { count(&w).await == Ok(0) }).await;
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failing_root_stops_the_node_with_a_clear_error() {
+    micro_testkit::init_tracing();
+    let journal = Journal::default();
+    let node = Node::builder()
+        .name("fragile")
+        .root(
+            SupervisorSpec::new(Strategy::OneForOne)
+                .backoff(Backoff::none())
+                .intensity(Intensity::new(1, Duration::from_secs(60)))
+                .child(Probe::spec("x", &journal)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let x = node.lookup::<Cmd>("x").unwrap();
+    let mut events = node.supervision_events();
+    x.send(Cmd::Panic).unwrap();
+    restarted(&mut events, "x").await;
+    x.send(Cmd::Panic).unwrap();
+
+    let outcome = within("the node stops", node.stopped()).await;
+    match outcome {
+        Err(Error::SupervisorFailed { supervisor, reason }) => {
+            assert_eq!(supervisor, "root");
+            assert!(reason.contains("more than 1 restarts"), "{reason}");
+        }
+        other => panic!("expected the root's failure, got {other:?}"),
+    }
+    assert!(matches!(node.spawn(Probe::spec("y", &journal)).await, Err(Error::NodeStopped(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_doubles_up_to_its_cap_and_resets_after_a_quiet_period() {
+    let node = node().await;
+    let journal = Journal::default();
+    node.spawn_supervisor(
+        SupervisorSpec::new(Strategy::OneForOne)
+            .intensity(Intensity::new(100, Duration::from_secs(1)))
+            .backoff(
+                Backoff::exponential(Duration::from_millis(100), Duration::from_millis(400))
+                    .with_jitter(0.0)
+                    .with_reset_after(Duration::from_secs(10)),
+            )
+            .child(Probe::spec("x", &journal)),
+    )
+    .await
+    .unwrap();
+    let x = node.lookup::<Cmd>("x").unwrap();
+    let mut events = node.supervision_events();
+
+    let mut observed = Vec::new();
+    for _ in 0..4 {
+        let crashed = Instant::now();
+        x.send(Cmd::Panic).unwrap();
+        restarted(&mut events, "x").await;
+        observed.push(crashed.elapsed());
+    }
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let crashed = Instant::now();
+    x.send(Cmd::Panic).unwrap();
+    restarted(&mut events, "x").await;
+    observed.push(crashed.elapsed());
+
+    let expected = [100, 200, 400, 400, 100].map(Duration::from_millis);
+    for (got, want) in observed.iter().zip(expected) {
+        assert!(
+            *got >= want && *got < want + Duration::from_millis(5),
+            "restart delays {observed:?}, expected about {expected:?}"
+        );
+    }
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_jitter_stays_within_its_fraction() {
+    let backoff = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(10)).with_jitter(0.25);
+    let node = node().await;
+    let journal = Journal::default();
+    node.spawn_supervisor(
+        SupervisorSpec::new(Strategy::OneForOne)
+            .intensity(Intensity::new(100, Duration::from_secs(1)))
+            .backoff(backoff)
+            .child(Probe::spec("x", &journal)),
+    )
+    .await
+    .unwrap();
+    let x = node.lookup::<Cmd>("x").unwrap();
+    let mut events = node.supervision_events();
+    for attempt in 0..5u32 {
+        x.send(Cmd::Panic).unwrap();
+        let event = next_event(&mut events, "restart scheduled", |e| {
+            matches!(e, SupervisionEvent::ChildRestarting { .. })
+        })
+        .await;
+        let SupervisionEvent::ChildRestarting { delay, .. } = event else { unreachable!() };
+        let base = backoff.base_delay(attempt);
+        assert!(
+            delay >= base.mul_f64(0.75) && delay <= base.mul_f64(1.25),
+            "attempt {attempt}: {delay:?} not within 25% of {base:?}"
+        );
+        restarted(&mut events, "x").await;
+    }
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dynamic_children_start_and_stop_at_run_time() {
+    let node = node().await;
+    let journal = Journal::default();
+    let sup = node.spawn_supervisor(quick(Strategy::OneForOne)).await.unwrap();
+
+    let labels = ["d1", "d2", "d3"];
+    let mut addrs = Vec::new();
+    for label in labels {
+        addrs.push(sup.start_child(Probe::spec(label, &journal)).await.unwrap());
+    }
+    let before = sup.children().await.unwrap();
+    assert_eq!(
+        before.iter().map(|c| c.name.as_deref().unwrap()).collect::<Vec<_>>(),
+        labels
+    );
+    assert!(before.iter().all(|c| c.dynamic && c.id.is_some()));
+
+    sup.stop_child(addrs[1].id().unwrap()).await.unwrap();
+    let after = sup.children().await.unwrap();
+    assert_eq!(
+        after.iter().map(|c| c.name.as_deref().unwrap()).collect::<Vec<_>>(),
+        ["d1", "d3"]
+    );
+    assert_eq!(journal.count("d2:stop"), 1, "stopped gracefully");
+    assert!(matches!(addrs[1].send(Cmd::Add(1)), Err(Error::ActorStopped(_))));
+    assert!(matches!(node.lookup::<Cmd>("d2"), Err(Error::NotFound(_))), "and not restarted");
+
+    // Dynamic children are supervised like the others.
+    let mut events = node.supervision_events();
+    addrs[2].send(Cmd::Panic).unwrap();
+    restarted(&mut events, "d3").await;
+    assert!(matches!(
+        sup.stop_child(addrs[1].id().unwrap()).await,
+        Err(Error::NotFound(_))
+    ));
+    node.shutdown().await.unwrap();
+}
+
+struct FailsToStart;
+
+impl Actor for FailsToStart {
+    type Msg = ();
+    async fn started(&mut self, _: &mut Context<Self>) -> Result<(), ActorError> {
+        Err("the database is unreachable".into())
+    }
+    async fn handle(&mut self, _: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_child_start_failure_is_reported_to_whoever_starts_the_supervisor() {
+    let node = node().await;
+    let journal = Journal::default();
+    let result = node
+        .spawn_supervisor(
+            quick(Strategy::OneForOne)
+                .child(Probe::spec("a", &journal))
+                .child(ChildSpec::new(|| FailsToStart).named("db"))
+                .child(Probe::spec("c", &journal)),
+        )
+        .await;
+    match result {
+        Err(Error::StartFailed { child, reason }) => {
+            assert_eq!(child, "db");
+            assert!(reason.contains("the database is unreachable"), "{reason}");
+        }
+        other => panic!("expected a start failure, got {other:?}"),
+    }
+    assert_eq!(journal.lines(), ["a:start", "a:stop"], "a is stopped again, c never started");
+    assert!(node.lookup::<Cmd>("a").is_err());
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_whole_tree_in_reverse_start_order() {
+    let node = node().await;
+    let journal = Journal::default();
+    node.spawn(Probe::spec("a", &journal)).await.unwrap();
+    node.spawn(Probe::spec("b", &journal)).await.unwrap();
+    node.spawn_supervisor(
+        quick(Strategy::OneForOne)
+            .child(Probe::spec("c", &journal))
+            .child(Probe::spec("d", &journal)),
+    )
+    .await
+    .unwrap();
+    node.spawn(Probe::spec("e", &journal)).await.unwrap();
+    journal.take();
+
+    node.shutdown().await.unwrap();
+    assert_eq!(journal.lines(), ["e:stop", "d:stop", "c:stop", "b:stop", "a:stop"]);
+    assert_eq!(node.status(), micro_runtime::NodeStatus::Stopped(None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_kills_a_child_that_does_not_stop_in_time() {
+    let node = node().await;
+    let journal = Journal::default();
+    node.spawn(Probe::spec("stuck", &journal).shutdown(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    node.spawn(Probe::spec("later", &journal)).await.unwrap();
+    let stuck = node.lookup::<Cmd>("stuck").unwrap();
+    // Busy for an hour: the graceful stop waits behind this message.
+    let busy = tokio::spawn(async move { stuck.ask(|r| Cmd::Slow(Duration::from_secs(3600), r), Duration::from_secs(7200)).await });
+    tokio::task::yield_now().await;
+    journal.take();
+
+    let started = Instant::now();
+    node.shutdown().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(60), "the kill did not wait for the handler");
+    assert_eq!(journal.lines(), ["later:stop"], "a killed actor's stop hook does not run");
+    assert_eq!(busy.await.unwrap(), Err(Error::ReplyDropped));
+}
