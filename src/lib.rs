@@ -1,1 +1,54 @@
-//! micro
+//! # micro
+//!
+//! A framework for distributed systems in Rust, built as an actor runtime: every primitive (service
+//! registry, pubsub broker, store, locks, config) and every service endpoint is a supervised actor
+//! exchanging typed messages, and remote actors are transparent over QUIC.
+//!
+//! This crate is the front door. Today it re-exports the runtime ([`micro_runtime`]): nodes,
+//! supervised actors with OTP restart strategies, typed addresses and reply ports. The registry,
+//! broker and services build on it.
+//!
+//! ```
+//! use micro::prelude::*;
+//! use std::time::Duration;
+//!
+//! #[derive(Default)]
+//! struct Counter(u64);
+//!
+//! enum CounterMsg { Add(u64), Get(Reply<u64>) }
+//!
+//! impl Actor for Counter {
+//!     type Msg = CounterMsg;
+//!     async fn handle(&mut self, _ctx: &mut Context<Self>, msg: CounterMsg) -> Result<(), ActorError> {
+//!         match msg {
+//!             CounterMsg::Add(n) => self.0 += n,
+//!             CounterMsg::Get(reply) => { let _ = reply.send(self.0); }
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), micro::Error> {
+//! let node = Node::builder().name("demo").start().await?;
+//! let counter = node.spawn(ChildSpec::new(Counter::default).named("counter")).await?;
+//! counter.send(CounterMsg::Add(2))?;
+//! assert_eq!(counter.ask(CounterMsg::Get, Duration::from_secs(1)).await?, 2);
+//! node.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+pub use micro_runtime::*;
+
+/// The names most programs need, for `use micro::prelude::*`.
+pub mod prelude {
+    pub use micro_runtime::{
+        Actor, ActorError, Addr, Backoff, ChildSpec, Context, Error, ExitReason, Intensity, Node,
+        RemoteMessage, Reply, Restart, Strategy, SupervisionEvent, SupervisorRef, SupervisorSpec,
+    };
+}
+
+/// The README's examples are compiled and run as doc tests, so the tour stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
