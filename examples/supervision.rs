@@ -59,7 +59,10 @@ async fn handled(node: &Node, name: &str) -> Result<u64, Error> {
 }
 
 /// Waits until `name` has been started again.
-async fn await_restart(events: &mut tokio::sync::broadcast::Receiver<SupervisionEvent>, name: &str) {
+async fn await_restart(
+    events: &mut tokio::sync::broadcast::Receiver<SupervisionEvent>,
+    name: &str,
+) {
     while let Ok(event) = events.recv().await {
         if matches!(&event, SupervisionEvent::ChildStarted { child, .. } if child == name) {
             return;
@@ -70,7 +73,15 @@ async fn await_restart(events: &mut tokio::sync::broadcast::Receiver<Supervision
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     // One line per panic instead of the default report: the crashes here are on purpose.
-    std::panic::set_hook(Box::new(|info| println!("  panic: {}", info.payload_as_str().unwrap_or("?"))));
+    std::panic::set_hook(Box::new(|info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("?");
+        println!("  panic: {text}");
+    }));
 
     let node = Node::builder().name("payments-node").start().await?;
 
@@ -93,7 +104,10 @@ async fn main() -> Result<(), Error> {
     node.spawn_supervisor(
         SupervisorSpec::new(Strategy::OneForOne)
             .named("jobs")
-            .backoff(Backoff::exponential(Duration::from_millis(50), Duration::from_secs(1)))
+            .backoff(Backoff::exponential(
+                Duration::from_millis(50),
+                Duration::from_secs(1),
+            ))
             .intensity(Intensity::new(3, Duration::from_secs(10)))
             .child(worker("flaky")),
     )
@@ -104,7 +118,10 @@ async fn main() -> Result<(), Error> {
     for _ in 0..3 {
         ledger.send(WorkerMsg::Work)?;
     }
-    println!("ledger handled {} messages", handled(&node, "ledger").await?);
+    println!(
+        "ledger handled {} messages",
+        handled(&node, "ledger").await?
+    );
 
     println!("\nthe ledger crashes: rest-for-one restarts it and the notifier started after it");
     ledger.send(WorkerMsg::Crash)?;

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::FutureExt;
+use futures::{FutureExt, TryFutureExt};
 use ractor::{ActorProcessingErr, ActorRef, SupervisionEvent as RactorEvent};
 
 use crate::mailbox::MailboxBound;
@@ -149,10 +149,17 @@ impl ExitReason {
                 Some((ActorId::of(cell), exit))
             }
             RactorEvent::ActorFailed(cell, err) => {
-                let exit = match err.downcast_ref::<Failure>() {
-                    Some(Failure::Panic(msg)) => ExitReason::Panic(msg.clone()),
-                    Some(Failure::Error(msg)) => ExitReason::Error(msg.clone()),
-                    None => ExitReason::Error(err.to_string()),
+                // Errors are ours (a `Failure` from a hook, or a supervisor's `Error`); anything
+                // else is the panic message ractor caught around the actor's loop.
+                let exit = if let Some(failure) = err.downcast_ref::<Failure>() {
+                    match failure {
+                        Failure::Panic(msg) => ExitReason::Panic(msg.clone()),
+                        Failure::Error(msg) => ExitReason::Error(msg.clone()),
+                    }
+                } else if let Some(error) = err.downcast_ref::<crate::Error>() {
+                    ExitReason::Error(error.to_string())
+                } else {
+                    ExitReason::Panic(err.to_string())
                 };
                 Some((ActorId::of(cell), exit))
             }
@@ -201,7 +208,7 @@ pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Runs a hook, turning its error or panic into a [`Failure`].
+/// Runs a start or stop hook, turning its error or panic into a [`Failure`].
 async fn guarded<F>(hook: F) -> Result<(), ActorProcessingErr>
 where
     F: Future<Output = Result<(), ActorError>> + Send,
@@ -262,16 +269,23 @@ impl<A: Actor> ractor::Actor for Host<A> {
         Ok(HostState { actor, ctx })
     }
 
-    async fn handle(
+    // A plain `fn` returning the user's future with a zero-sized `map_err`: ractor moves this
+    // future around for every message, so it must be no bigger than the handler's own.
+    fn handle(
         &self,
         _myself: ActorRef<A::Msg>,
         msg: A::Msg,
         state: &mut HostState<A>,
-    ) -> Result<(), ActorProcessingErr> {
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
         if let Some(bound) = &state.ctx.bound {
             bound.release();
         }
-        guarded(state.actor.handle(&mut state.ctx, msg)).await
+        // No `catch_unwind` per message: ractor catches panics around the whole loop, and
+        // `ExitReason::from_ractor` tells them from errors, which are always a `Failure`.
+        state
+            .actor
+            .handle(&mut state.ctx, msg)
+            .map_err(|err| Box::new(Failure::Error(err.to_string())) as ActorProcessingErr)
     }
 
     async fn post_stop(

@@ -83,7 +83,18 @@ impl<M: Send + 'static> Addr<M> {
     /// Sends a message without waiting (fire-and-forget). Messages from one sender to one actor
     /// arrive in the order they were sent.
     #[doc(alias = "cast")]
+    #[inline]
     pub fn send(&self, msg: M) -> Result<(), Error> {
+        // The local case inlines into the caller; the others are out of line.
+        match &self.inner {
+            Inner::Local(local) => cast(&local.actor, local.bound.as_deref(), msg),
+            _ => self.send_indirect(msg),
+        }
+    }
+
+    /// Sends through the directory (named) or a link (remote).
+    #[inline(never)]
+    fn send_indirect(&self, msg: M) -> Result<(), Error> {
         match &self.inner {
             Inner::Local(local) => cast(&local.actor, local.bound.as_deref(), msg),
             Inner::Named(named) => {
@@ -120,9 +131,10 @@ impl<M: Send + 'static> Addr<M> {
         request: impl FnOnce(Reply<T>) -> M,
         timeout: Duration,
     ) -> Result<T, Error> {
-        let (reply, answer) = Reply::channel(Some(timeout));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (reply, answer) = Reply::channel(Some(deadline));
         self.send(request(reply))?;
-        match tokio::time::timeout(timeout, answer).await {
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_dropped)) => Err(Error::ReplyDropped),
             Err(_elapsed) => Err(Error::Timeout(timeout)),
@@ -171,15 +183,15 @@ impl<M: Send + 'static> Addr<M> {
     /// whose liveness only a send or a watch can tell).
     pub fn is_alive(&self) -> bool {
         match &self.inner {
-            Inner::Local(local) => {
-                local.actor.get_status() <= ractor::ActorStatus::Upgrading
-            }
+            Inner::Local(local) => local.actor.get_status() <= ractor::ActorStatus::Upgrading,
             Inner::Named(named) => named.node.directory().get(&named.name).is_some(),
             Inner::Remote(_) => true,
         }
     }
 }
 
+/// The hot path of every local send: small enough to inline, errors built out of line.
+#[inline]
 fn cast<M: Send + 'static>(
     actor: &ActorRef<M>,
     bound: Option<&MailboxBound>,
@@ -187,26 +199,41 @@ fn cast<M: Send + 'static>(
 ) -> Result<(), Error> {
     if let Some(bound) = bound {
         if !bound.try_reserve() {
-            return Err(Error::MailboxFull {
-                actor: describe(actor),
-                capacity: bound.capacity(),
-            });
+            return Err(mailbox_full(actor, bound));
         }
     }
-    actor.cast(msg).map_err(|err| {
-        if let Some(bound) = bound {
-            bound.release();
+    match actor.cast(msg) {
+        Ok(()) => Ok(()),
+        Err(err) => Err(cast_failed(actor, bound, err)),
+    }
+}
+
+#[cold]
+fn mailbox_full<M>(actor: &ActorRef<M>, bound: &MailboxBound) -> Error {
+    Error::MailboxFull {
+        actor: describe(actor),
+        capacity: bound.capacity(),
+    }
+}
+
+#[cold]
+fn cast_failed<M>(
+    actor: &ActorRef<M>,
+    bound: Option<&MailboxBound>,
+    err: MessagingErr<M>,
+) -> Error {
+    if let Some(bound) = bound {
+        bound.release();
+    }
+    match err {
+        MessagingErr::SendErr(_) | MessagingErr::ChannelClosed => {
+            Error::ActorStopped(describe(actor))
         }
-        match err {
-            MessagingErr::SendErr(_) | MessagingErr::ChannelClosed => {
-                Error::ActorStopped(describe(actor))
-            }
-            MessagingErr::InvalidActorType => Error::WrongMessageType {
-                actor: describe(actor),
-                expected: std::any::type_name::<M>().to_owned(),
-            },
-        }
-    })
+        MessagingErr::InvalidActorType => Error::WrongMessageType {
+            actor: describe(actor),
+            expected: std::any::type_name::<M>().to_owned(),
+        },
+    }
 }
 
 fn describe<M>(actor: &ActorRef<M>) -> String {
@@ -261,9 +288,9 @@ impl<M: RemoteMessage> Serialize for Addr<M> {
             Inner::Local(local) => {
                 let id = ActorId::of(&local.actor.get_cell());
                 let exported = self.clone();
-                local
-                    .node
-                    .export_id(id, move || Arc::new(Export { addr: exported }) as Arc<dyn Inbound>);
+                local.node.export_id(id, move || {
+                    Arc::new(Export { addr: exported }) as Arc<dyn Inbound>
+                });
                 AddrWire {
                     node: local.node.id(),
                     target: Target::Id(id),
@@ -271,9 +298,9 @@ impl<M: RemoteMessage> Serialize for Addr<M> {
             }
             Inner::Named(named) => {
                 let exported = self.clone();
-                named
-                    .node
-                    .export_name(&named.name, move || Arc::new(Export { addr: exported }) as Arc<dyn Inbound>);
+                named.node.export_name(&named.name, move || {
+                    Arc::new(Export { addr: exported }) as Arc<dyn Inbound>
+                });
                 AddrWire {
                     node: named.node.id(),
                     target: Target::Name(named.name.clone()),
@@ -308,9 +335,10 @@ impl<'de, M: RemoteMessage> Deserialize<'de> for Addr<M> {
         match wire.target {
             Target::Name(name) => Ok(Addr::named(ctx.node, name)),
             Target::Id(id) => {
-                let exported = ctx.node.exported(id).ok_or_else(|| {
-                    serde::de::Error::custom(Error::ActorStopped(id.to_string()))
-                })?;
+                let exported = ctx
+                    .node
+                    .exported(id)
+                    .ok_or_else(|| serde::de::Error::custom(Error::ActorStopped(id.to_string())))?;
                 exported
                     .as_any()
                     .downcast_ref::<Export<M>>()

@@ -77,6 +77,25 @@ pub enum Error {
     /// There is no link to the node a remote handle points at.
     #[error("no route to node {0}")]
     NoRoute(String),
+    /// Credentials could not be made, read or used (bad PEM, a certificate without a node id…).
+    #[error("identity: {0}")]
+    Identity(String),
+    /// A peer was refused, or refused us: it is not of this cluster or not signed by its CA.
+    #[error("peer {peer} is not trusted: {reason}")]
+    Untrusted {
+        /// The peer's address or node id.
+        peer: String,
+        /// Why the handshake failed.
+        reason: String,
+    },
+    /// An I/O operation failed (files, sockets).
+    #[error("{context}: {detail}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// What the OS said.
+        detail: String,
+    },
     /// The content type is not one this node knows.
     #[error("unknown content type {0:?}")]
     UnknownContentType(String),

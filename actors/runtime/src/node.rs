@@ -17,8 +17,8 @@ use crate::wire::exports::{Inbound, PendingReplies};
 use crate::wire::frame::{Frame, PeerLink, Target};
 use crate::wire::loopback;
 use crate::{
-    Actor, ActorId, Addr, ChildSpec, ContentType, Error, NodeId, Strategy,
-    SupervisionEvent, SupervisorRef, SupervisorSpec,
+    Actor, ActorId, Addr, ChildSpec, ContentType, Error, NodeId, Strategy, SupervisionEvent,
+    SupervisorRef, SupervisorSpec,
 };
 
 /// A node: the root of a supervision tree and the unit other nodes talk to.
@@ -272,7 +272,10 @@ impl Node {
         if let Some(root) = self.shared.root.get() {
             let cell = root.actor.get_cell();
             if cell
-                .stop_and_wait(Some("node shutdown".to_owned()), Some(self.shared.shutdown_timeout))
+                .stop_and_wait(
+                    Some("node shutdown".to_owned()),
+                    Some(self.shared.shutdown_timeout),
+                )
                 .await
                 .is_err()
             {
@@ -321,7 +324,10 @@ impl Node {
             *status = NodeStatus::Stopped(failure.clone());
             true
         });
+        // Exports hold addresses, and addresses hold the node: drop them so the node can go.
         self.shared.peers.clear();
+        self.shared.exports.clear();
+        self.shared.named_exports.clear();
     }
 
     // ---- crate-internal plumbing ----
@@ -334,8 +340,10 @@ impl Node {
         &self.shared.directory
     }
 
-    pub(crate) fn emit(&self, event: SupervisionEvent) {
-        let _ = self.shared.events.send(event);
+    pub(crate) fn emit(&self, event: impl FnOnce() -> SupervisionEvent) {
+        if self.shared.events.receiver_count() > 0 {
+            let _ = self.shared.events.send(event());
+        }
     }
 
     pub(crate) fn root_failed(&self, err: Error) {

@@ -23,19 +23,39 @@ use crate::{ContentType, Error, Node, NodeId};
 /// and forwarded to a third node it still answers its origin.
 pub struct Reply<T: Send + 'static> {
     slot: Cell<Slot<T>>,
-    deadline: Option<Instant>,
+    deadline: Deadline,
 }
 
+/// A deadline in 8 bytes (nanoseconds after a process-wide epoch; 0 for none), because a port
+/// sits in every message of its enum and ractor boxes each message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Deadline(u64);
+
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Deadline {
+    const NONE: Deadline = Deadline(0);
+
+    fn at(instant: Instant) -> Self {
+        let nanos = instant.saturating_duration_since(epoch()).as_nanos();
+        Deadline(u64::try_from(nanos).unwrap_or(u64::MAX).max(1))
+    }
+
+    fn get(self) -> Option<Instant> {
+        (self.0 != 0).then(|| epoch() + Duration::from_nanos(self.0))
+    }
+}
+
+#[derive(Default)]
 enum Slot<T: Send + 'static> {
+    #[default]
     Used,
     Local(oneshot::Sender<Result<T, Error>>),
-    Remote(RemoteReply<T>),
-}
-
-impl<T: Send + 'static> Default for Slot<T> {
-    fn default() -> Self {
-        Slot::Used
-    }
+    /// Boxed: a port sits in every message of its enum, so keep it small.
+    Remote(Box<RemoteReply<T>>),
 }
 
 struct RemoteReply<T> {
@@ -63,11 +83,11 @@ pub(crate) type Answer<T> = oneshot::Receiver<Result<T, Error>>;
 
 impl<T: Send + 'static> Reply<T> {
     /// A port and the receiver its answer arrives on.
-    pub(crate) fn channel(timeout: Option<Duration>) -> (Self, Answer<T>) {
+    pub(crate) fn channel(deadline: Option<Instant>) -> (Self, Answer<T>) {
         let (tx, rx) = oneshot::channel();
         let reply = Reply {
             slot: Cell::new(Slot::Local(tx)),
-            deadline: timeout.map(|t| Instant::now() + t),
+            deadline: deadline.map_or(Deadline::NONE, Deadline::at),
         };
         (reply, rx)
     }
@@ -97,18 +117,18 @@ impl<T: Send + 'static> Reply<T> {
 
     /// When the asker stops waiting, if it said.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.deadline.get()
     }
 
     /// Time left before the asker stops waiting, if it said.
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
+        self.deadline()
             .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Whether the asker has already stopped waiting.
     pub fn is_expired(&self) -> bool {
-        self.deadline.is_some_and(|d| d <= Instant::now())
+        self.deadline().is_some_and(|d| d <= Instant::now())
     }
 }
 
@@ -124,7 +144,7 @@ impl<T: Send + 'static> Drop for Reply<T> {
 impl<T: Send + 'static> fmt::Debug for Reply<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reply")
-            .field("deadline", &self.deadline)
+            .field("deadline", &self.deadline())
             .finish_non_exhaustive()
     }
 }
@@ -160,10 +180,10 @@ where
                 };
                 let request = ctx.node.pending().register(
                     &ctx.node,
-                    self.deadline,
+                    self.deadline(),
                     Box::new(move |node: &Node, outcome| {
-                        let result =
-                            outcome.and_then(|(content_type, body)| node.decode::<T>(content_type, &body));
+                        let result = outcome
+                            .and_then(|(content_type, body)| node.decode::<T>(content_type, &body));
                         let _ = tx.send(result);
                     }),
                 );
@@ -191,16 +211,16 @@ where
         let wire = ReplyWire::deserialize(deserializer)?;
         let ctx = context::current::<D::Error>()?;
         Ok(Reply {
-            slot: Cell::new(Slot::Remote(RemoteReply {
+            slot: Cell::new(Slot::Remote(Box::new(RemoteReply {
                 via: ctx.node,
                 origin: wire.origin,
                 request: wire.request,
                 content_type: ctx.content_type,
                 encode: |node, content_type, value| node.encode(content_type, value),
-            })),
-            deadline: wire
-                .remaining_ms
-                .map(|ms| Instant::now() + Duration::from_millis(ms)),
+            }))),
+            deadline: wire.remaining_ms.map_or(Deadline::NONE, |ms| {
+                Deadline::at(Instant::now() + Duration::from_millis(ms))
+            }),
         })
     }
 }

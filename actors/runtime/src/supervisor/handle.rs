@@ -49,7 +49,11 @@ impl SupervisorRef {
     /// supervisor's strategy like the others.
     pub async fn start_child<A: Actor>(&self, spec: ChildSpec<A>) -> Result<Addr<A::Msg>, Error> {
         let started = self.start(spec.into()).await?;
-        Ok(Addr::local(started.cell.into(), self.node.clone(), started.bound))
+        Ok(Addr::local(
+            started.cell.into(),
+            self.node.clone(),
+            started.bound,
+        ))
     }
 
     /// Starts a nested supervisor as a new child.
@@ -73,14 +77,6 @@ impl SupervisorRef {
     pub async fn children(&self) -> Result<Vec<ChildInfo>, Error> {
         let (tx, rx) = oneshot::channel();
         self.call(SupMsg::Children(tx), rx).await
-    }
-
-    /// Stops this supervisor: its children stop in reverse start order, each with its timeout.
-    pub async fn stop(&self) -> Result<(), Error> {
-        self.actor
-            .stop_and_wait(None, None)
-            .await
-            .map_err(|_| Error::ActorStopped(self.label.to_string()))
     }
 
     async fn start(&self, child: Child) -> Result<Started, Error> {

@@ -289,7 +289,8 @@ impl SupState {
             .position(|s| s.running.as_ref().is_some_and(|r| r.id == id))
     }
 
-    fn emit(&self, event: SupervisionEvent) {
+    /// Broadcasts an event; built only when someone listens.
+    fn emit(&self, event: impl FnOnce() -> SupervisionEvent) {
         self.node.emit(event);
     }
 
@@ -308,7 +309,7 @@ impl SupState {
         });
         let child = slot.label();
         tracing::debug!(supervisor = %self.label, %child, %id, "child started");
-        self.emit(SupervisionEvent::ChildStarted {
+        self.emit(|| SupervisionEvent::ChildStarted {
             supervisor: self.label.to_string(),
             child,
             id,
@@ -327,13 +328,14 @@ impl SupState {
             return Ok(());
         };
         let child = self.slots[index].label();
-        self.node.forget(running.id, self.slots[index].child.name.as_deref());
+        self.node
+            .forget(running.id, self.slots[index].child.name.as_deref());
         if reason.is_abnormal() {
             tracing::warn!(supervisor = %self.label, %child, id = %running.id, %reason, "child exited");
         } else {
             tracing::debug!(supervisor = %self.label, %child, id = %running.id, "child stopped");
         }
-        self.emit(SupervisionEvent::ChildExited {
+        self.emit(|| SupervisionEvent::ChildExited {
             supervisor: self.label.to_string(),
             child,
             id: running.id,
@@ -416,7 +418,7 @@ impl SupState {
         for slot in self.slots.iter().filter(|s| s.pending) {
             let child = slot.label();
             tracing::info!(supervisor = %self.label, %child, ?delay, attempt = self.attempt, "restarting child");
-            self.emit(SupervisionEvent::ChildRestarting {
+            self.emit(|| SupervisionEvent::ChildRestarting {
                 supervisor: self.label.to_string(),
                 child,
                 delay,
@@ -436,7 +438,10 @@ impl SupState {
 
     /// Starts the pending children in order. A child that fails to start counts as another
     /// failure: it stays pending and the restart is scheduled again.
-    async fn restart_pending(&mut self, myself: &ActorRef<SupMsg>) -> Result<(), ActorProcessingErr> {
+    async fn restart_pending(
+        &mut self,
+        myself: &ActorRef<SupMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         for index in 0..self.slots.len() {
             if !self.slots[index].pending {
                 continue;
@@ -444,7 +449,7 @@ impl SupState {
             if let Err(err) = self.start_slot(myself, index).await {
                 let child = self.slots[index].label();
                 tracing::warn!(supervisor = %self.label, %child, error = %err, "restart failed");
-                self.emit(SupervisionEvent::ChildExited {
+                self.emit(|| SupervisionEvent::ChildExited {
                     supervisor: self.label.to_string(),
                     child,
                     id: ActorId(0),
@@ -460,7 +465,7 @@ impl SupState {
     /// stopping the node).
     async fn give_up(&mut self, reason: String) -> ActorProcessingErr {
         tracing::error!(supervisor = %self.label, %reason, "supervisor gives up");
-        self.emit(SupervisionEvent::SupervisorFailed {
+        self.emit(|| SupervisionEvent::SupervisorFailed {
             supervisor: self.label.to_string(),
             reason: reason.clone(),
         });
@@ -484,7 +489,7 @@ impl SupState {
             if let Some(running) = self.slots[index].running.take() {
                 let id = running.id;
                 self.shut_down(&self.slots[index], running).await;
-                self.emit(SupervisionEvent::ChildExited {
+                self.emit(|| SupervisionEvent::ChildExited {
                     supervisor: self.label.to_string(),
                     child: self.slots[index].label(),
                     id,

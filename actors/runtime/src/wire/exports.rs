@@ -104,7 +104,12 @@ impl PendingReplies {
 
     /// Registers a waiter and returns its request id. Expired waiters are swept now and then and
     /// completed with a timeout.
-    pub(crate) fn register(&self, node: &Node, deadline: Option<Instant>, complete: Complete) -> u64 {
+    pub(crate) fn register(
+        &self,
+        node: &Node,
+        deadline: Option<Instant>,
+        complete: Complete,
+    ) -> u64 {
         let now = Instant::now();
         let request = self.next.fetch_add(1, Ordering::Relaxed);
         let deadline = deadline.unwrap_or(now + DEFAULT_WAIT);

@@ -30,7 +30,9 @@ fn link_to(node: &Node) -> ChannelLink {
     let receiver = node.downgrade();
     tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
-            let Some(node) = receiver.upgrade() else { break };
+            let Some(node) = receiver.upgrade() else {
+                break;
+            };
             node.deliver(frame);
         }
     });

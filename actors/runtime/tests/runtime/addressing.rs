@@ -18,7 +18,10 @@ async fn send_is_ordered_and_ask_gets_the_answer() {
         probe.send(Cmd::Add(n)).unwrap();
     }
     assert_eq!(count(&probe).await.unwrap(), 5050);
-    assert_eq!(probe.id(), node.lookup::<Cmd>("p").ok().and_then(|_| probe.id()));
+    assert_eq!(
+        probe.id(),
+        node.lookup::<Cmd>("p").ok().and_then(|_| probe.id())
+    );
     node.shutdown().await.unwrap();
 }
 
@@ -29,7 +32,10 @@ async fn ask_reports_timeouts_and_dropped_replies() {
     let probe = node.spawn(Probe::spec("p", &journal)).await.unwrap();
 
     let slow = probe
-        .ask(|r| Cmd::Slow(Duration::from_secs(5), r), Duration::from_secs(1))
+        .ask(
+            |r| Cmd::Slow(Duration::from_secs(5), r),
+            Duration::from_secs(1),
+        )
         .await;
     assert_eq!(slow, Err(Error::Timeout(Duration::from_secs(1))));
 
@@ -38,9 +44,20 @@ async fn ask_reports_timeouts_and_dropped_replies() {
 
     // An actor that dies holding the port also answers "dropped".
     let dying = probe.clone();
-    let pending = tokio::spawn(async move { dying.ask(|r| Cmd::Slow(Duration::from_secs(60), r), Duration::from_secs(120)).await });
+    let pending = tokio::spawn(async move {
+        dying
+            .ask(
+                |r| Cmd::Slow(Duration::from_secs(60), r),
+                Duration::from_secs(120),
+            )
+            .await
+    });
     tokio::task::yield_now().await;
-    node.root().unwrap().stop_child(probe.id().unwrap()).await.unwrap();
+    node.root()
+        .unwrap()
+        .stop_child(probe.id().unwrap())
+        .await
+        .unwrap();
     assert_eq!(pending.await.unwrap(), Err(Error::ReplyDropped));
     node.shutdown().await.unwrap();
 }
@@ -56,11 +73,21 @@ async fn an_id_address_ends_with_its_incarnation_and_a_named_one_follows_the_res
 
     let mut events = node.supervision_events();
     by_id.send(Cmd::Panic).unwrap();
-    next_event(&mut events, "p restarted", |e| matches!(e, SupervisionEvent::ChildStarted { .. })).await;
+    next_event(&mut events, "p restarted", |e| {
+        matches!(e, SupervisionEvent::ChildStarted { .. })
+    })
+    .await;
 
-    assert!(matches!(by_id.send(Cmd::Add(1)), Err(Error::ActorStopped(_))));
+    assert!(matches!(
+        by_id.send(Cmd::Add(1)),
+        Err(Error::ActorStopped(_))
+    ));
     assert!(!by_id.is_alive());
-    assert_eq!(count(&by_name).await.unwrap(), 0, "the named address reaches the new incarnation");
+    assert_eq!(
+        count(&by_name).await.unwrap(),
+        0,
+        "the named address reaches the new incarnation"
+    );
     let fresh = node.lookup::<Cmd>("p").unwrap();
     assert!(fresh.is_alive());
     node.shutdown().await.unwrap();
@@ -72,8 +99,14 @@ async fn lookups_fail_with_typed_errors() {
     let journal = Journal::default();
     node.spawn(Probe::spec("p", &journal)).await.unwrap();
 
-    assert_eq!(node.lookup::<Cmd>("nobody").unwrap_err(), Error::NotFound("nobody".into()));
-    assert!(matches!(node.lookup::<String>("p"), Err(Error::WrongMessageType { .. })));
+    assert_eq!(
+        node.lookup::<Cmd>("nobody").unwrap_err(),
+        Error::NotFound("nobody".into())
+    );
+    assert!(matches!(
+        node.lookup::<String>("p"),
+        Err(Error::WrongMessageType { .. })
+    ));
     assert_eq!(
         node.spawn(Probe::spec("p", &journal)).await.unwrap_err(),
         Error::NameTaken("p".into()),
@@ -86,7 +119,10 @@ async fn lookups_fail_with_typed_errors() {
 async fn a_full_mailbox_refuses_instead_of_growing() {
     let node = Node::builder().start().await.unwrap();
     let journal = Journal::default();
-    let probe = node.spawn(Probe::spec("p", &journal).mailbox(2)).await.unwrap();
+    let probe = node
+        .spawn(Probe::spec("p", &journal).mailbox(2))
+        .await
+        .unwrap();
 
     // Keep the actor busy so the mailbox fills up behind it.
     let (entered, is_busy) = oneshot::channel();
@@ -98,11 +134,17 @@ async fn a_full_mailbox_refuses_instead_of_growing() {
     probe.send(Cmd::Add(1)).unwrap();
     assert_eq!(
         probe.send(Cmd::Add(1)),
-        Err(Error::MailboxFull { actor: probe.id().unwrap().to_string(), capacity: 2 })
+        Err(Error::MailboxFull {
+            actor: probe.id().unwrap().to_string(),
+            capacity: 2
+        })
     );
     release.send(()).unwrap();
     // Once drained there is room again, and nothing queued was lost.
-    eventually("the mailbox drains", || async { count(&probe).await == Ok(2) }).await;
+    eventually("the mailbox drains", || async {
+        count(&probe).await == Ok(2)
+    })
+    .await;
     node.shutdown().await.unwrap();
 }
 
@@ -112,13 +154,32 @@ async fn two_nodes_in_one_process_keep_their_own_names() {
     let journal = Journal::default();
     for (i, node) in cluster.nodes().iter().enumerate() {
         node.spawn(Probe::spec("cache", &journal)).await.unwrap();
-        node.lookup::<Cmd>("cache").unwrap().send(Cmd::Add(10 * (i as u64 + 1))).unwrap();
+        node.lookup::<Cmd>("cache")
+            .unwrap()
+            .send(Cmd::Add(10 * (i as u64 + 1)))
+            .unwrap();
     }
-    assert_eq!(count(&cluster.node(0).lookup("cache").unwrap()).await.unwrap(), 10);
-    assert_eq!(count(&cluster.node(1).lookup("cache").unwrap()).await.unwrap(), 20);
+    assert_eq!(
+        count(&cluster.node(0).lookup("cache").unwrap())
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        count(&cluster.node(1).lookup("cache").unwrap())
+            .await
+            .unwrap(),
+        20
+    );
 
     cluster.node(0).shutdown().await.unwrap();
     assert!(cluster.node(0).lookup::<Cmd>("cache").is_err());
-    assert_eq!(count(&cluster.node(1).lookup("cache").unwrap()).await.unwrap(), 20, "the other node is unaffected");
+    assert_eq!(
+        count(&cluster.node(1).lookup("cache").unwrap())
+            .await
+            .unwrap(),
+        20,
+        "the other node is unaffected"
+    );
     cluster.shutdown().await;
 }

@@ -1,6 +1,8 @@
 //! The runtime's behaviour, one story per test: supervision, addressing, the wire context and
 //! resource cleanup. One test binary keeps link time down.
 
+#![allow(clippy::unwrap_used)]
+
 mod addressing;
 mod common;
 mod resources;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use micro_runtime::{Actor, ActorError, ChildSpec, Context, Node, Reply, Restart, SupervisionEvent};
+use micro_runtime::{
+    Actor, ActorError, ChildSpec, Context, Node, Reply, Restart, SupervisionEvent,
+};
 use micro_testkit::{eventually, next_event};
 
 enum Msg {
@@ -82,15 +84,30 @@ async fn a_panicking_actor_releases_its_socket_and_thread() {
     let node = Node::builder().start().await.unwrap();
     let alive = Arc::new(AtomicBool::new(false));
     let listener = node.spawn(spec(&alive)).await.unwrap();
-    let port = listener.ask(Msg::Where, Duration::from_secs(5)).await.unwrap();
-    assert!(TcpListener::bind(port).is_err(), "the port is held while the actor runs");
+    let port = listener
+        .ask(Msg::Where, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        TcpListener::bind(port).is_err(),
+        "the port is held while the actor runs"
+    );
 
     let mut events = node.supervision_events();
     listener.send(Msg::Panic).unwrap();
-    next_event(&mut events, "the listener exited", |e| matches!(e, SupervisionEvent::ChildExited { .. })).await;
+    next_event(&mut events, "the listener exited", |e| {
+        matches!(e, SupervisionEvent::ChildExited { .. })
+    })
+    .await;
 
-    eventually("the port is free again", || async { TcpListener::bind(port).is_ok() }).await;
-    eventually("the worker thread ended", || async { !alive.load(Ordering::SeqCst) }).await;
+    eventually("the port is free again", || async {
+        TcpListener::bind(port).is_ok()
+    })
+    .await;
+    eventually("the worker thread ended", || async {
+        !alive.load(Ordering::SeqCst)
+    })
+    .await;
     node.shutdown().await.unwrap();
 }
 
@@ -99,13 +116,26 @@ async fn a_killed_actor_releases_its_socket_and_thread() {
     let node = Node::builder().start().await.unwrap();
     let alive = Arc::new(AtomicBool::new(false));
     let listener = node.spawn(spec(&alive)).await.unwrap();
-    let port = listener.ask(Msg::Where, Duration::from_secs(5)).await.unwrap();
+    let port = listener
+        .ask(Msg::Where, Duration::from_secs(5))
+        .await
+        .unwrap();
 
     // It hangs in a handler, so stopping it times out and it is killed.
     listener.send(Msg::Hang).unwrap();
-    node.root().unwrap().stop_child(listener.id().unwrap()).await.unwrap();
+    node.root()
+        .unwrap()
+        .stop_child(listener.id().unwrap())
+        .await
+        .unwrap();
 
-    eventually("the port is free again", || async { TcpListener::bind(port).is_ok() }).await;
-    eventually("the worker thread ended", || async { !alive.load(Ordering::SeqCst) }).await;
+    eventually("the port is free again", || async {
+        TcpListener::bind(port).is_ok()
+    })
+    .await;
+    eventually("the worker thread ended", || async {
+        !alive.load(Ordering::SeqCst)
+    })
+    .await;
     node.shutdown().await.unwrap();
 }

@@ -26,9 +26,11 @@ fn quick(strategy: Strategy) -> SupervisorSpec {
 
 /// Waits until the named child has been started again.
 async fn restarted(events: &mut tokio::sync::broadcast::Receiver<SupervisionEvent>, name: &str) {
-    next_event(events, &format!("{name} restarted"), |e| {
-        matches!(e, SupervisionEvent::ChildStarted { child, .. } if child == name)
-    })
+    next_event(
+        events,
+        &format!("{name} restarted"),
+        |e| matches!(e, SupervisionEvent::ChildStarted { child, .. } if child == name),
+    )
     .await;
 }
 
@@ -54,7 +56,11 @@ async fn one_for_one_restarts_only_the_failed_child_with_fresh_state() {
     restarted(&mut events, "b").await;
 
     assert_eq!(journal.lines(), ["b:start"], "only b starts again");
-    assert_eq!(count(&b).await.unwrap(), 0, "the new incarnation has fresh state");
+    assert_eq!(
+        count(&b).await.unwrap(),
+        0,
+        "the new incarnation has fresh state"
+    );
     node.shutdown().await.unwrap();
 }
 
@@ -116,14 +122,18 @@ async fn is_restarted(restart: Restart, how: fn() -> Cmd) -> bool {
     let node = node().await;
     let journal = Journal::default();
     let sup = node
-        .spawn_supervisor(quick(Strategy::OneForOne).child(Probe::spec("x", &journal).restart(restart)))
+        .spawn_supervisor(
+            quick(Strategy::OneForOne).child(Probe::spec("x", &journal).restart(restart)),
+        )
         .await
         .unwrap();
     let mut events = node.supervision_events();
     node.lookup::<Cmd>("x").unwrap().send(how()).unwrap();
-    next_event(&mut events, "x exited", |e| {
-        matches!(e, SupervisionEvent::ChildExited { child, .. } if child == "x")
-    })
+    next_event(
+        &mut events,
+        "x exited",
+        |e| matches!(e, SupervisionEvent::ChildExited { child, .. } if child == "x"),
+    )
     .await;
     // The supervisor decides in the same step it reports the exit, so after it answers this
     // question the decision is visible in its events.
@@ -179,14 +189,24 @@ async fn exit_reasons_tell_error_from_panic() {
     let mut events = node.supervision_events();
 
     x.send(Cmd::Panic).unwrap();
-    let exited = next_event(&mut events, "x panicked", |e| matches!(e, SupervisionEvent::ChildExited { .. })).await;
-    let SupervisionEvent::ChildExited { reason, .. } = exited else { unreachable!() };
+    let exited = next_event(&mut events, "x panicked", |e| {
+        matches!(e, SupervisionEvent::ChildExited { .. })
+    })
+    .await;
+    let SupervisionEvent::ChildExited { reason, .. } = exited else {
+        unreachable!()
+    };
     assert_eq!(reason, ExitReason::Panic("x was told to panic".into()));
 
     restarted(&mut events, "x").await;
     x.send(Cmd::Fail).unwrap();
-    let exited = next_event(&mut events, "x failed", |e| matches!(e, SupervisionEvent::ChildExited { .. })).await;
-    let SupervisionEvent::ChildExited { reason, .. } = exited else { unreachable!() };
+    let exited = next_event(&mut events, "x failed", |e| {
+        matches!(e, SupervisionEvent::ChildExited { .. })
+    })
+    .await;
+    let SupervisionEvent::ChildExited { reason, .. } = exited else {
+        unreachable!()
+    };
     assert_eq!(reason, ExitReason::Error("x was told to fail".into()));
     node.shutdown().await.unwrap();
 }
@@ -217,7 +237,9 @@ async fn exceeding_intensity_fails_the_supervisor_and_its_parent_restarts_it() {
         matches!(e, SupervisionEvent::SupervisorFailed { .. })
     })
     .await;
-    assert!(matches!(failed, SupervisionEvent::SupervisorFailed { supervisor, .. } if supervisor == "inner"));
+    assert!(
+        matches!(failed, SupervisionEvent::SupervisorFailed { supervisor, .. } if supervisor == "inner")
+    );
     // "outer" restarts "inner", which starts w afresh.
     restarted(&mut events, "inner").await;
     eventually("w answers again", || async { count(&w).await == Ok(0) }).await;
@@ -253,7 +275,10 @@ async fn a_failing_root_stops_the_node_with_a_clear_error() {
         }
         other => panic!("expected the root's failure, got {other:?}"),
     }
-    assert!(matches!(node.spawn(Probe::spec("y", &journal)).await, Err(Error::NodeStopped(_))));
+    assert!(matches!(
+        node.spawn(Probe::spec("y", &journal)).await,
+        Err(Error::NodeStopped(_))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -300,7 +325,8 @@ async fn backoff_doubles_up_to_its_cap_and_resets_after_a_quiet_period() {
 
 #[tokio::test(start_paused = true)]
 async fn backoff_jitter_stays_within_its_fraction() {
-    let backoff = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(10)).with_jitter(0.25);
+    let backoff =
+        Backoff::exponential(Duration::from_millis(100), Duration::from_secs(10)).with_jitter(0.25);
     let node = node().await;
     let journal = Journal::default();
     node.spawn_supervisor(
@@ -319,7 +345,9 @@ async fn backoff_jitter_stays_within_its_fraction() {
             matches!(e, SupervisionEvent::ChildRestarting { .. })
         })
         .await;
-        let SupervisionEvent::ChildRestarting { delay, .. } = event else { unreachable!() };
+        let SupervisionEvent::ChildRestarting { delay, .. } = event else {
+            unreachable!()
+        };
         let base = backoff.base_delay(attempt);
         assert!(
             delay >= base.mul_f64(0.75) && delay <= base.mul_f64(1.25),
@@ -334,7 +362,10 @@ async fn backoff_jitter_stays_within_its_fraction() {
 async fn dynamic_children_start_and_stop_at_run_time() {
     let node = node().await;
     let journal = Journal::default();
-    let sup = node.spawn_supervisor(quick(Strategy::OneForOne)).await.unwrap();
+    let sup = node
+        .spawn_supervisor(quick(Strategy::OneForOne))
+        .await
+        .unwrap();
 
     let labels = ["d1", "d2", "d3"];
     let mut addrs = Vec::new();
@@ -343,7 +374,10 @@ async fn dynamic_children_start_and_stop_at_run_time() {
     }
     let before = sup.children().await.unwrap();
     assert_eq!(
-        before.iter().map(|c| c.name.as_deref().unwrap()).collect::<Vec<_>>(),
+        before
+            .iter()
+            .map(|c| c.name.as_deref().unwrap())
+            .collect::<Vec<_>>(),
         labels
     );
     assert!(before.iter().all(|c| c.dynamic && c.id.is_some()));
@@ -351,12 +385,21 @@ async fn dynamic_children_start_and_stop_at_run_time() {
     sup.stop_child(addrs[1].id().unwrap()).await.unwrap();
     let after = sup.children().await.unwrap();
     assert_eq!(
-        after.iter().map(|c| c.name.as_deref().unwrap()).collect::<Vec<_>>(),
+        after
+            .iter()
+            .map(|c| c.name.as_deref().unwrap())
+            .collect::<Vec<_>>(),
         ["d1", "d3"]
     );
     assert_eq!(journal.count("d2:stop"), 1, "stopped gracefully");
-    assert!(matches!(addrs[1].send(Cmd::Add(1)), Err(Error::ActorStopped(_))));
-    assert!(matches!(node.lookup::<Cmd>("d2"), Err(Error::NotFound(_))), "and not restarted");
+    assert!(matches!(
+        addrs[1].send(Cmd::Add(1)),
+        Err(Error::ActorStopped(_))
+    ));
+    assert!(
+        matches!(node.lookup::<Cmd>("d2"), Err(Error::NotFound(_))),
+        "and not restarted"
+    );
 
     // Dynamic children are supervised like the others.
     let mut events = node.supervision_events();
@@ -400,7 +443,11 @@ async fn a_child_start_failure_is_reported_to_whoever_starts_the_supervisor() {
         }
         other => panic!("expected a start failure, got {other:?}"),
     }
-    assert_eq!(journal.lines(), ["a:start", "a:stop"], "a is stopped again, c never started");
+    assert_eq!(
+        journal.lines(),
+        ["a:start", "a:stop"],
+        "a is stopped again, c never started"
+    );
     assert!(node.lookup::<Cmd>("a").is_err());
     node.shutdown().await.unwrap();
 }
@@ -422,7 +469,10 @@ async fn shutdown_stops_the_whole_tree_in_reverse_start_order() {
     journal.take();
 
     node.shutdown().await.unwrap();
-    assert_eq!(journal.lines(), ["e:stop", "d:stop", "c:stop", "b:stop", "a:stop"]);
+    assert_eq!(
+        journal.lines(),
+        ["e:stop", "d:stop", "c:stop", "b:stop", "a:stop"]
+    );
     assert_eq!(node.status(), micro_runtime::NodeStatus::Stopped(None));
 }
 
@@ -436,13 +486,27 @@ async fn shutdown_kills_a_child_that_does_not_stop_in_time() {
     node.spawn(Probe::spec("later", &journal)).await.unwrap();
     let stuck = node.lookup::<Cmd>("stuck").unwrap();
     // Busy for an hour: the graceful stop waits behind this message.
-    let busy = tokio::spawn(async move { stuck.ask(|r| Cmd::Slow(Duration::from_secs(3600), r), Duration::from_secs(7200)).await });
+    let busy = tokio::spawn(async move {
+        stuck
+            .ask(
+                |r| Cmd::Slow(Duration::from_secs(3600), r),
+                Duration::from_secs(7200),
+            )
+            .await
+    });
     tokio::task::yield_now().await;
     journal.take();
 
     let started = Instant::now();
     node.shutdown().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(60), "the kill did not wait for the handler");
-    assert_eq!(journal.lines(), ["later:stop"], "a killed actor's stop hook does not run");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the kill did not wait for the handler"
+    );
+    assert_eq!(
+        journal.lines(),
+        ["later:stop"],
+        "a killed actor's stop hook does not run"
+    );
     assert_eq!(busy.await.unwrap(), Err(Error::ReplyDropped));
 }

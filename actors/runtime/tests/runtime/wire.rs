@@ -72,7 +72,11 @@ impl Actor for Front {
 }
 
 /// Hands an address from one node to another the way a message would carry it.
-fn carry<M: RemoteMessage>(addr: &Addr<M>, from: &micro_runtime::Node, to: &micro_runtime::Node) -> Addr<M> {
+fn carry<M: RemoteMessage>(
+    addr: &Addr<M>,
+    from: &micro_runtime::Node,
+    to: &micro_runtime::Node,
+) -> Addr<M> {
     let bytes = from.encode(ContentType::Bincode, addr).unwrap();
     to.decode(ContentType::Bincode, &bytes).unwrap()
 }
@@ -84,19 +88,38 @@ fn codecs_round_trip_and_refuse_garbage() {
         x: u64,
         label: String,
     }
-    let point = Point { x: 7, label: "seven".into() };
+    let point = Point {
+        x: 7,
+        label: "seven".into(),
+    };
     for ct in [ContentType::Bincode, ContentType::Json] {
         let bytes = ct.encode(&point).unwrap();
         assert_eq!(ct.decode::<Point>(&bytes).unwrap(), point);
         assert_eq!(ContentType::parse(ct.as_str()).unwrap(), ct);
-        assert!(matches!(ct.decode::<Point>(&[0xff, 0x01]), Err(Error::Codec { .. })));
+        assert!(matches!(
+            ct.decode::<Point>(&[0xff, 0x01]),
+            Err(Error::Codec { .. })
+        ));
     }
     let mut bytes = ContentType::Bincode.encode(&point).unwrap();
     bytes.push(0);
-    assert!(matches!(ContentType::Bincode.decode::<Point>(&bytes), Err(Error::Codec { .. })), "trailing bytes");
+    assert!(
+        matches!(
+            ContentType::Bincode.decode::<Point>(&bytes),
+            Err(Error::Codec { .. })
+        ),
+        "trailing bytes"
+    );
     // A length prefix that claims far more than the limit is refused, not allocated.
-    assert!(ContentType::Bincode.decode::<Vec<u8>>(&[0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
-    assert_eq!(ContentType::parse("text/xml"), Err(Error::UnknownContentType("text/xml".into())));
+    assert!(
+        ContentType::Bincode
+            .decode::<Vec<u8>>(&[0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])
+            .is_err()
+    );
+    assert_eq!(
+        ContentType::parse("text/xml"),
+        Err(Error::UnknownContentType("text/xml".into()))
+    );
 }
 
 #[tokio::test]
@@ -105,7 +128,12 @@ async fn handles_need_a_node_context_to_travel() {
     let node = cluster.node(0);
     let kv = node.spawn(ChildSpec::new(Kv::default)).await.unwrap();
     let bytes = node.encode(ContentType::Bincode, &kv).unwrap();
-    assert_eq!(ContentType::Bincode.decode::<Addr<KvMsg>>(&bytes).unwrap_err(), Error::NoWireContext);
+    assert_eq!(
+        ContentType::Bincode
+            .decode::<Addr<KvMsg>>(&bytes)
+            .unwrap_err(),
+        Error::NoWireContext
+    );
 
     // A reply port cannot be encoded without a context either, and a failed attempt leaves the
     // port usable: the ask below is still answered.
@@ -141,12 +169,22 @@ async fn a_remote_ask_carries_its_reply_port_across_nodes() {
         for i in 0..100 {
             kv_seen_from_b.send(KvMsg::Put("k".into(), i)).unwrap();
         }
-        let got = kv_seen_from_b.ask(|r| KvMsg::Get("k".into(), r), ASK).await.unwrap();
+        let got = kv_seen_from_b
+            .ask(|r| KvMsg::Get("k".into(), r), ASK)
+            .await
+            .unwrap();
         assert_eq!(got, Some(99), "sends arrive in order, before the ask");
     }
     let dropped = kv_seen_from_b.ask(KvMsg::Drop, ASK).await;
-    assert_eq!(dropped, Err(Error::ReplyDropped), "a dropped remote port answers too");
-    eventually("no reply is left waiting", || async { b.waiting_replies() == 0 }).await;
+    assert_eq!(
+        dropped,
+        Err(Error::ReplyDropped),
+        "a dropped remote port answers too"
+    );
+    eventually("no reply is left waiting", || async {
+        b.waiting_replies() == 0
+    })
+    .await;
     cluster.shutdown().await;
 }
 
@@ -157,10 +195,15 @@ async fn a_reply_forwarded_to_a_third_node_still_answers_its_origin() {
     let store = owner.spawn(ChildSpec::new(Kv::default)).await.unwrap();
     store.send(KvMsg::Put("answer".into(), 42)).unwrap();
     let front = middle.spawn(ChildSpec::new(Front::default)).await.unwrap();
-    front.send(FrontMsg::Route(carry(&store, owner, middle))).unwrap();
+    front
+        .send(FrontMsg::Route(carry(&store, owner, middle)))
+        .unwrap();
 
     let front_from_asker = carry(&front, middle, asker);
-    let got = front_from_asker.ask(|r| FrontMsg::Get("answer".into(), r), ASK).await.unwrap();
+    let got = front_from_asker
+        .ask(|r| FrontMsg::Get("answer".into(), r), ASK)
+        .await
+        .unwrap();
     assert_eq!(got, Some(42));
     assert_eq!(asker.waiting_replies(), 0);
     cluster.shutdown().await;
@@ -170,7 +213,10 @@ async fn a_reply_forwarded_to_a_third_node_still_answers_its_origin() {
 async fn an_address_that_comes_home_is_local_again() {
     let cluster = Cluster::start(2).await;
     let (a, b) = (cluster.node(0), cluster.node(1));
-    let kv = a.spawn(ChildSpec::new(Kv::default).named("kv")).await.unwrap();
+    let kv = a
+        .spawn(ChildSpec::new(Kv::default).named("kv"))
+        .await
+        .unwrap();
     let named = a.lookup::<KvMsg>("kv").unwrap();
 
     let there = carry(&kv, a, b);
@@ -181,7 +227,13 @@ async fn an_address_that_comes_home_is_local_again() {
     let named_there = carry(&named, a, b);
     assert_eq!(named_there.name(), Some("kv"));
     named_there.send(KvMsg::Put("x".into(), 1)).unwrap();
-    assert_eq!(named_there.ask(|r| KvMsg::Get("x".into(), r), ASK).await.unwrap(), Some(1));
+    assert_eq!(
+        named_there
+            .ask(|r| KvMsg::Get("x".into(), r), ASK)
+            .await
+            .unwrap(),
+        Some(1)
+    );
     let named_back = carry(&named_there, b, a);
     assert!(!named_back.is_remote());
     assert_eq!(named_back.name(), Some("kv"));
