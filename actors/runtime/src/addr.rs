@@ -197,10 +197,10 @@ fn cast<M: Send + 'static>(
     bound: Option<&MailboxBound>,
     msg: M,
 ) -> Result<(), Error> {
-    if let Some(bound) = bound {
-        if !bound.try_reserve() {
-            return Err(mailbox_full(actor, bound));
-        }
+    if let Some(bound) = bound
+        && !bound.try_reserve()
+    {
+        return Err(mailbox_full(actor, bound));
     }
     match actor.cast(msg) {
         Ok(()) => Ok(()),

@@ -405,10 +405,10 @@ impl SupState {
             return Err(self.give_up(reason).await);
         }
 
-        if let Some(last) = self.last_restart {
-            if now.duration_since(last) >= self.backoff.reset_after {
-                self.attempt = 0;
-            }
+        if let Some(last) = self.last_restart
+            && now.duration_since(last) >= self.backoff.reset_after
+        {
+            self.attempt = 0;
         }
         let delay = self.backoff.delay(self.attempt);
         self.attempt = self.attempt.saturating_add(1);
