@@ -120,7 +120,7 @@ impl<A: Actor> fmt::Debug for Context<A> {
 }
 
 /// Why an actor's incarnation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitReason {
     /// It stopped gracefully: [`Context::stop`], or its supervisor or node shut it down.
     Normal,

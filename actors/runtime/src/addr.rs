@@ -1,5 +1,6 @@
 //! [`Addr`]: a typed, location-transparent handle to an actor.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use crate::mailbox::MailboxBound;
 use crate::reply::Reply;
 use crate::wire::context;
 use crate::wire::exports::{Export, Inbound};
-use crate::wire::frame::{Frame, Target};
+use crate::wire::frame::{Envelope, Frame, Target};
 use crate::{ActorId, ContentType, Error, Node, NodeId, RemoteMessage};
 
 /// A typed handle to an actor, on this node or another.
@@ -60,7 +61,7 @@ struct Remote<M> {
     target: Target,
     type_name: &'static str,
     content_type: ContentType,
-    encode: fn(&Node, ContentType, &M) -> Result<Vec<u8>, Error>,
+    encode: fn(&Node, NodeId, ContentType, &M) -> Result<(Vec<u8>, Option<u64>), Error>,
 }
 
 impl<M: Send + 'static> Addr<M> {
@@ -107,13 +108,18 @@ impl<M: Send + 'static> Addr<M> {
                 cast(&actor, entry.bound.as_deref(), msg)
             }
             Inner::Remote(remote) => {
-                let body = (remote.encode)(&remote.via, remote.content_type, &msg)?;
+                let (body, request) =
+                    (remote.encode)(&remote.via, remote.peer, remote.content_type, &msg)?;
                 remote.via.send_frame(
                     remote.peer,
                     Frame::Deliver {
                         to: remote.target.clone(),
-                        type_name: remote.type_name,
+                        type_name: Cow::Borrowed(remote.type_name),
                         content_type: remote.content_type,
+                        envelope: Envelope {
+                            request,
+                            ..Envelope::default()
+                        },
                         body,
                     },
                 )
@@ -356,8 +362,9 @@ impl<'de, M: RemoteMessage> Deserialize<'de> for Addr<M> {
 
 fn encode_for_wire<M: RemoteMessage>(
     node: &Node,
+    peer: NodeId,
     content_type: ContentType,
     msg: &M,
-) -> Result<Vec<u8>, Error> {
-    node.encode(content_type, msg)
+) -> Result<(Vec<u8>, Option<u64>), Error> {
+    node.encode_for(peer, content_type, msg)
 }

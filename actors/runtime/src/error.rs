@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Everything that can go wrong in the runtime, with enough context to act on.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Error {
     /// An `ask` got no reply within its timeout.
@@ -96,6 +96,26 @@ pub enum Error {
         /// What the OS said.
         detail: String,
     },
+    /// The actor (or its node) cannot take more right now; retry later or elsewhere.
+    #[error("{0} is unavailable (overloaded)")]
+    Unavailable(String),
+    /// The actor exists but is not exposed to other nodes.
+    #[error("actor {0:?} is not exposed to other nodes")]
+    NotExposed(String),
+    /// The link to the node was lost before the answer came.
+    #[error("lost the link to node {0}")]
+    NodeLost(String),
+    /// A frame was larger than the limit; it was refused whole.
+    #[error("frame of {size} bytes is over the limit of {limit}")]
+    FrameTooLarge {
+        /// The size the frame declared.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A peer broke the protocol (garbage, truncated frames, wrong handshake…).
+    #[error("protocol error: {0}")]
+    Protocol(String),
     /// The content type is not one this node knows.
     #[error("unknown content type {0:?}")]
     UnknownContentType(String),

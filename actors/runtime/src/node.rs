@@ -17,7 +17,7 @@ use crate::wire::exports::{Inbound, PendingReplies};
 use crate::wire::frame::{Frame, PeerLink, Target};
 use crate::wire::loopback;
 use crate::{
-    Actor, ActorId, Addr, ChildSpec, ContentType, Error, NodeId, Strategy, SupervisionEvent,
+    Actor, ActorId, Addr, ChildSpec, ContentType, Error, NodeId, RemoteMessage, Strategy, SupervisionEvent,
     SupervisorRef, SupervisorSpec,
 };
 
@@ -88,6 +88,7 @@ pub(crate) struct NodeShared {
     exports: DashMap<ActorId, Arc<dyn Inbound>>,
     named_exports: DashMap<Arc<str>, Arc<dyn Inbound>>,
     pending: PendingReplies,
+    refused: std::sync::atomic::AtomicU64,
 }
 
 /// Configures and starts a [`Node`].
@@ -143,6 +144,7 @@ impl NodeBuilder {
                 exports: DashMap::new(),
                 named_exports: DashMap::new(),
                 pending: PendingReplies::new(),
+                refused: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         let span = tracing::info_span!("node", node = %node.shared.name, id = %node.shared.id);
@@ -225,6 +227,24 @@ impl Node {
         Ok(Addr::named(self.clone(), name.into()))
     }
 
+    /// Lets other nodes reach the actor registered as `name` with messages of type `M` (by name,
+    /// so it keeps working across restarts). Nothing else on a node is reachable from outside,
+    /// supervisors included, except actors whose [`Addr`] was sent out inside a message.
+    pub fn expose<M: RemoteMessage>(&self, name: &str) -> Result<(), Error> {
+        let addr = self.lookup::<M>(name)?;
+        let name: Arc<str> = name.into();
+        self.shared.named_exports.insert(
+            name,
+            Arc::new(crate::wire::exports::Export { addr }) as Arc<dyn Inbound>,
+        );
+        Ok(())
+    }
+
+    /// Withdraws an exposure; later frames for `name` are refused with [`Error::NotExposed`].
+    pub fn unexpose(&self, name: &str) {
+        self.shared.named_exports.remove(name);
+    }
+
     /// How many replies this node is waiting for from other nodes (a diagnostic: it returns to
     /// zero once every remote ask is answered, dropped or expired).
     pub fn waiting_replies(&self) -> usize {
@@ -243,8 +263,21 @@ impl Node {
         content_type: ContentType,
         value: &T,
     ) -> Result<Vec<u8>, Error> {
-        let _guard = context::enter(self, content_type);
+        let _guard = context::enter(self, content_type, None);
         content_type.encode(value)
+    }
+
+    /// Encodes a message for `peer`, returning the request id of the reply port inside, if any.
+    pub(crate) fn encode_for<T: Serialize + ?Sized>(
+        &self,
+        peer: NodeId,
+        content_type: ContentType,
+        value: &T,
+    ) -> Result<(Vec<u8>, Option<u64>), Error> {
+        let _guard = context::enter(self, content_type, Some(peer));
+        context::take_request();
+        let bytes = content_type.encode(value)?;
+        Ok((bytes, context::take_request()))
     }
 
     /// Decodes a value in this node's wire context: handles inside it become working handles here
@@ -254,7 +287,7 @@ impl Node {
         content_type: ContentType,
         bytes: &[u8],
     ) -> Result<T, Error> {
-        let _guard = context::enter(self, content_type);
+        let _guard = context::enter(self, content_type, None);
         content_type.decode(bytes)
     }
 
@@ -387,7 +420,7 @@ impl Node {
     /// Sends a frame to `peer` (to this node itself when it is ours).
     pub(crate) fn send_frame(&self, peer: NodeId, frame: Frame) -> Result<(), Error> {
         if peer == self.shared.id {
-            self.deliver(frame);
+            self.deliver(peer, frame);
             return Ok(());
         }
         match self.shared.peers.get(&peer) {
@@ -396,30 +429,29 @@ impl Node {
         }
     }
 
-    /// Handles a frame that arrived from a link. Failures are logged: the sender is told through
-    /// the reply port inside the message, which is dropped and answers "reply dropped".
-    pub(crate) fn deliver(&self, frame: Frame) {
+    /// Handles a frame that arrived from `from`. A refused message is logged and, when it carried
+    /// a reply port, answered with the error, so the asker learns why at once.
+    pub(crate) fn deliver(&self, from: NodeId, frame: Frame) {
         match frame {
             Frame::Deliver {
                 to,
                 type_name,
                 content_type,
+                envelope,
                 body,
             } => {
-                let inbound = match &to {
-                    Target::Id(id) => self.shared.exports.get(id).map(|e| e.value().clone()),
-                    Target::Name(name) => self
-                        .shared
-                        .named_exports
-                        .get(name)
-                        .map(|e| e.value().clone()),
-                };
-                let result = match inbound {
-                    Some(inbound) => inbound.deliver(self, type_name, content_type, &body),
-                    None => Err(Error::NotFound(to.to_string())),
-                };
-                if let Err(err) = result {
-                    tracing::warn!(node = %self.shared.name, target = %to, error = %err, "refused an inbound message");
+                if let Err(err) = self.deliver_message(&to, &type_name, content_type, &body) {
+                    tracing::debug!(node = %self.shared.name, target = %to, error = %err, "refused an inbound message");
+                    self.count_refusal();
+                    if let Some(request) = envelope.request {
+                        let _ = self.send_frame(
+                            from,
+                            Frame::Reply {
+                                request,
+                                outcome: Err(err),
+                            },
+                        );
+                    }
                 }
             }
             Frame::Reply { request, outcome } => match self.shared.pending.take(request) {
@@ -428,7 +460,51 @@ impl Node {
                     tracing::debug!(node = %self.shared.name, request, "late or unknown reply dropped")
                 }
             },
+            Frame::Control(control) => self.on_control(from, control),
         }
+    }
+
+    fn deliver_message(
+        &self,
+        to: &Target,
+        type_name: &str,
+        content_type: ContentType,
+        body: &[u8],
+    ) -> Result<(), Error> {
+        let inbound = match to {
+            Target::Id(id) => self.shared.exports.get(id).map(|e| e.value().clone()),
+            Target::Name(name) => self
+                .shared
+                .named_exports
+                .get(name)
+                .map(|e| e.value().clone()),
+        };
+        match inbound {
+            Some(inbound) => inbound.deliver(self, type_name, content_type, body),
+            None => Err(match to {
+                Target::Name(name) if self.shared.directory.get(name).is_some() => {
+                    Error::NotExposed(name.to_string())
+                }
+                Target::Name(name) => Error::NotFound(name.to_string()),
+                Target::Id(id) => Error::ActorStopped(id.to_string()),
+            }),
+        }
+    }
+
+    /// Messages from other nodes that were refused (unknown or unexposed target, wrong type,
+    /// undecodable, overloaded), since the node started.
+    pub fn refused_messages(&self) -> u64 {
+        self.shared.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_refusal(&self) {
+        self.shared
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn on_control(&self, from: NodeId, control: crate::wire::frame::Control) {
+        tracing::debug!(node = %self.shared.name, %from, ?control, "control frame without a network link");
     }
 }
 

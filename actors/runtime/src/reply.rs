@@ -63,7 +63,7 @@ struct RemoteReply<T> {
     origin: NodeId,
     request: u64,
     content_type: ContentType,
-    encode: fn(&Node, ContentType, &T) -> Result<Vec<u8>, Error>,
+    encode: fn(&Node, NodeId, ContentType, &T) -> Result<Vec<u8>, Error>,
 }
 
 impl<T> RemoteReply<T> {
@@ -102,7 +102,8 @@ impl<T: Send + 'static> Reply<T> {
             Slot::Used => Err(Error::ReplyUsed),
             Slot::Local(tx) => tx.send(Ok(value)).map_err(|_| Error::AskerGone),
             Slot::Remote(remote) => {
-                let encoded = (remote.encode)(&remote.via, remote.content_type, &value);
+                let encoded =
+                    (remote.encode)(&remote.via, remote.origin, remote.content_type, &value);
                 let content_type = remote.content_type;
                 match encoded {
                     Ok(body) => remote.answer(Ok((content_type, body))),
@@ -181,12 +182,14 @@ where
                 let request = ctx.node.pending().register(
                     &ctx.node,
                     self.deadline(),
+                    ctx.peer,
                     Box::new(move |node: &Node, outcome| {
                         let result = outcome
                             .and_then(|(content_type, body)| node.decode::<T>(content_type, &body));
                         let _ = tx.send(result);
                     }),
                 );
+                context::record_request(request);
                 ReplyWire {
                     origin: ctx.node.id(),
                     request,
@@ -216,7 +219,9 @@ where
                 origin: wire.origin,
                 request: wire.request,
                 content_type: ctx.content_type,
-                encode: |node, content_type, value| node.encode(content_type, value),
+                encode: |node, origin, content_type, value| {
+                    node.encode_for(origin, content_type, value).map(|(bytes, _)| bytes)
+                },
             }))),
             deadline: wire.remaining_ms.map_or(Deadline::NONE, |ms| {
                 Deadline::at(Instant::now() + Duration::from_millis(ms))

@@ -8,17 +8,31 @@
 use std::cell::{Cell, RefCell};
 
 use super::ContentType;
-use crate::{Error, Node};
+use crate::{Error, Node, NodeId};
 
 thread_local! {
     static CURRENT: RefCell<Option<WireContext>> = const { RefCell::new(None) };
     static MISSING: Cell<bool> = const { Cell::new(false) };
+    static REQUEST: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
 #[derive(Clone)]
 pub(crate) struct WireContext {
     pub(crate) node: Node,
     pub(crate) content_type: ContentType,
+    /// The node the encoded bytes are for, when encoding for a link (reply ports registered
+    /// while encoding fail fast if that link is lost).
+    pub(crate) peer: Option<NodeId>,
+}
+
+/// Notes the request id of a reply port encoded in the current message.
+pub(crate) fn record_request(request: u64) {
+    REQUEST.with(|r| r.set(Some(request)));
+}
+
+/// Takes the request id noted while encoding the current message.
+pub(crate) fn take_request() -> Option<u64> {
+    REQUEST.with(|r| r.take())
 }
 
 /// Restores the previous context when dropped (contexts nest: decoding a reply may encode).
@@ -33,10 +47,11 @@ impl Drop for ContextGuard {
     }
 }
 
-pub(crate) fn enter(node: &Node, content_type: ContentType) -> ContextGuard {
+pub(crate) fn enter(node: &Node, content_type: ContentType, peer: Option<NodeId>) -> ContextGuard {
     let next = WireContext {
         node: node.clone(),
         content_type,
+        peer,
     };
     let previous = CURRENT.with(|c| c.borrow_mut().replace(next));
     ContextGuard { previous }

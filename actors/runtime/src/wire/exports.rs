@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::ContentType;
-use crate::{Addr, Error, Node};
+use crate::{Addr, Error, Node, NodeId};
 
 /// A message that can cross nodes: serde both ways, and a declared type name that is checked on
 /// arrival so a message of the wrong type is refused rather than misdecoded. The name must stay
@@ -67,7 +67,11 @@ impl<M: RemoteMessage> Inbound for Export<M> {
             });
         }
         let msg: M = node.decode(content_type, body)?;
-        self.addr.send(msg)
+        // A full mailbox is overload as far as the sender can tell.
+        self.addr.send(msg).map_err(|err| match err {
+            Error::MailboxFull { actor, .. } => Error::Unavailable(actor),
+            other => other,
+        })
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -79,6 +83,8 @@ type Complete = Box<dyn FnOnce(&Node, Result<(ContentType, Vec<u8>), Error>) + S
 
 struct Waiter {
     deadline: Instant,
+    /// The node the request went to, so the wait ends when that link is lost.
+    peer: Option<NodeId>,
     complete: Complete,
 }
 
@@ -108,6 +114,7 @@ impl PendingReplies {
         &self,
         node: &Node,
         deadline: Option<Instant>,
+        peer: Option<NodeId>,
         complete: Complete,
     ) -> u64 {
         let now = Instant::now();
@@ -115,7 +122,14 @@ impl PendingReplies {
         let deadline = deadline.unwrap_or(now + DEFAULT_WAIT);
         let expired = self.sweep(now);
         if let Ok(mut waiting) = self.waiting.lock() {
-            waiting.insert(request, Waiter { deadline, complete });
+            waiting.insert(
+                request,
+                Waiter {
+                    deadline,
+                    peer,
+                    complete,
+                },
+            );
         }
         for (waited, waiter) in expired {
             (waiter.complete)(node, Err(Error::Timeout(waited)));
@@ -126,6 +140,24 @@ impl PendingReplies {
     pub(crate) fn take(&self, request: u64) -> Option<Complete> {
         let mut waiting = self.waiting.lock().ok()?;
         waiting.remove(&request).map(|w| w.complete)
+    }
+
+    /// Ends every wait for an answer from `peer` with `err` (its link was lost).
+    pub(crate) fn fail_peer(&self, node: &Node, peer: NodeId, err: &Error) {
+        let lost: Vec<Waiter> = match self.waiting.lock() {
+            Ok(mut waiting) => {
+                let ids: Vec<u64> = waiting
+                    .iter()
+                    .filter(|(_, w)| w.peer == Some(peer))
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.into_iter().filter_map(|id| waiting.remove(&id)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for waiter in lost {
+            (waiter.complete)(node, Err(err.clone()));
+        }
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -1,15 +1,17 @@
-//! Frames: what peer links carry between nodes, and the link seam they travel through.
+//! Frames: what links carry between nodes, their byte layout, and the link seam.
 //!
-//! This links are in-process (see [`super::loopback`]); the QUIC link lays the same frames
-//! out on the wire. Bodies are always bytes from a codec, so a frame that crosses an in-process
-//! link has been through exactly the encoding a network would impose.
+//! An in-process link (see [`super::loopback`]) passes `Frame` values; the QUIC link writes them
+//! with [`Frame::encode`] and reads them with [`Frame::decode`]. Either way bodies are bytes from a
+//! codec, so a frame that crosses an in-process link has been through exactly the encoding a
+//! network imposes. The layout is specified in ARCHITECTURE.md ("Wire format").
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::ContentType;
-use crate::{ActorId, Error};
+use crate::{ActorId, Error, ExitReason};
 
 /// The actor a frame is for, on its node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -29,14 +31,60 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// Header fields that travel with a message, for the services built on top. Reserved now so the
+/// wire format does not change when they arrive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    /// The request id of the reply port inside the body, if any: lets the receiver refuse an
+    /// ask it cannot deliver with a typed error instead of leaving the asker to time out.
+    pub(crate) request: Option<u64>,
+    /// Milliseconds the asker still waits.
+    pub(crate) deadline_ms: Option<u64>,
+    /// The trace this message belongs to.
+    pub(crate) trace_id: Option<u128>,
+    /// Headers (service metadata).
+    pub(crate) metadata: Vec<(String, String)>,
+}
+
+/// Why a watched actor is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Down {
+    /// The actor's incarnation ended, with its reason.
+    Exited(ExitReason),
+    /// The actor was not running when the watch was set.
+    NotRunning,
+    /// Its node was lost (link closed or silent past the idle timeout) or shut down.
+    NodeLost,
+}
+
+/// Link-level messages between two nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Control {
+    /// May `name` be reached from outside with messages of `type_name`?
+    Lookup {
+        id: u64,
+        name: String,
+        type_name: String,
+    },
+    LookupResult {
+        id: u64,
+        result: Result<(), Error>,
+    },
+    /// Tell me (under `watch`) when `target` stops.
+    Watch { watch: u64, target: Target },
+    Unwatch { watch: u64 },
+    Down { watch: u64, down: Down },
+}
+
 #[derive(Debug)]
 pub(crate) enum Frame {
     /// A message for an actor.
     Deliver {
         to: Target,
         /// The message's declared, stable type name, checked before decoding.
-        type_name: &'static str,
+        type_name: Cow<'static, str>,
         content_type: ContentType,
+        envelope: Envelope,
         body: Vec<u8>,
     },
     /// The answer to a [`Reply`](crate::Reply) that travelled, for the asker's node.
@@ -44,9 +92,212 @@ pub(crate) enum Frame {
         request: u64,
         outcome: Result<(ContentType, Vec<u8>), Error>,
     },
+    Control(Control),
 }
 
 /// A way to get frames to one peer node.
 pub(crate) trait PeerLink: Send + Sync {
     fn send(&self, frame: Frame) -> Result<(), Error>;
+}
+
+const KIND_DELIVER: u8 = 1;
+const KIND_REPLY: u8 = 2;
+const KIND_CONTROL: u8 = 3;
+
+/// Bytes before the header: length (u32), kind (u8), header length (u16).
+pub(crate) const PREFIX: usize = 4;
+
+#[derive(Serialize, Deserialize)]
+struct DeliverHeader<'a> {
+    #[serde(borrow)]
+    to: Cow<'a, Target>,
+    type_name: Cow<'a, str>,
+    content_type: Cow<'a, str>,
+    envelope: Cow<'a, Envelope>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ReplyHeader<'a> {
+    request: u64,
+    /// The body's content type, or why there is no answer.
+    outcome: Result<Cow<'a, str>, Error>,
+}
+
+fn header_codec() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ u16::MAX as usize }>()
+}
+
+fn malformed(what: &str, err: impl std::fmt::Display) -> Error {
+    Error::Protocol(format!("malformed {what}: {err}"))
+}
+
+impl Frame {
+    /// Appends the frame to `out`: `len:u32be kind:u8 header_len:u16be header body`, where `len`
+    /// counts everything after itself.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>, max_frame: usize) -> Result<(), Error> {
+        let (kind, header, body): (u8, Vec<u8>, &[u8]) = match self {
+            Frame::Deliver {
+                to,
+                type_name,
+                content_type,
+                envelope,
+                body,
+            } => {
+                let header = DeliverHeader {
+                    to: Cow::Borrowed(to),
+                    type_name: Cow::Borrowed(type_name),
+                    content_type: Cow::Borrowed(content_type.as_str()),
+                    envelope: Cow::Borrowed(envelope),
+                };
+                (KIND_DELIVER, encode_header(&header)?, body)
+            }
+            Frame::Reply { request, outcome } => {
+                let (outcome, body): (Result<Cow<'_, str>, Error>, &[u8]) = match outcome {
+                    Ok((ct, body)) => (Ok(Cow::Borrowed(ct.as_str())), body),
+                    Err(err) => (Err(err.clone()), &[]),
+                };
+                let header = ReplyHeader {
+                    request: *request,
+                    outcome,
+                };
+                (KIND_REPLY, encode_header(&header)?, body)
+            }
+            Frame::Control(control) => (KIND_CONTROL, encode_header(control)?, &[]),
+        };
+        let len = 1 + 2 + header.len() + body.len();
+        if len > max_frame {
+            return Err(Error::FrameTooLarge {
+                size: len,
+                limit: max_frame,
+            });
+        }
+        let header_len = u16::try_from(header.len()).map_err(|_| Error::FrameTooLarge {
+            size: header.len(),
+            limit: u16::MAX as usize,
+        })?;
+        out.reserve(PREFIX + len);
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        out.push(kind);
+        out.extend_from_slice(&header_len.to_be_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(body);
+        Ok(())
+    }
+
+    /// Decodes a frame from what follows its length prefix.
+    pub(crate) fn decode(frame: &[u8]) -> Result<Frame, Error> {
+        let [kind, h0, h1, rest @ ..] = frame else {
+            return Err(Error::Protocol(format!(
+                "truncated frame of {} bytes",
+                frame.len()
+            )));
+        };
+        let header_len = u16::from_be_bytes([*h0, *h1]) as usize;
+        if rest.len() < header_len {
+            return Err(Error::Protocol(format!(
+                "frame header of {header_len} bytes in a frame of {}",
+                frame.len()
+            )));
+        }
+        let (header, body) = rest.split_at(header_len);
+        match *kind {
+            KIND_DELIVER => {
+                let h: DeliverHeader<'_> = decode_header(header, "deliver header")?;
+                Ok(Frame::Deliver {
+                    to: h.to.into_owned(),
+                    type_name: Cow::Owned(h.type_name.into_owned()),
+                    content_type: ContentType::parse(&h.content_type)?,
+                    envelope: h.envelope.into_owned(),
+                    body: body.to_vec(),
+                })
+            }
+            KIND_REPLY => {
+                let h: ReplyHeader<'_> = decode_header(header, "reply header")?;
+                let outcome = match h.outcome {
+                    Ok(ct) => Ok((ContentType::parse(&ct)?, body.to_vec())),
+                    Err(err) => Err(err),
+                };
+                Ok(Frame::Reply {
+                    request: h.request,
+                    outcome,
+                })
+            }
+            KIND_CONTROL => Ok(Frame::Control(decode_header(header, "control frame")?)),
+            other => Err(Error::Protocol(format!("unknown frame kind {other}"))),
+        }
+    }
+}
+
+fn encode_header<T: Serialize>(header: &T) -> Result<Vec<u8>, Error> {
+    bincode::serde::encode_to_vec(header, header_codec()).map_err(|e| malformed("header", e))
+}
+
+fn decode_header<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, Error> {
+    match bincode::serde::borrow_decode_from_slice(bytes, header_codec()) {
+        Ok((value, used)) if used == bytes.len() => Ok(value),
+        Ok((_, used)) => Err(malformed(what, format!("{} trailing bytes", bytes.len() - used))),
+        Err(e) => Err(malformed(what, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(frame: &Frame) -> Frame {
+        let mut out = Vec::new();
+        frame.encode(&mut out, 1 << 20).unwrap();
+        let len = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, out.len() - 4);
+        Frame::decode(&out[4..]).unwrap()
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let deliver = Frame::Deliver {
+            to: Target::Name("kv".into()),
+            type_name: Cow::Borrowed("test.Kv"),
+            content_type: ContentType::Json,
+            envelope: Envelope {
+                request: Some(7),
+                deadline_ms: Some(1500),
+                trace_id: Some(42),
+                metadata: vec![("user".into(), "ada".into())],
+            },
+            body: b"{\"x\":1}".to_vec(),
+        };
+        let Frame::Deliver { to, type_name, content_type, envelope, body } = round_trip(&deliver) else {
+            panic!("not a deliver frame")
+        };
+        assert_eq!(to, Target::Name("kv".into()));
+        assert_eq!(type_name, "test.Kv");
+        assert_eq!(content_type, ContentType::Json);
+        assert_eq!(envelope.request, Some(7));
+        assert_eq!(envelope.metadata, vec![("user".to_owned(), "ada".to_owned())]);
+        assert_eq!(body, b"{\"x\":1}");
+
+        let reply = Frame::Reply { request: 9, outcome: Err(Error::Unavailable("kv".into())) };
+        assert!(matches!(round_trip(&reply), Frame::Reply { request: 9, outcome: Err(Error::Unavailable(_)) }));
+        let control = Frame::Control(Control::Down { watch: 3, down: Down::NodeLost });
+        assert!(matches!(round_trip(&control), Frame::Control(Control::Down { watch: 3, down: Down::NodeLost })));
+    }
+
+    #[test]
+    fn garbage_is_a_protocol_error_not_a_panic() {
+        for junk in [&[][..], &[1], &[1, 0, 9, 1, 2], &[9, 0, 0], &[1, 0, 3, 0xff, 0xff, 0xff], &[3, 0, 1, 0xff]] {
+            assert!(matches!(Frame::decode(junk), Err(Error::Protocol(_)) | Err(Error::UnknownContentType(_))), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_at_encode() {
+        let big = Frame::Deliver {
+            to: Target::Id(ActorId(1)),
+            type_name: Cow::Borrowed("t"),
+            content_type: ContentType::Bincode,
+            envelope: Envelope::default(),
+            body: vec![0; 2048],
+        };
+        assert!(matches!(big.encode(&mut Vec::new(), 1024), Err(Error::FrameTooLarge { limit: 1024, .. })));
+    }
 }

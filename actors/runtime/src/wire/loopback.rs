@@ -21,11 +21,11 @@ impl PeerLink for ChannelLink {
 
 /// Links `a` and `b` both ways.
 pub(crate) fn connect(a: &Node, b: &Node) {
-    a.add_peer(b.id(), Box::new(link_to(b)));
-    b.add_peer(a.id(), Box::new(link_to(a)));
+    a.add_peer(b.id(), Box::new(link_to(b, a.id())));
+    b.add_peer(a.id(), Box::new(link_to(a, b.id())));
 }
 
-fn link_to(node: &Node) -> ChannelLink {
+fn link_to(node: &Node, from: crate::NodeId) -> ChannelLink {
     let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
     let receiver = node.downgrade();
     tokio::spawn(async move {
@@ -33,7 +33,7 @@ fn link_to(node: &Node) -> ChannelLink {
             let Some(node) = receiver.upgrade() else {
                 break;
             };
-            node.deliver(frame);
+            node.deliver(from, frame);
         }
     });
     ChannelLink {

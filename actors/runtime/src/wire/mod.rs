@@ -9,3 +9,4 @@ pub(crate) mod loopback;
 
 pub use codec::ContentType;
 pub use exports::RemoteMessage;
+pub use frame::Down;
