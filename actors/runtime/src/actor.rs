@@ -78,7 +78,7 @@ pub struct Context<A: Actor> {
     addr: Addr<A::Msg>,
     node: Node,
     name: Option<Arc<str>>,
-    bound: Option<Arc<MailboxBound>>,
+    bound: Arc<MailboxBound>,
     myself: ActorRef<A::Msg>,
 }
 
@@ -233,7 +233,7 @@ pub(crate) struct HostArgs<A: Actor> {
     pub(crate) actor: A,
     pub(crate) node: Node,
     pub(crate) name: Option<Arc<str>>,
-    pub(crate) bound: Option<Arc<MailboxBound>>,
+    pub(crate) bound: Arc<MailboxBound>,
 }
 
 pub(crate) struct HostState<A: Actor> {
@@ -277,9 +277,7 @@ impl<A: Actor> ractor::Actor for Host<A> {
         msg: A::Msg,
         state: &mut HostState<A>,
     ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
-        if let Some(bound) = &state.ctx.bound {
-            bound.release();
-        }
+        state.ctx.bound.release();
         // No `catch_unwind` per message: ractor catches panics around the whole loop, and
         // `ExitReason::from_ractor` tells them from errors, which are always a `Failure`.
         state

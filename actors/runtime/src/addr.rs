@@ -11,10 +11,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::mailbox::MailboxBound;
 use crate::reply::Reply;
+use crate::watch::Watch;
 use crate::wire::context;
 use crate::wire::exports::{Export, Inbound};
 use crate::wire::frame::{Envelope, Frame, Target};
-use crate::{ActorId, ContentType, Error, Node, NodeId, RemoteMessage};
+use crate::{ActorId, ContentType, Down, Error, Node, NodeId, RemoteMessage};
 
 /// A typed handle to an actor, on this node or another.
 ///
@@ -45,7 +46,7 @@ enum Inner<M: Send + 'static> {
 struct Local<M: Send + 'static> {
     actor: ActorRef<M>,
     node: Node,
-    bound: Option<Arc<MailboxBound>>,
+    bound: Arc<MailboxBound>,
 }
 
 struct Named<M> {
@@ -61,13 +62,50 @@ struct Remote<M> {
     target: Target,
     type_name: &'static str,
     content_type: ContentType,
-    encode: fn(&Node, NodeId, ContentType, &M) -> Result<(Vec<u8>, Option<u64>), Error>,
+    encode: EncodeFor<M>,
 }
 
+/// Encodes a message for a peer; returns the bytes and the request id of a reply port inside.
+type EncodeFor<M> = fn(&Node, NodeId, ContentType, &M) -> Result<(Vec<u8>, Option<u64>), Error>;
+
 impl<M: Send + 'static> Addr<M> {
-    pub(crate) fn local(actor: ActorRef<M>, node: Node, bound: Option<Arc<MailboxBound>>) -> Self {
+    pub(crate) fn local(actor: ActorRef<M>, node: Node, bound: Arc<MailboxBound>) -> Self {
         Addr {
             inner: Inner::Local(Local { actor, node, bound }),
+        }
+    }
+
+    pub(crate) fn remote_named(via: Node, peer: NodeId, name: Arc<str>) -> Self
+    where
+        M: RemoteMessage,
+    {
+        Addr {
+            inner: Inner::Remote(Arc::new(Remote {
+                via,
+                peer,
+                target: Target::Name(name),
+                type_name: M::TYPE_NAME,
+                content_type: ContentType::default(),
+                encode: encode_for_wire::<M>,
+            })),
+        }
+    }
+
+    /// The same address, encoding its messages with `content_type` when they cross nodes (local
+    /// addresses do not encode, so this changes nothing for them).
+    pub fn with_content_type(&self, content_type: ContentType) -> Self {
+        match &self.inner {
+            Inner::Remote(remote) => Addr {
+                inner: Inner::Remote(Arc::new(Remote {
+                    via: remote.via.clone(),
+                    peer: remote.peer,
+                    target: remote.target.clone(),
+                    type_name: remote.type_name,
+                    content_type,
+                    encode: remote.encode,
+                })),
+            },
+            _ => self.clone(),
         }
     }
 
@@ -88,7 +126,7 @@ impl<M: Send + 'static> Addr<M> {
     pub fn send(&self, msg: M) -> Result<(), Error> {
         // The local case inlines into the caller; the others are out of line.
         match &self.inner {
-            Inner::Local(local) => cast(&local.actor, local.bound.as_deref(), msg),
+            Inner::Local(local) => cast(&local.actor, &local.bound, msg),
             _ => self.send_indirect(msg),
         }
     }
@@ -97,7 +135,7 @@ impl<M: Send + 'static> Addr<M> {
     #[inline(never)]
     fn send_indirect(&self, msg: M) -> Result<(), Error> {
         match &self.inner {
-            Inner::Local(local) => cast(&local.actor, local.bound.as_deref(), msg),
+            Inner::Local(local) => cast(&local.actor, &local.bound, msg),
             Inner::Named(named) => {
                 let entry = named
                     .node
@@ -105,7 +143,7 @@ impl<M: Send + 'static> Addr<M> {
                     .get(&named.name)
                     .ok_or_else(|| Error::ActorStopped(named.name.to_string()))?;
                 let actor: ActorRef<M> = entry.cell.into();
-                cast(&actor, entry.bound.as_deref(), msg)
+                cast(&actor, &entry.bound, msg)
             }
             Inner::Remote(remote) => {
                 let (body, request) =
@@ -180,6 +218,44 @@ impl<M: Send + 'static> Addr<M> {
         }
     }
 
+    /// Starts watching the actor: the returned [`Watch`] resolves with why it is gone — its exit
+    /// reason, [`Down::NotRunning`] when it was not running, or [`Down::NodeLost`] when its node
+    /// is lost. A named address watches the incarnation running now.
+    pub fn watch(&self) -> Watch {
+        match &self.inner {
+            Inner::Local(local) => local.node.watch_local(local.actor.get_cell()),
+            Inner::Named(named) => match named.node.directory().get(&named.name) {
+                Some(entry) => named.node.watch_local(entry.cell),
+                None => Watch::ready(Down::NotRunning),
+            },
+            Inner::Remote(remote) => remote.via.watch_remote(remote.peer, remote.target.clone()),
+        }
+    }
+
+    /// Bounds the mailbox of the actor behind a local or named address, if it has no bound yet:
+    /// what an actor accepts from the network is always bounded.
+    pub(crate) fn bound_for_network(&self, capacity: usize) {
+        match &self.inner {
+            Inner::Local(local) => local.bound.bound_if_unbounded(capacity),
+            Inner::Named(named) => {
+                if let Some(entry) = named.node.directory().get(&named.name) {
+                    entry.bound.bound_if_unbounded(capacity);
+                }
+            }
+            Inner::Remote(_) => {}
+        }
+    }
+
+    /// The running incarnation behind a local or named address.
+    pub(crate) fn current_cell(&self, node: &Node) -> Option<ractor::ActorCell> {
+        let cell = match &self.inner {
+            Inner::Local(local) => local.actor.get_cell(),
+            Inner::Named(named) => node.directory().get(&named.name)?.cell,
+            Inner::Remote(_) => return None,
+        };
+        (cell.get_status() <= ractor::ActorStatus::Upgrading).then_some(cell)
+    }
+
     /// Whether the actor lives on another node.
     pub fn is_remote(&self) -> bool {
         matches!(self.inner, Inner::Remote(_))
@@ -198,14 +274,8 @@ impl<M: Send + 'static> Addr<M> {
 
 /// The hot path of every local send: small enough to inline, errors built out of line.
 #[inline]
-fn cast<M: Send + 'static>(
-    actor: &ActorRef<M>,
-    bound: Option<&MailboxBound>,
-    msg: M,
-) -> Result<(), Error> {
-    if let Some(bound) = bound
-        && !bound.try_reserve()
-    {
+fn cast<M: Send + 'static>(actor: &ActorRef<M>, bound: &MailboxBound, msg: M) -> Result<(), Error> {
+    if !bound.try_reserve() {
         return Err(mailbox_full(actor, bound));
     }
     match actor.cast(msg) {
@@ -223,14 +293,8 @@ fn mailbox_full<M>(actor: &ActorRef<M>, bound: &MailboxBound) -> Error {
 }
 
 #[cold]
-fn cast_failed<M>(
-    actor: &ActorRef<M>,
-    bound: Option<&MailboxBound>,
-    err: MessagingErr<M>,
-) -> Error {
-    if let Some(bound) = bound {
-        bound.release();
-    }
+fn cast_failed<M>(actor: &ActorRef<M>, bound: &MailboxBound, err: MessagingErr<M>) -> Error {
+    bound.release();
     match err {
         MessagingErr::SendErr(_) | MessagingErr::ChannelClosed => {
             Error::ActorStopped(describe(actor))
@@ -294,6 +358,7 @@ impl<M: RemoteMessage> Serialize for Addr<M> {
             Inner::Local(local) => {
                 let id = ActorId::of(&local.actor.get_cell());
                 let exported = self.clone();
+                exported.bound_for_network(local.node.inbound_capacity());
                 local.node.export_id(id, move || {
                     Arc::new(Export { addr: exported }) as Arc<dyn Inbound>
                 });
@@ -304,6 +369,7 @@ impl<M: RemoteMessage> Serialize for Addr<M> {
             }
             Inner::Named(named) => {
                 let exported = self.clone();
+                exported.bound_for_network(named.node.inbound_capacity());
                 named.node.export_name(&named.name, move || {
                     Arc::new(Export { addr: exported }) as Arc<dyn Inbound>
                 });

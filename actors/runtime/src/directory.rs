@@ -15,7 +15,7 @@ use crate::{ActorId, Error};
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) cell: ActorCell,
-    pub(crate) bound: Option<Arc<MailboxBound>>,
+    pub(crate) bound: Arc<MailboxBound>,
 }
 
 #[derive(Default)]
@@ -41,7 +41,7 @@ impl Directory {
         &self,
         name: &Arc<str>,
         cell: ActorCell,
-        bound: Option<Arc<MailboxBound>>,
+        bound: Arc<MailboxBound>,
     ) -> Result<(), Error> {
         match self.names.entry(name.clone()) {
             MapEntry::Occupied(held) if alive(&held.get().cell) => {

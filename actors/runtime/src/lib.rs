@@ -12,19 +12,23 @@ mod directory;
 mod error;
 mod id;
 mod mailbox;
+mod net;
 mod node;
 mod reply;
 mod supervisor;
+mod watch;
 mod wire;
 
 pub use actor::{Actor, ActorError, Context, ExitReason};
 pub use addr::Addr;
 pub use error::{Error, Result};
 pub use id::{ActorId, NodeId};
+pub use net::{ClusterCa, NodeCredentials, PeerEvent, PeerInfo};
 pub use node::{Node, NodeBuilder, NodeStatus};
 pub use reply::Reply;
 pub use supervisor::{
     Backoff, Child, ChildInfo, ChildSpec, Intensity, Restart, Strategy, SupervisionEvent,
     SupervisorRef, SupervisorSpec,
 };
-pub use wire::{ContentType, RemoteMessage};
+pub use watch::Watch;
+pub use wire::{ContentType, Down, RemoteMessage};

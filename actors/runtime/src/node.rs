@@ -2,22 +2,26 @@
 //! supervisor, the name directory, the links to other nodes and what it exports to them.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::directory::Directory;
+use crate::net::{Net, NetConfig, accept_loop};
 use crate::supervisor::start_root;
+use crate::watch::{Watch, Watcher, Watches};
 use crate::wire::context;
 use crate::wire::exports::{Inbound, PendingReplies};
-use crate::wire::frame::{Frame, PeerLink, Target};
+use crate::wire::frame::{Control, Down, Frame, PeerLink, Target};
 use crate::wire::loopback;
 use crate::{
-    Actor, ActorId, Addr, ChildSpec, ContentType, Error, NodeId, RemoteMessage, Strategy, SupervisionEvent,
+    Actor, ActorId, Addr, ChildSpec, ClusterCa, ContentType, Error, ExitReason, Intensity,
+    NodeCredentials, NodeId, PeerEvent, PeerInfo, RemoteMessage, Strategy, SupervisionEvent,
     SupervisorRef, SupervisorSpec,
 };
 
@@ -89,15 +93,41 @@ pub(crate) struct NodeShared {
     named_exports: DashMap<Arc<str>, Arc<dyn Inbound>>,
     pending: PendingReplies,
     refused: std::sync::atomic::AtomicU64,
+    watches: Watches,
+    /// Watches this node set on other nodes' actors: watch id → (peer, who to tell).
+    remote_watches: DashMap<u64, (NodeId, oneshot::Sender<Down>)>,
+    /// Remote lookups waiting for an answer: id → (peer, who to tell).
+    lookups: DashMap<u64, LookupWaiter>,
+    next_id: std::sync::atomic::AtomicU64,
+    /// What an exposed or exported actor may have queued (see `NodeBuilder::inbound_capacity`).
+    inbound_capacity: usize,
+    /// The QUIC endpoint and links, while the node listens (taken at shutdown so the socket
+    /// is released).
+    net: std::sync::RwLock<Option<Arc<Net>>>,
+    /// The supervisor of the link actors.
+    links: OnceLock<SupervisorRef>,
 }
 
+type LookupWaiter = (NodeId, oneshot::Sender<Result<(), Error>>);
+
 /// Configures and starts a [`Node`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeBuilder {
     name: String,
     root: SupervisorSpec,
     shutdown_timeout: Duration,
     event_capacity: usize,
+    inbound_capacity: usize,
+    net: Option<NetConfig>,
+}
+
+impl fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("name", &self.name)
+            .field("listen", &self.net.as_ref().map(|n| n.listen))
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeBuilder {
@@ -126,13 +156,74 @@ impl NodeBuilder {
         self
     }
 
-    /// Starts the node and its root supervisor (with the root's children, in order).
+    /// Listens for other nodes on `addr` (QUIC over UDP; `127.0.0.1:0` picks a free port, see
+    /// [`Node::local_addr`]). Without it the node is purely local.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        let credentials = self.net.take().and_then(|n| n.credentials);
+        let mut net = NetConfig::new(addr);
+        net.credentials = credentials;
+        self.net = Some(net);
+        self
+    }
+
+    /// The node's certificate, key and cluster CA. Without them a listening node joins the
+    /// development cluster of this machine user ([`ClusterCa::dev`](crate::ClusterCa::dev)) with a
+    /// fresh node id.
+    pub fn credentials(mut self, credentials: NodeCredentials) -> Self {
+        self.net_config().credentials = Some(credentials);
+        self
+    }
+
+    /// The largest frame this node sends or accepts (default 16 MiB). Larger messages fail with
+    /// [`Error::FrameTooLarge`] at the sender; larger frames arriving are skipped and counted.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.net_config().max_frame = bytes.max(1024);
+        self
+    }
+
+    /// How long a silent peer is given before its link counts as lost (default 1 s; keep-alives
+    /// go out at a quarter of it).
+    pub fn peer_timeout(mut self, timeout: Duration) -> Self {
+        let net = self.net_config();
+        net.idle_timeout = timeout;
+        net.keep_alive = timeout / 4;
+        self
+    }
+
+    /// How many messages an actor reachable from other nodes may have queued before more from the
+    /// network are refused with [`Error::Unavailable`] (default 65,536; an actor whose child spec
+    /// sets a mailbox bound keeps its own).
+    pub fn inbound_capacity(mut self, messages: usize) -> Self {
+        self.inbound_capacity = messages.max(1);
+        if let Some(net) = &mut self.net {
+            net.inbound_capacity = messages.max(1);
+        }
+        self
+    }
+
+    fn net_config(&mut self) -> &mut NetConfig {
+        self.net
+            .get_or_insert_with(|| NetConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))))
+    }
+
+    /// Starts the node and its root supervisor (with the root's children, in order), and, when
+    /// it listens, its QUIC endpoint.
     pub async fn start(self) -> Result<Node, Error> {
         let (events, _) = broadcast::channel(self.event_capacity);
         let (status, _) = watch::channel(NodeStatus::Running);
+        let credentials = match &self.net {
+            Some(net) => Some(match &net.credentials {
+                Some(credentials) => credentials.clone(),
+                None => ClusterCa::dev()?.issue(NodeId::random())?,
+            }),
+            None => None,
+        };
+        let id = credentials
+            .as_ref()
+            .map_or_else(NodeId::random, NodeCredentials::node_id);
         let node = Node {
             shared: Arc::new(NodeShared {
-                id: NodeId::random(),
+                id,
                 name: self.name,
                 shutdown_timeout: self.shutdown_timeout,
                 directory: Directory::default(),
@@ -145,6 +236,13 @@ impl NodeBuilder {
                 named_exports: DashMap::new(),
                 pending: PendingReplies::new(),
                 refused: std::sync::atomic::AtomicU64::new(0),
+                watches: Watches::default(),
+                remote_watches: DashMap::new(),
+                lookups: DashMap::new(),
+                next_id: std::sync::atomic::AtomicU64::new(1),
+                inbound_capacity: self.inbound_capacity,
+                net: std::sync::RwLock::new(None),
+                links: OnceLock::new(),
             }),
         };
         let span = tracing::info_span!("node", node = %node.shared.name, id = %node.shared.id);
@@ -159,6 +257,23 @@ impl NodeBuilder {
                 node.mark_stopped();
             }
         });
+        if let (Some(config), Some(credentials)) = (self.net, credentials) {
+            let links = node
+                .root()?
+                .start_supervisor(
+                    SupervisorSpec::new(Strategy::OneForOne)
+                        .named("links")
+                        .intensity(Intensity::new(100, Duration::from_secs(10))),
+                )
+                .await?;
+            let _ = node.shared.links.set(links);
+            let net = Arc::new(Net::bind(config, credentials)?);
+            tokio::spawn(accept_loop(net.endpoint.clone(), node.downgrade()));
+            tracing::info!(addr = %net.local_addr, "listening");
+            if let Ok(mut slot) = node.shared.net.write() {
+                *slot = Some(net);
+            }
+        }
         tracing::info!("node started");
         Ok(node)
     }
@@ -172,6 +287,8 @@ impl Node {
             root: SupervisorSpec::new(Strategy::OneForOne).named("root"),
             shutdown_timeout: Duration::from_secs(30),
             event_capacity: 1024,
+            inbound_capacity: 65_536,
+            net: None,
         }
     }
 
@@ -227,11 +344,68 @@ impl Node {
         Ok(Addr::named(self.clone(), name.into()))
     }
 
+    /// Where this node listens for other nodes, if it does.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.net_opt().map(|net| net.local_addr)
+    }
+
+    /// This node's incarnation: new at every start, so peers can tell a restarted node (same id
+    /// from the same certificate) from the one they knew. 0 for a node that does not listen.
+    pub fn incarnation(&self) -> u64 {
+        self.net_opt().map_or(0, |net| net.incarnation)
+    }
+
+    /// Links to the node listening at `addr` (dialling it now) and returns its id. The peer is
+    /// checked against this node's cluster CA; a peer of another cluster is refused with
+    /// [`Error::Untrusted`].
+    pub async fn connect(&self, addr: SocketAddr) -> Result<NodeId, Error> {
+        let net = self.net()?;
+        let (conn, hello) = net.dial(self, addr).await?;
+        let peer = hello.node;
+        crate::net::attach(self, &net, conn, hello, self.id()).await?;
+        Ok(peer)
+    }
+
+    /// A remote address for the actor `name` exposed on node `peer` (see [`Node::expose`]).
+    /// The peer is asked first, so an unknown name ([`Error::NotFound`]), an unexposed one
+    /// ([`Error::NotExposed`]) or another message type ([`Error::WrongMessageType`]) is an error
+    /// here rather than at the first send.
+    pub async fn lookup_remote<M: RemoteMessage>(
+        &self,
+        peer: NodeId,
+        name: &str,
+    ) -> Result<Addr<M>, Error> {
+        let timeout = self
+            .net_opt()
+            .map_or(Duration::from_secs(5), |net| net.config.connect_timeout);
+        self.remote_lookup(peer, name, timeout).await
+    }
+
+    /// QUIC connections open on this node's endpoint (a diagnostic: one per linked peer once
+    /// links settle, even when two nodes dialled each other at once).
+    pub fn open_connections(&self) -> usize {
+        self.net_opt()
+            .map_or(0, |net| net.endpoint.open_connections())
+    }
+
+    /// Changes in this node's links: peers up and down.
+    pub fn peer_events(&self) -> Result<broadcast::Receiver<PeerEvent>, Error> {
+        Ok(self.net()?.events.subscribe())
+    }
+
+    /// The nodes this node knows: id → address, name, incarnation, and whether linked now.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.net_opt().map_or_else(Vec::new, |net| {
+            net.known.iter().map(|e| e.value().clone()).collect()
+        })
+    }
+
     /// Lets other nodes reach the actor registered as `name` with messages of type `M` (by name,
     /// so it keeps working across restarts). Nothing else on a node is reachable from outside,
     /// supervisors included, except actors whose [`Addr`] was sent out inside a message.
     pub fn expose<M: RemoteMessage>(&self, name: &str) -> Result<(), Error> {
         let addr = self.lookup::<M>(name)?;
+        addr.bound_for_network(self.shared.inbound_capacity);
         let name: Arc<str> = name.into();
         self.shared.named_exports.insert(
             name,
@@ -316,6 +490,18 @@ impl Node {
                 let _ = cell.kill_and_wait(Some(Duration::from_secs(5))).await;
             }
         }
+        let net = self
+            .shared
+            .net
+            .write()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(net) = net {
+            net.endpoint
+                .close(crate::net::CLOSE_SHUTDOWN.into(), b"node shutdown");
+            let _ = tokio::time::timeout(crate::net::CLOSE_GRACE, net.endpoint.wait_idle()).await;
+            net.links.clear();
+        }
         self.mark_stopped();
         self.stopped().await
     }
@@ -361,9 +547,35 @@ impl Node {
         self.shared.peers.clear();
         self.shared.exports.clear();
         self.shared.named_exports.clear();
+        self.shared.watches.clear();
+        self.shared.remote_watches.clear();
     }
 
     // ---- crate-internal plumbing ----
+
+    fn net_opt(&self) -> Option<Arc<Net>> {
+        self.shared.net.read().ok().and_then(|slot| slot.clone())
+    }
+
+    pub(crate) fn net(&self) -> Result<Arc<Net>, Error> {
+        self.net_opt().ok_or_else(|| {
+            Error::NoRoute(format!(
+                "node {} does not listen (NodeBuilder::listen)",
+                self.shared.name
+            ))
+        })
+    }
+
+    pub(crate) fn links_supervisor(&self) -> Result<&SupervisorRef, Error> {
+        self.shared
+            .links
+            .get()
+            .ok_or_else(|| Error::NodeStopped(self.shared.name.clone()))
+    }
+
+    pub(crate) fn inbound_capacity(&self) -> usize {
+        self.shared.inbound_capacity
+    }
 
     pub(crate) fn downgrade(&self) -> WeakNode {
         WeakNode(Arc::downgrade(&self.shared))
@@ -387,11 +599,108 @@ impl Node {
     }
 
     /// An incarnation ended: drop its name binding and export.
-    pub(crate) fn forget(&self, id: ActorId, name: Option<&str>) {
+    pub(crate) fn forget(&self, id: ActorId, name: Option<&str>, reason: &ExitReason) {
         if let Some(name) = name {
             self.shared.directory.remove_if(name, id);
         }
         self.shared.exports.remove(&id);
+        self.shared.watches.fire(self, id, reason);
+    }
+
+    /// Watches a local incarnation.
+    pub(crate) fn watch_local(&self, cell: ractor::ActorCell) -> Watch {
+        let id = ActorId::of(&cell);
+        let (tx, rx) = oneshot::channel();
+        self.shared.watches.add(id, Watcher::Local(tx));
+        if cell.get_status() > ractor::ActorStatus::Upgrading {
+            self.shared.watches.fire_if(self, id, Down::NotRunning);
+        }
+        Watch::new(rx)
+    }
+
+    /// Watches an actor on `peer`: the peer reports its end, and losing the link reports
+    /// [`Down::NodeLost`].
+    pub(crate) fn watch_remote(&self, peer: NodeId, target: Target) -> Watch {
+        let watch = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        self.shared.remote_watches.insert(watch, (peer, tx));
+        let sent = self.send_frame(peer, Frame::Control(Control::Watch { watch, target }));
+        if sent.is_err()
+            && let Some((_, (_, tx))) = self.shared.remote_watches.remove(&watch)
+        {
+            let _ = tx.send(Down::NodeLost);
+        }
+        Watch::new(rx)
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.shared
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A peer's link is gone: end the waits that depended on it.
+    pub(crate) fn peer_lost(&self, peer: NodeId) {
+        let err = Error::NodeLost(peer.to_string());
+        self.shared.pending.fail_peer(self, peer, &err);
+        let lost: Vec<u64> = self
+            .shared
+            .remote_watches
+            .iter()
+            .filter(|e| e.value().0 == peer)
+            .map(|e| *e.key())
+            .collect();
+        for watch in lost {
+            if let Some((_, (_, tx))) = self.shared.remote_watches.remove(&watch) {
+                let _ = tx.send(Down::NodeLost);
+            }
+        }
+        let lookups: Vec<u64> = self
+            .shared
+            .lookups
+            .iter()
+            .filter(|e| e.value().0 == peer)
+            .map(|e| *e.key())
+            .collect();
+        for id in lookups {
+            if let Some((_, (_, tx))) = self.shared.lookups.remove(&id) {
+                let _ = tx.send(Err(err.clone()));
+            }
+        }
+        self.shared.watches.drop_peer(peer);
+    }
+
+    /// Asks `peer` whether `name` is exposed for messages of type `M`, then returns a remote
+    /// address for it.
+    pub(crate) async fn remote_lookup<M: RemoteMessage>(
+        &self,
+        peer: NodeId,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Addr<M>, Error> {
+        let id = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        self.shared.lookups.insert(id, (peer, tx));
+        let asked = self.send_frame(
+            peer,
+            Frame::Control(Control::Lookup {
+                id,
+                name: name.to_owned(),
+                type_name: M::TYPE_NAME.to_owned(),
+            }),
+        );
+        if let Err(err) = asked {
+            self.shared.lookups.remove(&id);
+            return Err(err);
+        }
+        let answer = tokio::time::timeout(timeout, rx).await;
+        self.shared.lookups.remove(&id);
+        match answer {
+            Ok(Ok(Ok(()))) => Ok(Addr::remote_named(self.clone(), peer, name.into())),
+            Ok(Ok(Err(err))) => Err(err),
+            Ok(Err(_)) => Err(Error::NodeLost(peer.to_string())),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
     }
 
     pub(crate) fn pending(&self) -> &PendingReplies {
@@ -423,8 +732,11 @@ impl Node {
             self.deliver(peer, frame);
             return Ok(());
         }
-        match self.shared.peers.get(&peer) {
-            Some(link) => link.send(frame),
+        if let Some(link) = self.shared.peers.get(&peer) {
+            return link.send(frame);
+        }
+        match self.net_opt() {
+            Some(net) => crate::net::link_for(self, &net, peer)?.send(frame),
             None => Err(Error::NoRoute(peer.to_string())),
         }
     }
@@ -494,17 +806,75 @@ impl Node {
     /// Messages from other nodes that were refused (unknown or unexposed target, wrong type,
     /// undecodable, overloaded), since the node started.
     pub fn refused_messages(&self) -> u64 {
-        self.shared.refused.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn count_refusal(&self) {
+    pub(crate) fn count_refusal(&self) {
         self.shared
             .refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn on_control(&self, from: NodeId, control: crate::wire::frame::Control) {
-        tracing::debug!(node = %self.shared.name, %from, ?control, "control frame without a network link");
+    fn on_control(&self, from: NodeId, control: Control) {
+        match control {
+            Control::Lookup {
+                id,
+                name,
+                type_name,
+            } => {
+                let result = match self.shared.named_exports.get(name.as_str()) {
+                    Some(export) if export.type_name() == type_name => Ok(()),
+                    Some(_) => Err(Error::WrongMessageType {
+                        actor: name,
+                        expected: type_name,
+                    }),
+                    None if self.shared.directory.get(&name).is_some() => {
+                        Err(Error::NotExposed(name))
+                    }
+                    None => Err(Error::NotFound(name)),
+                };
+                let _ = self.send_frame(from, Frame::Control(Control::LookupResult { id, result }));
+            }
+            Control::LookupResult { id, result } => {
+                if let Some((_, (_, tx))) = self.shared.lookups.remove(&id) {
+                    let _ = tx.send(result);
+                }
+            }
+            Control::Watch { watch, target } => {
+                let export = match &target {
+                    Target::Id(id) => self.shared.exports.get(id).map(|e| e.value().clone()),
+                    Target::Name(name) => self
+                        .shared
+                        .named_exports
+                        .get(name)
+                        .map(|e| e.value().clone()),
+                };
+                match export.and_then(|e| e.current(self)) {
+                    Some(cell) => {
+                        let id = ActorId::of(&cell);
+                        self.shared
+                            .watches
+                            .add(id, Watcher::Remote { peer: from, watch });
+                        if cell.get_status() > ractor::ActorStatus::Upgrading {
+                            self.shared.watches.fire_if(self, id, Down::NotRunning);
+                        }
+                    }
+                    None => {
+                        let down = Down::NotRunning;
+                        let _ =
+                            self.send_frame(from, Frame::Control(Control::Down { watch, down }));
+                    }
+                }
+            }
+            Control::Unwatch { watch } => self.shared.watches.unwatch(from, watch),
+            Control::Down { watch, down } => {
+                if let Some((_, (_, tx))) = self.shared.remote_watches.remove(&watch) {
+                    let _ = tx.send(down);
+                }
+            }
+        }
     }
 }
 

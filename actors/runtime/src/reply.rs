@@ -63,8 +63,11 @@ struct RemoteReply<T> {
     origin: NodeId,
     request: u64,
     content_type: ContentType,
-    encode: fn(&Node, NodeId, ContentType, &T) -> Result<Vec<u8>, Error>,
+    encode: EncodeAnswer<T>,
 }
+
+/// Encodes an answer for the asking node.
+type EncodeAnswer<T> = fn(&Node, NodeId, ContentType, &T) -> Result<Vec<u8>, Error>;
 
 impl<T> RemoteReply<T> {
     fn answer(self, outcome: Result<(ContentType, Vec<u8>), Error>) -> Result<(), Error> {
@@ -136,7 +139,9 @@ impl<T: Send + 'static> Reply<T> {
 impl<T: Send + 'static> Drop for Reply<T> {
     fn drop(&mut self) {
         // A local sender tells its receiver by being dropped; a remote port must say so.
-        if let Slot::Remote(remote) = self.slot.take() {
+        if let Slot::Remote(remote) = self.slot.take()
+            && !context::refusing()
+        {
             let _ = remote.answer(Err(Error::ReplyDropped));
         }
     }
@@ -220,7 +225,8 @@ where
                 request: wire.request,
                 content_type: ctx.content_type,
                 encode: |node, origin, content_type, value| {
-                    node.encode_for(origin, content_type, value).map(|(bytes, _)| bytes)
+                    node.encode_for(origin, content_type, value)
+                        .map(|(bytes, _)| bytes)
                 },
             }))),
             deadline: wire.remaining_ms.map_or(Deadline::NONE, |ms| {

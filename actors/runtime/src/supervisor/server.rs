@@ -38,7 +38,7 @@ pub(crate) struct SupArgs {
 struct Running {
     id: ActorId,
     cell: ActorCell,
-    bound: Option<Arc<crate::mailbox::MailboxBound>>,
+    bound: Arc<crate::mailbox::MailboxBound>,
     supervisor: Option<SupervisorRef>,
 }
 
@@ -129,7 +129,7 @@ impl StartChild for SupervisorSpec {
             let (actor, _join) = spawned.map_err(|e| super::spec::start_error(&label, e))?;
             Ok(Started {
                 cell: actor.get_cell(),
-                bound: None,
+                bound: Arc::default(),
                 supervisor: Some(SupervisorRef {
                     actor,
                     node: node.clone(),
@@ -329,7 +329,7 @@ impl SupState {
         };
         let child = self.slots[index].label();
         self.node
-            .forget(running.id, self.slots[index].child.name.as_deref());
+            .forget(running.id, self.slots[index].child.name.as_deref(), &reason);
         if reason.is_abnormal() {
             tracing::warn!(supervisor = %self.label, %child, id = %running.id, %reason, "child exited");
         } else {
@@ -502,18 +502,19 @@ impl SupState {
     /// Stops one child: gracefully within its shutdown timeout, then by kill.
     async fn shut_down(&self, slot: &Slot, running: Running) {
         let Running { id, cell, .. } = running;
-        match cell
+        let reason = match cell
             .stop_and_wait(Some("shutdown".to_owned()), Some(slot.child.shutdown))
             .await
         {
-            Ok(()) => {}
+            Ok(()) => ExitReason::Normal,
             Err(ractor::RactorErr::Timeout) => {
                 tracing::warn!(supervisor = %self.label, child = %slot.label(), timeout = ?slot.child.shutdown, "child did not stop in time; killing it");
                 let _ = cell.kill_and_wait(Some(KILL_GRACE)).await;
+                ExitReason::Killed
             }
             // Already gone.
-            Err(_) => {}
-        }
-        self.node.forget(id, slot.child.name.as_deref());
+            Err(_) => ExitReason::Normal,
+        };
+        self.node.forget(id, slot.child.name.as_deref(), &reason);
     }
 }

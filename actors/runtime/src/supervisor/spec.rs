@@ -355,7 +355,7 @@ impl From<SupervisorSpec> for Child {
 /// A child that has just started.
 pub(crate) struct Started {
     pub(crate) cell: ActorCell,
-    pub(crate) bound: Option<Arc<MailboxBound>>,
+    pub(crate) bound: Arc<MailboxBound>,
     pub(crate) supervisor: Option<SupervisorRef>,
 }
 
@@ -385,7 +385,7 @@ impl<A: Actor> StartChild for ChildSpec<A> {
             if let Some(name) = &self.name {
                 node.directory().check_free(name)?;
             }
-            let bound = self.mailbox.map(|cap| Arc::new(MailboxBound::new(cap)));
+            let bound = Arc::new(MailboxBound::new(self.mailbox));
             let args = HostArgs {
                 actor: (self.factory)(),
                 node: node.clone(),

@@ -14,6 +14,21 @@ thread_local! {
     static CURRENT: RefCell<Option<WireContext>> = const { RefCell::new(None) };
     static MISSING: Cell<bool> = const { Cell::new(false) };
     static REQUEST: Cell<Option<u64>> = const { Cell::new(None) };
+    static REFUSING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs an inbound delivery. Reply ports dropped inside it (because the message was refused)
+/// stay silent: the node answers the asker with the typed reason instead of "reply dropped".
+pub(crate) fn delivering<R>(f: impl FnOnce() -> R) -> R {
+    let outer = REFUSING.with(|r| r.replace(true));
+    let result = f();
+    REFUSING.with(|r| r.set(outer));
+    result
+}
+
+/// Whether a reply port dropped now belongs to a message being refused.
+pub(crate) fn refusing() -> bool {
+    REFUSING.with(|r| r.get())
 }
 
 #[derive(Clone)]

@@ -46,6 +46,12 @@ pub(crate) trait Inbound: Send + Sync {
 
     /// The exported [`Addr`] itself, for a decoder on this node that wants it back.
     fn as_any(&self) -> &dyn Any;
+
+    /// The message type the actor takes.
+    fn type_name(&self) -> &'static str;
+
+    /// The incarnation currently behind the export, if it runs.
+    fn current(&self, node: &Node) -> Option<ractor::ActorCell>;
 }
 
 pub(crate) struct Export<M: RemoteMessage> {
@@ -66,16 +72,26 @@ impl<M: RemoteMessage> Inbound for Export<M> {
                 expected: type_name.to_owned(),
             });
         }
-        let msg: M = node.decode(content_type, body)?;
-        // A full mailbox is overload as far as the sender can tell.
-        self.addr.send(msg).map_err(|err| match err {
-            Error::MailboxFull { actor, .. } => Error::Unavailable(actor),
-            other => other,
+        super::context::delivering(|| {
+            let msg: M = node.decode(content_type, body)?;
+            // A full mailbox is overload as far as the sender can tell.
+            self.addr.send(msg).map_err(|err| match err {
+                Error::MailboxFull { actor, .. } => Error::Unavailable(actor),
+                other => other,
+            })
         })
     }
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn type_name(&self) -> &'static str {
+        M::TYPE_NAME
+    }
+
+    fn current(&self, node: &Node) -> Option<ractor::ActorCell> {
+        self.addr.current_cell(node)
     }
 }
 
@@ -151,7 +167,9 @@ impl PendingReplies {
                     .filter(|(_, w)| w.peer == Some(peer))
                     .map(|(id, _)| *id)
                     .collect();
-                ids.into_iter().filter_map(|id| waiting.remove(&id)).collect()
+                ids.into_iter()
+                    .filter_map(|id| waiting.remove(&id))
+                    .collect()
             }
             Err(_) => Vec::new(),
         };

@@ -71,9 +71,17 @@ pub(crate) enum Control {
         result: Result<(), Error>,
     },
     /// Tell me (under `watch`) when `target` stops.
-    Watch { watch: u64, target: Target },
-    Unwatch { watch: u64 },
-    Down { watch: u64, down: Down },
+    Watch {
+        watch: u64,
+        target: Target,
+    },
+    Unwatch {
+        watch: u64,
+    },
+    Down {
+        watch: u64,
+        down: Down,
+    },
 }
 
 #[derive(Debug)]
@@ -235,7 +243,10 @@ fn encode_header<T: Serialize>(header: &T) -> Result<Vec<u8>, Error> {
 fn decode_header<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, Error> {
     match bincode::serde::borrow_decode_from_slice(bytes, header_codec()) {
         Ok((value, used)) if used == bytes.len() => Ok(value),
-        Ok((_, used)) => Err(malformed(what, format!("{} trailing bytes", bytes.len() - used))),
+        Ok((_, used)) => Err(malformed(
+            what,
+            format!("{} trailing bytes", bytes.len() - used),
+        )),
         Err(e) => Err(malformed(what, e)),
     }
 }
@@ -266,26 +277,67 @@ mod tests {
             },
             body: b"{\"x\":1}".to_vec(),
         };
-        let Frame::Deliver { to, type_name, content_type, envelope, body } = round_trip(&deliver) else {
+        let Frame::Deliver {
+            to,
+            type_name,
+            content_type,
+            envelope,
+            body,
+        } = round_trip(&deliver)
+        else {
             panic!("not a deliver frame")
         };
         assert_eq!(to, Target::Name("kv".into()));
         assert_eq!(type_name, "test.Kv");
         assert_eq!(content_type, ContentType::Json);
         assert_eq!(envelope.request, Some(7));
-        assert_eq!(envelope.metadata, vec![("user".to_owned(), "ada".to_owned())]);
+        assert_eq!(
+            envelope.metadata,
+            vec![("user".to_owned(), "ada".to_owned())]
+        );
         assert_eq!(body, b"{\"x\":1}");
 
-        let reply = Frame::Reply { request: 9, outcome: Err(Error::Unavailable("kv".into())) };
-        assert!(matches!(round_trip(&reply), Frame::Reply { request: 9, outcome: Err(Error::Unavailable(_)) }));
-        let control = Frame::Control(Control::Down { watch: 3, down: Down::NodeLost });
-        assert!(matches!(round_trip(&control), Frame::Control(Control::Down { watch: 3, down: Down::NodeLost })));
+        let reply = Frame::Reply {
+            request: 9,
+            outcome: Err(Error::Unavailable("kv".into())),
+        };
+        assert!(matches!(
+            round_trip(&reply),
+            Frame::Reply {
+                request: 9,
+                outcome: Err(Error::Unavailable(_))
+            }
+        ));
+        let control = Frame::Control(Control::Down {
+            watch: 3,
+            down: Down::NodeLost,
+        });
+        assert!(matches!(
+            round_trip(&control),
+            Frame::Control(Control::Down {
+                watch: 3,
+                down: Down::NodeLost
+            })
+        ));
     }
 
     #[test]
     fn garbage_is_a_protocol_error_not_a_panic() {
-        for junk in [&[][..], &[1], &[1, 0, 9, 1, 2], &[9, 0, 0], &[1, 0, 3, 0xff, 0xff, 0xff], &[3, 0, 1, 0xff]] {
-            assert!(matches!(Frame::decode(junk), Err(Error::Protocol(_)) | Err(Error::UnknownContentType(_))), "{junk:?}");
+        for junk in [
+            &[][..],
+            &[1],
+            &[1, 0, 9, 1, 2],
+            &[9, 0, 0],
+            &[1, 0, 3, 0xff, 0xff, 0xff],
+            &[3, 0, 1, 0xff],
+        ] {
+            assert!(
+                matches!(
+                    Frame::decode(junk),
+                    Err(Error::Protocol(_)) | Err(Error::UnknownContentType(_))
+                ),
+                "{junk:?}"
+            );
         }
     }
 
@@ -298,6 +350,9 @@ mod tests {
             envelope: Envelope::default(),
             body: vec![0; 2048],
         };
-        assert!(matches!(big.encode(&mut Vec::new(), 1024), Err(Error::FrameTooLarge { limit: 1024, .. })));
+        assert!(matches!(
+            big.encode(&mut Vec::new(), 1024),
+            Err(Error::FrameTooLarge { limit: 1024, .. })
+        ));
     }
 }

@@ -5,6 +5,7 @@
 
 mod addressing;
 mod common;
+mod remote;
 mod resources;
 mod supervision;
 mod wire;

@@ -1,0 +1,511 @@
+//! Peer links: one per peer node, carrying frames over one QUIC connection.
+//!
+//! The data path has no actor in it: a sender encodes its frame and pushes the bytes onto one of
+//! the link's lanes (a queue picked by destination, so frames to one actor stay in order); a
+//! writer task per lane batches them onto one long-lived QUIC stream. On the receiving side a task
+//! per stream reads frames and hands them to the node, which decodes and delivers in place.
+//!
+//! The link's life — dialling, the hello, keeping one connection when both sides dial at once,
+//! noticing loss, redialling with backoff — is a [`LinkActor`] under the node's `links`
+//! supervisor. The tasks of a connection belong to the actor's state and are aborted when it is
+//! dropped, even if it panics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, OnceCell, mpsc};
+use tokio::task::JoinHandle;
+
+use super::config::PeerEvent;
+use super::endpoint::{CLOSE_DUPLICATE, CLOSE_SHUTDOWN, Hello, Net};
+use crate::node::WeakNode;
+use crate::wire::frame::{Frame, PeerLink, Target};
+use crate::{Actor, ActorError, Addr, ChildSpec, Context, Error, Node, NodeId, Reply, Restart};
+
+/// Queues per link. Frames for one destination always take the same lane.
+const LANES: usize = 4;
+/// Largest batch a lane writer hands to QUIC at once.
+const BATCH: usize = 256 * 1024;
+
+type Lane = Arc<Mutex<mpsc::UnboundedReceiver<Vec<u8>>>>;
+
+/// The sending side of a link to one peer.
+pub(crate) struct Link {
+    peer: NodeId,
+    lanes: Vec<mpsc::UnboundedSender<Vec<u8>>>,
+    receivers: Vec<Lane>,
+    queued: AtomicUsize,
+    limit: usize,
+    max_frame: AtomicUsize,
+    actor: OnceCell<Addr<LinkMsg>>,
+}
+
+impl Link {
+    fn new(peer: NodeId, net: &Net) -> Link {
+        let (lanes, receivers) = (0..LANES)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (tx, Arc::new(Mutex::new(rx)))
+            })
+            .unzip();
+        Link {
+            peer,
+            lanes,
+            receivers,
+            queued: AtomicUsize::new(0),
+            limit: net.config.outbound_limit,
+            max_frame: AtomicUsize::new(net.config.max_frame),
+            actor: OnceCell::new(),
+        }
+    }
+
+    /// The link's actor, started on first use.
+    async fn actor(self: &Arc<Self>, node: &Node) -> Result<Addr<LinkMsg>, Error> {
+        self.actor
+            .get_or_try_init(|| async {
+                let link = self.clone();
+                let node_for_actor = node.downgrade();
+                let spec = ChildSpec::new(move || LinkActor {
+                    link: link.clone(),
+                    node: node_for_actor.clone(),
+                    live: None,
+                    attempt: 0,
+                })
+                .named(format!("link:{}", self.peer))
+                .restart(Restart::Transient)
+                .shutdown(Duration::from_secs(2));
+                node.links_supervisor()?.start_child(spec).await
+            })
+            .await
+            .cloned()
+    }
+}
+
+fn lane_of(frame: &Frame) -> usize {
+    use std::hash::{Hash, Hasher};
+    match frame {
+        Frame::Deliver { to, .. } => {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            match to {
+                Target::Id(id) => id.hash(&mut hasher),
+                Target::Name(name) => name.hash(&mut hasher),
+            }
+            (hasher.finish() as usize) % LANES
+        }
+        Frame::Reply { request, .. } => (*request as usize) % LANES,
+        Frame::Control(_) => 0,
+    }
+}
+
+impl PeerLink for Link {
+    fn send(&self, frame: Frame) -> Result<(), Error> {
+        let mut bytes = Vec::new();
+        frame.encode(&mut bytes, self.max_frame.load(Ordering::Relaxed))?;
+        let size = bytes.len();
+        if self.queued.fetch_add(size, Ordering::AcqRel) + size > self.limit {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return Err(Error::Unavailable(format!("link to {}", self.peer)));
+        }
+        self.lanes[lane_of(&frame)]
+            .send(bytes)
+            .map_err(|_| Error::NoRoute(self.peer.to_string()))
+    }
+}
+
+/// Finds or makes the link to `peer`. Making one needs an address to dial.
+pub(crate) fn link_for(node: &Node, net: &Arc<Net>, peer: NodeId) -> Result<Arc<Link>, Error> {
+    if let Some(link) = net.links.get(&peer) {
+        return Ok(link.clone());
+    }
+    if !net.known.contains_key(&peer) {
+        return Err(Error::NoRoute(peer.to_string()));
+    }
+    let link = net
+        .links
+        .entry(peer)
+        .or_insert_with(|| Arc::new(Link::new(peer, net)))
+        .clone();
+    // Dial in the background; frames queue on the lanes meanwhile.
+    let dialing = link.clone();
+    let node = node.clone();
+    tokio::spawn(async move {
+        match dialing.actor(&node).await {
+            Ok(actor) => {
+                let _ = actor.send(LinkMsg::Dial);
+            }
+            Err(err) => tracing::warn!(%peer, error = %err, "could not start the link"),
+        }
+    });
+    Ok(link)
+}
+
+/// Hands a connection that finished its hello to the peer's link, and waits until it is up.
+pub(crate) async fn attach(
+    node: &Node,
+    net: &Arc<Net>,
+    conn: quinn::Connection,
+    hello: Hello,
+    dialer: NodeId,
+) -> Result<(), Error> {
+    let peer = hello.node;
+    net.learn(&hello, false);
+    let link = net
+        .links
+        .entry(peer)
+        .or_insert_with(|| Arc::new(Link::new(peer, net)))
+        .clone();
+    let actor = link.actor(node).await?;
+    actor
+        .ask(
+            |reply| {
+                LinkMsg::Attach(
+                    Box::new(Attach {
+                        conn,
+                        hello,
+                        dialer,
+                    }),
+                    reply,
+                )
+            },
+            net.config.connect_timeout,
+        )
+        .await
+}
+
+pub(crate) struct Attach {
+    conn: quinn::Connection,
+    hello: Hello,
+    dialer: NodeId,
+}
+
+pub(crate) enum LinkMsg {
+    /// A connection finished its hello; the reply says when the link is up on it.
+    Attach(Box<Attach>, Reply<()>),
+    /// Dial the peer now (if not linked).
+    Dial,
+    /// The connection with this stable id ended.
+    Lost(usize, String),
+}
+
+/// A live connection and the tasks that serve it; aborted and closed when dropped.
+struct Live {
+    conn: quinn::Connection,
+    dialer: NodeId,
+    incarnation: u64,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.conn.close(CLOSE_SHUTDOWN.into(), b"link closed");
+    }
+}
+
+pub(crate) struct LinkActor {
+    link: Arc<Link>,
+    node: WeakNode,
+    live: Option<Live>,
+    attempt: u32,
+}
+
+impl LinkActor {
+    fn net(&self) -> Result<(Node, Arc<Net>), Error> {
+        let node = self
+            .node
+            .upgrade()
+            .ok_or_else(|| Error::NodeStopped("node".to_owned()))?;
+        let net = node.net()?;
+        Ok((node, net))
+    }
+
+    async fn attach(&mut self, ctx: &Context<Self>, attach: Attach) -> Result<(), Error> {
+        let (node, net) = self.net()?;
+        let Attach {
+            conn,
+            hello,
+            dialer,
+        } = attach;
+        let peer = self.link.peer;
+        if let Some(live) = &self.live {
+            if live.conn.stable_id() == conn.stable_id() {
+                return Ok(());
+            }
+            // Both sides dialled at once: both keep the connection dialled by the smaller id.
+            let preferred = node.id().min(peer);
+            let same_incarnation = live.incarnation == hello.incarnation;
+            if same_incarnation && live.dialer == preferred && dialer != preferred {
+                conn.close(CLOSE_DUPLICATE.into(), b"duplicate connection");
+                return Ok(());
+            }
+            if !same_incarnation {
+                self.lose(&node, &net, "the peer restarted (new incarnation)");
+            }
+        }
+        self.link.max_frame.store(
+            net.config.max_frame.min(hello.max_frame as usize),
+            Ordering::Relaxed,
+        );
+        let mut tasks = Vec::with_capacity(LANES + 2);
+        for lane in &self.link.receivers {
+            tasks.push(tokio::spawn(write_lane(
+                conn.clone(),
+                lane.clone(),
+                self.link.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(accept_streams(
+            conn.clone(),
+            self.node.clone(),
+            peer,
+            net.config.max_frame,
+        )));
+        let me = ctx.addr();
+        let watched = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            let reason = watched.closed().await;
+            let _ = me.send(LinkMsg::Lost(watched.stable_id(), reason.to_string()));
+        }));
+        let replaced = self.live.replace(Live {
+            conn,
+            dialer,
+            incarnation: hello.incarnation,
+            tasks,
+        });
+        if let Some(mut old) = replaced {
+            old.conn
+                .close(CLOSE_DUPLICATE.into(), b"replaced by another connection");
+            // Its tasks are aborted on drop.
+            old.tasks.retain(|t| !t.is_finished());
+        }
+        self.attempt = 0;
+        net.learn(&hello, true);
+        tracing::info!(node = %node.name(), %peer, peer_name = %hello.name, "link up");
+        net.emit(PeerEvent::Up {
+            node: peer,
+            incarnation: hello.incarnation,
+            name: hello.name,
+            addr: hello.listen,
+        });
+        Ok(())
+    }
+
+    /// The current connection is gone: tell the node, and everyone waiting on the peer.
+    fn lose(&mut self, node: &Node, net: &Net, reason: &str) {
+        let peer = self.link.peer;
+        if self.live.take().is_some() {
+            net.set_connected(peer, false);
+            tracing::info!(node = %node.name(), %peer, %reason, "link down");
+            net.emit(PeerEvent::Down {
+                node: peer,
+                reason: reason.to_owned(),
+            });
+            node.peer_lost(peer);
+        }
+    }
+
+    async fn dial(&mut self, ctx: &Context<Self>) -> Result<(), Error> {
+        if self.live.is_some() {
+            return Ok(());
+        }
+        let (node, net) = self.net()?;
+        let peer = self.link.peer;
+        let Some(addr) = net.known.get(&peer).map(|info| info.addr) else {
+            return Err(Error::NoRoute(peer.to_string()));
+        };
+        match net.dial(&node, addr).await {
+            Ok((conn, hello)) if hello.node == peer => {
+                self.attach(
+                    ctx,
+                    Attach {
+                        conn,
+                        hello,
+                        dialer: node.id(),
+                    },
+                )
+                .await
+            }
+            Ok((conn, hello)) => {
+                conn.close(CLOSE_SHUTDOWN.into(), b"not the node dialled");
+                Err(Error::Protocol(format!(
+                    "{addr} is now node {}, not {peer}",
+                    hello.node
+                )))
+            }
+            Err(err @ Error::Untrusted { .. }) => {
+                tracing::error!(%peer, %addr, error = %err, "peer refused: not redialling");
+                self.attempt = net.config.redial_attempts;
+                Err(err)
+            }
+            Err(err) => {
+                self.schedule_redial(ctx, &net);
+                Err(err)
+            }
+        }
+    }
+
+    fn schedule_redial(&mut self, ctx: &Context<Self>, net: &Net) {
+        if self.attempt >= net.config.redial_attempts {
+            tracing::info!(peer = %self.link.peer, "giving up on the link until the next send");
+            net.links.remove(&self.link.peer);
+            ctx.stop();
+            return;
+        }
+        let delay = net.config.redial.delay(self.attempt);
+        self.attempt += 1;
+        let me = ctx.addr();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = me.send(LinkMsg::Dial);
+        });
+    }
+}
+
+impl Actor for LinkActor {
+    type Msg = LinkMsg;
+
+    async fn handle(&mut self, ctx: &mut Context<Self>, msg: LinkMsg) -> Result<(), ActorError> {
+        match msg {
+            LinkMsg::Attach(attach, reply) => {
+                let result = self.attach(ctx, *attach).await;
+                let _ = reply.send(());
+                if let Err(err) = result {
+                    tracing::warn!(peer = %self.link.peer, error = %err, "could not attach a connection");
+                }
+            }
+            LinkMsg::Dial => {
+                if let Err(err) = self.dial(ctx).await {
+                    tracing::debug!(peer = %self.link.peer, error = %err, "dial failed");
+                }
+            }
+            LinkMsg::Lost(stable_id, reason) => {
+                let current = self
+                    .live
+                    .as_ref()
+                    .is_some_and(|live| live.conn.stable_id() == stable_id);
+                if !current {
+                    return Ok(());
+                }
+                let (node, net) = self.net()?;
+                let graceful = self
+                    .live
+                    .as_ref()
+                    .and_then(|live| live.conn.close_reason())
+                    .is_some_and(|r| {
+                        matches!(r, quinn::ConnectionError::ApplicationClosed(ref c) if c.error_code == CLOSE_SHUTDOWN.into())
+                    });
+                self.lose(&node, &net, &reason);
+                if graceful {
+                    net.links.remove(&self.link.peer);
+                    ctx.stop();
+                } else {
+                    self.schedule_redial(ctx, &net);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes one lane's frames to one stream of `conn`, batching what is queued.
+async fn write_lane(conn: quinn::Connection, lane: Lane, link: Arc<Link>) {
+    let mut rx = lane.lock_owned().await;
+    let mut stream: Option<quinn::SendStream> = None;
+    let mut batch: Vec<u8> = Vec::new();
+    loop {
+        let Some(first) = rx.recv().await else { return };
+        let bytes = if rx.is_empty() {
+            first
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            std::mem::take(&mut batch)
+        };
+        link.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+        let send = match &mut stream {
+            Some(send) => send,
+            None => match conn.open_uni().await {
+                Ok(send) => stream.insert(send),
+                Err(err) => {
+                    tracing::debug!(peer = %link.peer, error = %err, bytes = bytes.len(), "lost frames: no stream");
+                    return;
+                }
+            },
+        };
+        if let Err(err) = send.write_all(&bytes).await {
+            tracing::debug!(peer = %link.peer, error = %err, bytes = bytes.len(), "lost frames: write failed");
+            return;
+        }
+        batch = bytes;
+    }
+}
+
+/// Accepts the peer's streams and reads each in its own task.
+async fn accept_streams(conn: quinn::Connection, node: WeakNode, peer: NodeId, max_frame: usize) {
+    let mut readers = tokio::task::JoinSet::new();
+    while let Ok(recv) = conn.accept_uni().await {
+        readers.spawn(read_stream(recv, node.clone(), peer, max_frame));
+    }
+}
+
+/// Reads frames from one stream. A frame over the limit is skipped whole and one that does not
+/// decode is refused; the stream goes on either way (the length prefix keeps it in step).
+async fn read_stream(mut recv: quinn::RecvStream, node: WeakNode, peer: NodeId, max_frame: usize) {
+    let mut buf = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        match recv.read_exact(&mut len).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return,
+            Err(err) => {
+                tracing::debug!(%peer, error = %err, "stream ended");
+                return;
+            }
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > max_frame {
+            tracing::warn!(%peer, size = len, limit = max_frame, "refused an oversized frame");
+            if let Some(node) = node.upgrade() {
+                node.count_refusal();
+            }
+            if skip(&mut recv, len).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        buf.resize(len, 0);
+        if let Err(err) = recv.read_exact(&mut buf).await {
+            tracing::debug!(%peer, error = %err, "stream ended inside a frame");
+            return;
+        }
+        let Some(node) = node.upgrade() else { return };
+        match Frame::decode(&buf) {
+            Ok(frame) => node.deliver(peer, frame),
+            Err(err) => {
+                tracing::warn!(%peer, error = %err, "refused a malformed frame");
+                node.count_refusal();
+            }
+        }
+    }
+}
+
+async fn skip(recv: &mut quinn::RecvStream, mut left: usize) -> Result<(), quinn::ReadError> {
+    let mut sink = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let want = left.min(sink.len());
+        match recv.read(&mut sink[..want]).await? {
+            Some(n) => left -= n,
+            None => return Ok(()),
+        }
+    }
+    Ok(())
+}

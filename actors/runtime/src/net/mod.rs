@@ -1,0 +1,16 @@
+//! Networking between nodes: identities and trust (QUIC mutual TLS), the endpoint, and peer links.
+
+mod config;
+mod endpoint;
+mod link;
+pub(crate) mod tls;
+
+pub use config::{PeerEvent, PeerInfo};
+pub use tls::{ClusterCa, NodeCredentials};
+
+pub(crate) use config::NetConfig;
+pub(crate) use endpoint::{CLOSE_GRACE, CLOSE_SHUTDOWN, Net, accept_loop};
+pub(crate) use link::{attach, link_for};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+//! A raw QUIC client with valid cluster credentials sends junk to a node: every bad frame is
+//! refused (answered with a typed error when it carried a request id), and the link, the node and
+//! everyone else's traffic carry on.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::endpoint::{Hello, exchange_as_dialer};
+use super::tls::{self, ClusterCa};
+use crate::wire::frame::{Envelope, Frame, Target};
+use crate::{
+    Actor, ActorError, ChildSpec, ContentType, Context, Error, Node, NodeId, RemoteMessage, Reply,
+};
+
+#[derive(Serialize, Deserialize)]
+enum Echo {
+    Say(String, Reply<String>),
+}
+
+impl RemoteMessage for Echo {
+    const TYPE_NAME: &'static str = "test.junk.Echo";
+}
+
+struct EchoActor;
+
+impl Actor for EchoActor {
+    type Msg = Echo;
+    async fn handle(
+        &mut self,
+        _: &mut Context<Self>,
+        Echo::Say(text, reply): Echo,
+    ) -> Result<(), ActorError> {
+        let _ = reply.send(text);
+        Ok(())
+    }
+}
+
+const MAX_FRAME: usize = 64 * 1024;
+
+fn frame_bytes(frame: &Frame) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame.encode(&mut out, usize::MAX).unwrap();
+    out
+}
+
+fn deliver(to: &str, type_name: &'static str, request: u64, body: Vec<u8>) -> Vec<u8> {
+    frame_bytes(&Frame::Deliver {
+        to: Target::Name(to.into()),
+        type_name: Cow::Borrowed(type_name),
+        content_type: ContentType::Bincode,
+        envelope: Envelope {
+            request: Some(request),
+            ..Envelope::default()
+        },
+        body,
+    })
+}
+
+/// Reads reply frames the node sends back on its own streams (one per lane).
+async fn replies(conn: quinn::Connection, want: usize) -> Vec<(u64, Result<(), Error>)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Ok(mut recv) = conn.accept_uni().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut len = [0u8; 4];
+                    if recv.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut buf = vec![0; u32::from_be_bytes(len) as usize];
+                    if recv.read_exact(&mut buf).await.is_err() {
+                        return;
+                    }
+                    if let Ok(Frame::Reply { request, outcome }) = Frame::decode(&buf) {
+                        let _ = tx.send((request, outcome.map(|_| ())));
+                    }
+                }
+            });
+        }
+    });
+    let mut got = Vec::new();
+    while got.len() < want {
+        match rx.recv().await {
+            Some(reply) => got.push(reply),
+            None => break,
+        }
+    }
+    reader.abort();
+    got.sort_by_key(|(request, _)| *request);
+    got
+}
+
+#[tokio::test]
+async fn junk_from_a_raw_quic_client_is_refused_and_nothing_else_is_affected() {
+    let ca = ClusterCa::generate("junk").unwrap();
+    let node = Node::builder()
+        .name("target")
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .credentials(ca.issue(NodeId::random()).unwrap())
+        .max_frame(MAX_FRAME)
+        .start()
+        .await
+        .unwrap();
+    node.spawn(ChildSpec::new(|| EchoActor).named("echo"))
+        .await
+        .unwrap();
+    node.expose::<Echo>("echo").unwrap();
+    let server = node.local_addr().unwrap();
+
+    // A raw client of the same cluster.
+    let raw = ca.issue(NodeId::random()).unwrap();
+    let transport = Arc::new(quinn::TransportConfig::default());
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    endpoint.set_default_client_config(raw.client_config(transport).unwrap());
+
+    // 1. Garbage instead of a hello: the connection is refused, the node carries on.
+    let conn = endpoint
+        .connect(server, &tls::server_name("junk"))
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[0, 0, 0, 3, 0xde, 0xad, 0xbe])
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
+    assert!(closed.is_ok(), "a bad hello closes the connection");
+
+    // 2. A proper hello, then junk on a data stream.
+    let conn = endpoint
+        .connect(server, &tls::server_name("junk"))
+        .unwrap()
+        .await
+        .unwrap();
+    let hello = Hello {
+        version: 1,
+        node: raw.node_id(),
+        incarnation: 1,
+        name: "raw".into(),
+        listen: endpoint.local_addr().unwrap(),
+        max_frame: MAX_FRAME as u64,
+    };
+    exchange_as_dialer(&conn, &hello).await.unwrap();
+    let answers = tokio::spawn(replies(conn.clone(), 4));
+
+    let mut junk = conn.open_uni().await.unwrap();
+    // An unknown frame kind.
+    junk.write_all(&[0, 0, 0, 5, 9, 9, 9, 9, 9]).await.unwrap();
+    // A frame over the limit, skipped whole…
+    junk.write_all(&((MAX_FRAME as u32) + 10).to_be_bytes())
+        .await
+        .unwrap();
+    junk.write_all(&vec![7u8; MAX_FRAME + 10]).await.unwrap();
+    // …so the frames after it still arrive: an unknown actor, the wrong type, an undecodable
+    // body, each with a request id to answer.
+    junk.write_all(&deliver("nobody", Echo::TYPE_NAME, 1, vec![]))
+        .await
+        .unwrap();
+    junk.write_all(&deliver("echo", "test.junk.Other", 2, vec![]))
+        .await
+        .unwrap();
+    junk.write_all(&deliver("echo", Echo::TYPE_NAME, 3, vec![0xff; 9]))
+        .await
+        .unwrap();
+    // A reply for a request nobody made is dropped quietly.
+    junk.write_all(&frame_bytes(&Frame::Reply {
+        request: 999,
+        outcome: Ok((ContentType::Json, b"1".to_vec())),
+    }))
+    .await
+    .unwrap();
+    // An unexposed-but-unknown name without a request id is just counted.
+    junk.write_all(&deliver("ghost", Echo::TYPE_NAME, 4, vec![]))
+        .await
+        .unwrap();
+    // And a frame cut short by the end of the stream.
+    junk.write_all(&[0, 0, 0, 50, 1, 2, 3]).await.unwrap();
+    junk.finish().unwrap();
+
+    let got = tokio::time::timeout(Duration::from_secs(10), answers)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got[0], (1, Err(Error::NotFound("nobody".into()))));
+    assert!(
+        matches!(&got[1], (2, Err(Error::WrongMessageType { .. }))),
+        "{got:?}"
+    );
+    assert!(matches!(&got[2], (3, Err(Error::Codec { .. }))), "{got:?}");
+    assert_eq!(got[3], (4, Err(Error::NotFound("ghost".into()))));
+    assert!(
+        node.refused_messages() >= 5,
+        "refusals are counted: {}",
+        node.refused_messages()
+    );
+
+    // The node still serves a well-behaved peer.
+    let peer = Node::builder()
+        .name("peer")
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .credentials(ca.issue(NodeId::random()).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let id = peer.connect(server).await.unwrap();
+    let echo = peer.lookup_remote::<Echo>(id, "echo").await.unwrap();
+    let said = echo
+        .ask(
+            |r| Echo::Say("still here".into(), r),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(said, Ok("still here".to_owned()));
+    peer.shutdown().await.unwrap();
+    node.shutdown().await.unwrap();
+}

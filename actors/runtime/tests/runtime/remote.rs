@@ -1,0 +1,432 @@
+//! Remote actors over QUIC: nodes in one process on 127.0.0.1, linked through real QUIC
+//! connections with mutual TLS from the development cluster or a test CA.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use micro_runtime::{
+    Actor, ActorError, Addr, ChildSpec, ClusterCa, ContentType, Context, Down, Error, ExitReason,
+    Node, NodeId, PeerEvent, RemoteMessage, Reply,
+};
+use micro_testkit::{eventually, within};
+use serde::{Deserialize, Serialize};
+
+const ASK: Duration = Duration::from_secs(5);
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn listening(name: &str) -> Node {
+    micro_testkit::init_tracing();
+    Node::builder()
+        .name(name)
+        .listen(loopback())
+        .start()
+        .await
+        .unwrap()
+}
+
+#[derive(Serialize, Deserialize)]
+enum KvMsg {
+    Put(String, u64),
+    Get(String, Reply<Option<u64>>),
+    /// Forwards the request, reply port included, to another store.
+    Forward(Addr<KvMsg>, String, Reply<Option<u64>>),
+    Hold(u64),
+    Crash,
+    Stop,
+}
+
+impl RemoteMessage for KvMsg {
+    const TYPE_NAME: &'static str = "test.remote.Kv";
+}
+
+#[derive(Default)]
+struct Kv(HashMap<String, u64>);
+
+impl Actor for Kv {
+    type Msg = KvMsg;
+    async fn handle(&mut self, ctx: &mut Context<Self>, msg: KvMsg) -> Result<(), ActorError> {
+        match msg {
+            KvMsg::Put(k, v) => {
+                self.0.insert(k, v);
+            }
+            KvMsg::Get(k, reply) => {
+                let _ = reply.send(self.0.get(&k).copied());
+            }
+            KvMsg::Forward(to, k, reply) => to.send(KvMsg::Get(k, reply))?,
+            KvMsg::Hold(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            KvMsg::Crash => panic!("kv crashed"),
+            KvMsg::Stop => ctx.stop(),
+        }
+        Ok(())
+    }
+}
+
+async fn kv_on(node: &Node, name: &str) -> Addr<KvMsg> {
+    let addr = node
+        .spawn(
+            ChildSpec::new(Kv::default)
+                .named(name)
+                .shutdown(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    node.expose::<KvMsg>(name).unwrap();
+    addr
+}
+
+#[tokio::test]
+async fn a_remote_actor_answers_like_a_local_one() {
+    let (a, b) = (listening("a").await, listening("b").await);
+    kv_on(&a, "kv").await;
+
+    let peer = b.connect(a.local_addr().unwrap()).await.unwrap();
+    assert_eq!(peer, a.id());
+    let kv = b.lookup_remote::<KvMsg>(peer, "kv").await.unwrap();
+    assert!(kv.is_remote());
+
+    for i in 0..1000 {
+        kv.send(KvMsg::Put("k".into(), i)).unwrap();
+    }
+    assert_eq!(
+        kv.ask(|r| KvMsg::Get("k".into(), r), ASK).await,
+        Ok(Some(999)),
+        "in order"
+    );
+    let json = kv.with_content_type(ContentType::Json);
+    json.send(KvMsg::Put("j".into(), 7)).unwrap();
+    assert_eq!(
+        json.ask(|r| KvMsg::Get("j".into(), r), ASK).await,
+        Ok(Some(7))
+    );
+    assert_eq!(b.waiting_replies(), 0);
+
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reply_forwarded_over_quic_to_a_third_node_answers_its_origin() {
+    let (asker, middle, owner) = (
+        listening("asker").await,
+        listening("middle").await,
+        listening("owner").await,
+    );
+    kv_on(&owner, "store")
+        .await
+        .send(KvMsg::Put("answer".into(), 42))
+        .unwrap();
+    kv_on(&middle, "front").await;
+
+    let owner_id = middle.connect(owner.local_addr().unwrap()).await.unwrap();
+    let store_from_middle = middle
+        .lookup_remote::<KvMsg>(owner_id, "store")
+        .await
+        .unwrap();
+    let middle_id = asker.connect(middle.local_addr().unwrap()).await.unwrap();
+    let front = asker
+        .lookup_remote::<KvMsg>(middle_id, "front")
+        .await
+        .unwrap();
+
+    // The asker never dialled the owner: the owner learns the way back from the reply port.
+    asker.connect(owner.local_addr().unwrap()).await.unwrap();
+    let got = front
+        .ask(
+            |r| KvMsg::Forward(store_from_middle.clone(), "answer".into(), r),
+            ASK,
+        )
+        .await;
+    assert_eq!(got, Ok(Some(42)));
+    for node in [&asker, &middle, &owner] {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn only_exposed_actors_are_reachable() {
+    let (a, b) = (listening("a").await, listening("b").await);
+    a.spawn(ChildSpec::new(Kv::default).named("private"))
+        .await
+        .unwrap();
+    kv_on(&a, "public").await;
+    let peer = b.connect(a.local_addr().unwrap()).await.unwrap();
+
+    assert_eq!(
+        b.lookup_remote::<KvMsg>(peer, "private").await.unwrap_err(),
+        Error::NotExposed("private".into())
+    );
+    assert_eq!(
+        b.lookup_remote::<KvMsg>(peer, "nobody").await.unwrap_err(),
+        Error::NotFound("nobody".into())
+    );
+    #[derive(Serialize, Deserialize)]
+    struct Other;
+    impl RemoteMessage for Other {
+        const TYPE_NAME: &'static str = "test.remote.Other";
+    }
+    assert!(matches!(
+        b.lookup_remote::<Other>(peer, "public").await,
+        Err(Error::WrongMessageType { .. })
+    ));
+
+    // Withdrawn exposure: asks are refused with a typed error, not left to time out.
+    let public = b.lookup_remote::<KvMsg>(peer, "public").await.unwrap();
+    a.unexpose("public");
+    assert_eq!(
+        public.ask(|r| KvMsg::Get("k".into(), r), ASK).await,
+        Err(Error::NotExposed("public".into()))
+    );
+    eventually("the refusal is counted", || async {
+        a.refused_messages() >= 1
+    })
+    .await;
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_peer_of_another_ca_is_refused_on_both_sides() {
+    micro_testkit::init_tracing();
+    let a = listening("a").await;
+    let stranger_ca = ClusterCa::generate("dev").unwrap();
+    let stranger = Node::builder()
+        .name("stranger")
+        .listen(loopback())
+        .credentials(stranger_ca.issue(NodeId::random()).unwrap())
+        .start()
+        .await
+        .unwrap();
+
+    let dialled = stranger.connect(a.local_addr().unwrap()).await;
+    assert!(
+        matches!(dialled, Err(Error::Untrusted { .. })),
+        "{dialled:?}"
+    );
+    let accepted = a.connect(stranger.local_addr().unwrap()).await;
+    assert!(
+        matches!(accepted, Err(Error::Untrusted { .. })),
+        "{accepted:?}"
+    );
+    assert!(a.peers().is_empty() && stranger.peers().is_empty());
+    stranger.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn watching_a_remote_actor_reports_its_exit_reason() {
+    let (a, b) = (listening("a").await, listening("b").await);
+    kv_on(&a, "kv").await;
+    let peer = b.connect(a.local_addr().unwrap()).await.unwrap();
+    let kv = b.lookup_remote::<KvMsg>(peer, "kv").await.unwrap();
+
+    let watch = kv.watch();
+    kv.send(KvMsg::Crash).unwrap();
+    assert_eq!(
+        within("the crash is reported", watch).await,
+        Down::Exited(ExitReason::Panic("kv crashed".into()))
+    );
+
+    // The named address follows the restart; watch the new incarnation stopping normally.
+    eventually("kv answers again", || async {
+        kv.ask(|r| KvMsg::Get("x".into(), r), ASK).await.is_ok()
+    })
+    .await;
+    let watch = kv.watch();
+    kv.send(KvMsg::Stop).unwrap();
+    assert_eq!(
+        within("the stop is reported", watch).await,
+        Down::Exited(ExitReason::Normal)
+    );
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn losing_a_node_tells_watchers_waiters_and_peer_listeners() {
+    let (a, b) = (listening("a").await, listening("b").await);
+    kv_on(&a, "kv").await;
+    let mut events = b.peer_events().unwrap();
+    let peer = b.connect(a.local_addr().unwrap()).await.unwrap();
+    let up = within("peer up", events.recv()).await.unwrap();
+    assert!(matches!(up, PeerEvent::Up { node, .. } if node == peer));
+
+    let kv = b.lookup_remote::<KvMsg>(peer, "kv").await.unwrap();
+    let watch = kv.watch();
+    // An ask in flight when the node goes away ends at once, not at its timeout.
+    kv.send(KvMsg::Hold(60_000)).unwrap();
+    let pending = tokio::spawn({
+        let kv = kv.clone();
+        async move {
+            kv.ask(|r| KvMsg::Get("k".into(), r), Duration::from_secs(60))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.shutdown().await.unwrap();
+
+    let down = within("the watch fires", watch).await;
+    assert!(matches!(down, Down::Exited(_) | Down::NodeLost), "{down:?}");
+    let answer = within("the pending ask ends", pending).await.unwrap();
+    assert!(
+        matches!(answer, Err(Error::NodeLost(_)) | Err(Error::ReplyDropped)),
+        "{answer:?}"
+    );
+    let down_event = within("peer down", async {
+        loop {
+            if let Ok(PeerEvent::Down { node, .. }) = events.recv().await {
+                return node;
+            }
+        }
+    })
+    .await;
+    assert_eq!(down_event, peer);
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_nodes_dialling_each_other_at_once_end_with_one_connection() {
+    let (a, b) = (listening("a").await, listening("b").await);
+    kv_on(&a, "kv").await;
+    kv_on(&b, "kv").await;
+    let (to_b, to_a) = tokio::join!(
+        a.connect(b.local_addr().unwrap()),
+        b.connect(a.local_addr().unwrap())
+    );
+    let (to_b, to_a) = (to_b.unwrap(), to_a.unwrap());
+    eventually("one connection each", || async {
+        a.open_connections() == 1 && b.open_connections() == 1
+    })
+    .await;
+
+    // And it carries traffic both ways.
+    let kv_b = a.lookup_remote::<KvMsg>(to_b, "kv").await.unwrap();
+    let kv_a = b.lookup_remote::<KvMsg>(to_a, "kv").await.unwrap();
+    kv_b.send(KvMsg::Put("x".into(), 1)).unwrap();
+    kv_a.send(KvMsg::Put("x".into(), 2)).unwrap();
+    assert_eq!(
+        kv_b.ask(|r| KvMsg::Get("x".into(), r), ASK).await,
+        Ok(Some(1))
+    );
+    assert_eq!(
+        kv_a.ask(|r| KvMsg::Get("x".into(), r), ASK).await,
+        Ok(Some(2))
+    );
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_peer_is_a_new_incarnation_and_is_reached_again() {
+    micro_testkit::init_tracing();
+    let ca = ClusterCa::generate("restarts").unwrap();
+    let b_identity = ca.issue(NodeId::random()).unwrap();
+    let start_b = |addr: SocketAddr| {
+        let credentials = b_identity.clone();
+        async move {
+            let b = Node::builder()
+                .name("b")
+                .listen(addr)
+                .credentials(credentials)
+                .start()
+                .await
+                .unwrap();
+            kv_on(&b, "kv").await;
+            b
+        }
+    };
+    let a = Node::builder()
+        .name("a")
+        .listen(loopback())
+        .credentials(ca.issue(NodeId::random()).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let b = start_b(loopback()).await;
+    let b_addr = b.local_addr().unwrap();
+    let first_incarnation = b.incarnation();
+
+    let mut events = a.peer_events().unwrap();
+    let peer = a.connect(b_addr).await.unwrap();
+    let kv = a.lookup_remote::<KvMsg>(peer, "kv").await.unwrap();
+    kv.send(KvMsg::Put("k".into(), 1)).unwrap();
+    assert_eq!(
+        kv.ask(|r| KvMsg::Get("k".into(), r), ASK).await,
+        Ok(Some(1))
+    );
+
+    b.shutdown().await.unwrap();
+    let b = start_b(b_addr).await;
+    assert_eq!(b.id(), peer, "same certificate, same node id");
+    assert_ne!(b.incarnation(), first_incarnation);
+
+    // The same address reaches the new incarnation (dialled again on demand), with fresh state.
+    eventually("kv answers from the new incarnation", || async {
+        kv.ask(|r| KvMsg::Get("k".into(), r), Duration::from_millis(500))
+            .await
+            == Ok(None)
+    })
+    .await;
+    let incarnations = within("two ups", async {
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            if let Ok(PeerEvent::Up { incarnation, .. }) = events.recv().await {
+                seen.push(incarnation);
+            }
+        }
+        seen
+    })
+    .await;
+    assert_eq!(incarnations, vec![first_incarnation, b.incarnation()]);
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_overloaded_actor_refuses_remote_asks_as_unavailable() {
+    micro_testkit::init_tracing();
+    let a = Node::builder()
+        .name("a")
+        .listen(loopback())
+        .inbound_capacity(4)
+        .start()
+        .await
+        .unwrap();
+    let b = listening("b").await;
+    kv_on(&a, "kv").await;
+    let peer = b.connect(a.local_addr().unwrap()).await.unwrap();
+    let kv = b.lookup_remote::<KvMsg>(peer, "kv").await.unwrap();
+
+    // Busy for a while, so what comes from the network queues up behind it.
+    kv.send(KvMsg::Hold(1_000)).unwrap();
+    let asks = (0..20).map(|_| kv.ask(|r| KvMsg::Get("k".into(), r), ASK));
+    let answers = futures::future::join_all(asks).await;
+    let unavailable = answers
+        .iter()
+        .filter(|a| matches!(a, Err(Error::Unavailable(_))))
+        .count();
+    let answered = answers.iter().filter(|a| matches!(a, Ok(None))).count();
+    assert!(
+        unavailable >= 10,
+        "most asks are refused at once: {answers:?}"
+    );
+    assert_eq!(
+        unavailable + answered,
+        20,
+        "the rest are answered: {answers:?}"
+    );
+    // Fire-and-forget sends past the bound are dropped and counted.
+    let before = a.refused_messages();
+    for _ in 0..10 {
+        kv.send(KvMsg::Hold(100)).unwrap();
+    }
+    eventually("dropped sends are counted", || async {
+        a.refused_messages() > before
+    })
+    .await;
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
