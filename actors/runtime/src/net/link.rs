@@ -27,6 +27,8 @@ use crate::{Actor, ActorError, Addr, ChildSpec, Context, Error, Node, NodeId, Re
 const LANES: usize = 4;
 /// Largest batch a lane writer hands to QUIC at once.
 const BATCH: usize = 256 * 1024;
+/// Read buffer per incoming stream.
+const READ_BUFFER: usize = 64 * 1024;
 
 type Lane = Arc<Mutex<mpsc::UnboundedReceiver<Vec<u8>>>>;
 
@@ -82,6 +84,9 @@ impl Link {
     }
 }
 
+/// Lane 0 carries replies and control frames (small, and they need no order among themselves,
+/// so they batch together); messages spread over the other lanes by destination, which keeps
+/// each destination's messages in order.
 fn lane_of(frame: &Frame) -> usize {
     use std::hash::{Hash, Hasher};
     match frame {
@@ -91,10 +96,9 @@ fn lane_of(frame: &Frame) -> usize {
                 Target::Id(id) => id.hash(&mut hasher),
                 Target::Name(name) => name.hash(&mut hasher),
             }
-            (hasher.finish() as usize) % LANES
+            1 + (hasher.finish() as usize) % (LANES - 1)
         }
-        Frame::Reply { request, .. } => (*request as usize) % LANES,
-        Frame::Control(_) => 0,
+        Frame::Reply { .. } | Frame::Control(_) => 0,
     }
 }
 
@@ -459,14 +463,17 @@ async fn accept_streams(conn: quinn::Connection, node: WeakNode, peer: NodeId, m
 
 /// Reads frames from one stream. A frame over the limit is skipped whole and one that does not
 /// decode is refused; the stream goes on either way (the length prefix keeps it in step).
-async fn read_stream(mut recv: quinn::RecvStream, node: WeakNode, peer: NodeId, max_frame: usize) {
+async fn read_stream(recv: quinn::RecvStream, node: WeakNode, peer: NodeId, max_frame: usize) {
+    use tokio::io::AsyncReadExt;
+    // Buffered: one read takes many frames out of QUIC, not two reads per frame.
+    let mut recv = tokio::io::BufReader::with_capacity(READ_BUFFER, recv);
     let mut buf = Vec::new();
     loop {
         let mut len = [0u8; 4];
         match recv.read_exact(&mut len).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(0)) => return,
+            Ok(_) => {}
             Err(err) => {
+                // A clean end of stream between frames lands here too.
                 tracing::debug!(%peer, error = %err, "stream ended");
                 return;
             }
@@ -498,13 +505,17 @@ async fn read_stream(mut recv: quinn::RecvStream, node: WeakNode, peer: NodeId, 
     }
 }
 
-async fn skip(recv: &mut quinn::RecvStream, mut left: usize) -> Result<(), quinn::ReadError> {
+async fn skip(
+    recv: &mut tokio::io::BufReader<quinn::RecvStream>,
+    mut left: usize,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
     let mut sink = vec![0u8; 64 * 1024];
     while left > 0 {
         let want = left.min(sink.len());
         match recv.read(&mut sink[..want]).await? {
-            Some(n) => left -= n,
-            None => return Ok(()),
+            0 => return Ok(()),
+            n => left -= n,
         }
     }
     Ok(())

@@ -2,11 +2,11 @@
 //! replies it waits for.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -95,7 +95,7 @@ impl<M: RemoteMessage> Inbound for Export<M> {
     }
 }
 
-type Complete = Box<dyn FnOnce(&Node, Result<(ContentType, Vec<u8>), Error>) + Send>;
+type Complete = Box<dyn FnOnce(&Node, Result<(ContentType, Vec<u8>), Error>) + Send + Sync>;
 
 struct Waiter {
     deadline: Instant,
@@ -107,7 +107,8 @@ struct Waiter {
 /// Replies this node waits for from other nodes, by request id.
 pub(crate) struct PendingReplies {
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, Waiter>>,
+    /// Sharded: askers insert and link readers remove at the same time.
+    waiting: DashMap<u64, Waiter>,
     last_sweep: Mutex<Instant>,
 }
 
@@ -119,7 +120,7 @@ impl PendingReplies {
     pub(crate) fn new() -> Self {
         PendingReplies {
             next: AtomicU64::new(1),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: DashMap::new(),
             last_sweep: Mutex::new(Instant::now()),
         }
     }
@@ -137,16 +138,14 @@ impl PendingReplies {
         let request = self.next.fetch_add(1, Ordering::Relaxed);
         let deadline = deadline.unwrap_or(now + DEFAULT_WAIT);
         let expired = self.sweep(now);
-        if let Ok(mut waiting) = self.waiting.lock() {
-            waiting.insert(
-                request,
-                Waiter {
-                    deadline,
-                    peer,
-                    complete,
-                },
-            );
-        }
+        self.waiting.insert(
+            request,
+            Waiter {
+                deadline,
+                peer,
+                complete,
+            },
+        );
         for (waited, waiter) in expired {
             (waiter.complete)(node, Err(Error::Timeout(waited)));
         }
@@ -154,53 +153,48 @@ impl PendingReplies {
     }
 
     pub(crate) fn take(&self, request: u64) -> Option<Complete> {
-        let mut waiting = self.waiting.lock().ok()?;
-        waiting.remove(&request).map(|w| w.complete)
+        self.waiting.remove(&request).map(|(_, w)| w.complete)
     }
 
     /// Ends every wait for an answer from `peer` with `err` (its link was lost).
     pub(crate) fn fail_peer(&self, node: &Node, peer: NodeId, err: &Error) {
-        let lost: Vec<Waiter> = match self.waiting.lock() {
-            Ok(mut waiting) => {
-                let ids: Vec<u64> = waiting
-                    .iter()
-                    .filter(|(_, w)| w.peer == Some(peer))
-                    .map(|(id, _)| *id)
-                    .collect();
-                ids.into_iter()
-                    .filter_map(|id| waiting.remove(&id))
-                    .collect()
-            }
-            Err(_) => Vec::new(),
-        };
+        let ids: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|w| w.peer == Some(peer))
+            .map(|w| *w.key())
+            .collect();
+        let lost: Vec<Waiter> = ids
+            .into_iter()
+            .filter_map(|id| self.waiting.remove(&id).map(|(_, w)| w))
+            .collect();
         for waiter in lost {
             (waiter.complete)(node, Err(err.clone()));
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.waiting.lock().map(|w| w.len()).unwrap_or(0)
+        self.waiting.len()
     }
 
     fn sweep(&self, now: Instant) -> Vec<(Duration, Waiter)> {
-        let Ok(mut last) = self.last_sweep.lock() else {
+        // Whoever holds the lock sweeps; the others go on.
+        let Ok(mut last) = self.last_sweep.try_lock() else {
             return Vec::new();
         };
         if now.duration_since(*last) < SWEEP_EVERY {
             return Vec::new();
         }
         *last = now;
-        let Ok(mut waiting) = self.waiting.lock() else {
-            return Vec::new();
-        };
-        let expired: Vec<u64> = waiting
+        let expired: Vec<u64> = self
+            .waiting
             .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(id, _)| *id)
+            .filter(|w| w.deadline <= now)
+            .map(|w| *w.key())
             .collect();
         expired
             .into_iter()
-            .filter_map(|id| waiting.remove(&id))
+            .filter_map(|id| self.waiting.remove(&id).map(|(_, w)| w))
             .map(|w| (DEFAULT_WAIT.min(now.duration_since(w.deadline)), w))
             .collect()
     }
