@@ -349,6 +349,7 @@ fn main() -> BenchResult<()> {
         .zip(&samples)
         .map(|(stack, samples)| (stack.name, medians(samples)))
         .collect();
+    let sends = micro_sends()?;
     println!();
     println!(
         "{:<14} {:>13} {:>13} {:>13} {:>13}",
@@ -364,6 +365,10 @@ fn main() -> BenchResult<()> {
             name, s.c1_p50_us, s.c1_p99_us, s.c1_rps, s.c64_rps
         );
     }
+    println!();
+    println!(
+        "micro remote send (one-way, ordered, {SEND_N} per round, median of {SEND_ROUNDS}): {sends:.0} msgs/s"
+    );
     println!();
     let find = |name: &str| results.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
     for &(metric, a, b) in RATIOS {
@@ -650,13 +655,19 @@ struct Micro;
 #[derive(Serialize, Deserialize)]
 enum BenchMsg {
     Req(Req, micro_runtime::Reply<Resp>),
+    /// One-way: counted only.
+    Cast(Req),
+    /// How many casts arrived so far.
+    Count(micro_runtime::Reply<u64>),
 }
 
 impl micro_runtime::RemoteMessage for BenchMsg {
     const TYPE_NAME: &'static str = "bench.remote.Req";
 }
 
-struct MicroServer;
+struct MicroServer {
+    casts: u64,
+}
 
 impl micro_runtime::Actor for MicroServer {
     type Msg = BenchMsg;
@@ -664,9 +675,17 @@ impl micro_runtime::Actor for MicroServer {
     async fn handle(
         &mut self,
         _ctx: &mut micro_runtime::Context<Self>,
-        BenchMsg::Req(req, reply): BenchMsg,
+        msg: BenchMsg,
     ) -> Result<(), micro_runtime::ActorError> {
-        let _ = reply.send(serve(&req));
+        match msg {
+            BenchMsg::Req(req, reply) => {
+                let _ = reply.send(serve(&req));
+            }
+            BenchMsg::Cast(req) => self.casts += u64::from(serve(&req).len > 0),
+            BenchMsg::Count(reply) => {
+                let _ = reply.send(self.casts);
+            }
+        }
         Ok(())
     }
 }
@@ -692,7 +711,7 @@ impl Stack for Micro {
             .start()
             .await?;
         server
-            .spawn(ChildSpec::new(|| MicroServer).named("bench"))
+            .spawn(ChildSpec::new(|| MicroServer { casts: 0 }).named("bench"))
             .await?;
         server.expose::<BenchMsg>("bench")?;
         let client = Node::builder()
@@ -714,4 +733,47 @@ impl Stack for Micro {
         let addr = client.addr.clone();
         async move { Ok(addr.ask(|reply| BenchMsg::Req(req, reply), PHASE_TIMEOUT).await?) }
     }
+}
+
+/// One-way sends per round of [`micro_sends`].
+const SEND_N: u64 = 100_000;
+/// Sends between two asks in [`micro_sends`].
+const SEND_WINDOW: u64 = 10_000;
+/// Rounds of [`micro_sends`].
+const SEND_ROUNDS: usize = 5;
+
+/// micro's remote `send` throughput: one sender, `SEND_N` one-way messages to a remote actor in
+/// windows of `SEND_WINDOW`, each followed by an ask that arrives after them (same destination,
+/// same order) and checks none was lost; messages/s, median.
+fn micro_sends() -> BenchResult<f64> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = Micro::setup().await?;
+        let mut rates = Vec::with_capacity(SEND_ROUNDS);
+        let mut expected = 0;
+        for _ in 0..SEND_ROUNDS {
+            let start = Instant::now();
+            for chunk in 0..SEND_N / SEND_WINDOW {
+                for id in 0..SEND_WINDOW {
+                    client.addr.send(BenchMsg::Cast(Req {
+                        id: chunk * SEND_WINDOW + id,
+                        name: NAME.to_owned(),
+                    }))?;
+                }
+                // An ask behind each window: it arrives after the window's sends, and waiting for
+                // it keeps the receiver's queue under its inbound bound (past which sends are
+                // dropped and counted, by design).
+                let count = client.addr.ask(BenchMsg::Count, PHASE_TIMEOUT).await?;
+                expected += SEND_WINDOW;
+                if count != expected {
+                    return Err(format!("{count} sends arrived, expected {expected}").into());
+                }
+            }
+            rates.push(SEND_N as f64 / start.elapsed().as_secs_f64());
+        }
+        Ok(median(rates))
+    })
 }
