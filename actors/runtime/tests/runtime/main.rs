@@ -5,6 +5,7 @@
 
 mod addressing;
 mod common;
+mod process;
 mod remote;
 mod resources;
 mod supervision;
