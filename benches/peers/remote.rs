@@ -731,7 +731,11 @@ impl Stack for Micro {
 
     fn call(client: &MicroClient, req: Req) -> impl Future<Output = BenchResult<Resp>> + Send {
         let addr = client.addr.clone();
-        async move { Ok(addr.ask(|reply| BenchMsg::Req(req, reply), PHASE_TIMEOUT).await?) }
+        async move {
+            Ok(addr
+                .ask(|reply| BenchMsg::Req(req, reply), PHASE_TIMEOUT)
+                .await?)
+        }
     }
 }
 

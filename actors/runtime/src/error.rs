@@ -113,6 +113,12 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// The other end of a typed stream is gone (receiver dropped, or the stream already ended).
+    #[error("stream closed: {0}")]
+    StreamClosed(String),
+    /// The sender cancelled a typed stream.
+    #[error("stream cancelled: {0}")]
+    StreamCancelled(String),
     /// A peer broke the protocol (garbage, truncated frames, wrong handshake…).
     #[error("protocol error: {0}")]
     Protocol(String),

@@ -15,6 +15,7 @@ mod mailbox;
 mod net;
 mod node;
 mod reply;
+mod stream;
 mod supervisor;
 mod watch;
 mod wire;
@@ -26,6 +27,7 @@ pub use id::{ActorId, NodeId};
 pub use net::{ClusterCa, NodeCredentials, PeerEvent, PeerInfo};
 pub use node::{Node, NodeBuilder, NodeStatus};
 pub use reply::Reply;
+pub use stream::{StreamReceiver, StreamSender, stream_channel};
 pub use supervisor::{
     Backoff, Child, ChildInfo, ChildSpec, Intensity, Restart, Strategy, SupervisionEvent,
     SupervisorRef, SupervisorSpec,

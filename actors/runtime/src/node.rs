@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::directory::Directory;
 use crate::net::{Net, NetConfig, accept_loop};
+use crate::stream::StreamInbound;
 use crate::supervisor::start_root;
 use crate::watch::{Watch, Watcher, Watches};
 use crate::wire::context;
@@ -106,6 +107,8 @@ pub(crate) struct NodeShared {
     net: std::sync::RwLock<Option<Arc<Net>>>,
     /// The supervisor of the link actors.
     links: OnceLock<SupervisorRef>,
+    /// Typed streams whose sender travelled, waiting for it to open: id → (peer, receiver side).
+    streams: DashMap<u64, (Option<NodeId>, Box<dyn StreamInbound>)>,
 }
 
 type LookupWaiter = (NodeId, oneshot::Sender<Result<(), Error>>);
@@ -243,6 +246,7 @@ impl NodeBuilder {
                 inbound_capacity: self.inbound_capacity,
                 net: std::sync::RwLock::new(None),
                 links: OnceLock::new(),
+                streams: DashMap::new(),
             }),
         };
         let span = tracing::info_span!("node", node = %node.shared.name, id = %node.shared.id);
@@ -573,6 +577,10 @@ impl Node {
             .ok_or_else(|| Error::NodeStopped(self.shared.name.clone()))
     }
 
+    pub(crate) fn streams(&self) -> &DashMap<u64, (Option<NodeId>, Box<dyn StreamInbound>)> {
+        &self.shared.streams
+    }
+
     pub(crate) fn inbound_capacity(&self) -> usize {
         self.shared.inbound_capacity
     }
@@ -668,6 +676,18 @@ impl Node {
             }
         }
         self.shared.watches.drop_peer(peer);
+        let streams: Vec<u64> = self
+            .shared
+            .streams
+            .iter()
+            .filter(|e| e.value().0 == Some(peer))
+            .map(|e| *e.key())
+            .collect();
+        for id in streams {
+            if let Some((_, (_, inbound))) = self.shared.streams.remove(&id) {
+                inbound.lost(err.clone());
+            }
+        }
     }
 
     /// Asks `peer` whether `name` is exposed for messages of type `M`, then returns a remote

@@ -66,8 +66,8 @@ struct RemoteReply<T> {
     encode: EncodeAnswer<T>,
 }
 
-/// Encodes an answer for the asking node.
-type EncodeAnswer<T> = fn(&Node, NodeId, ContentType, &T) -> Result<Vec<u8>, Error>;
+/// Encodes a value (an answer, a stream item) for the node it goes to.
+pub(crate) type EncodeAnswer<T> = fn(&Node, NodeId, ContentType, &T) -> Result<Vec<u8>, Error>;
 
 impl<T> RemoteReply<T> {
     fn answer(self, outcome: Result<(ContentType, Vec<u8>), Error>) -> Result<(), Error> {

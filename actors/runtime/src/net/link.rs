@@ -29,6 +29,10 @@ const LANES: usize = 4;
 const BATCH: usize = 256 * 1024;
 /// Read buffer per incoming stream.
 const READ_BUFFER: usize = 64 * 1024;
+/// The first byte of every unidirectional stream says what it carries.
+pub(crate) const STREAM_FRAMES: u8 = 0;
+/// A typed stream's items (see `crate::stream`), after its id.
+pub(crate) const STREAM_ITEMS: u8 = 1;
 
 type Lane = Arc<Mutex<mpsc::UnboundedReceiver<Vec<u8>>>>;
 
@@ -41,6 +45,8 @@ pub(crate) struct Link {
     limit: usize,
     max_frame: AtomicUsize,
     actor: OnceCell<Addr<LinkMsg>>,
+    /// The live connection, for streams that are not frames (typed streams).
+    conn: std::sync::Mutex<Option<quinn::Connection>>,
 }
 
 impl Link {
@@ -59,6 +65,22 @@ impl Link {
             limit: net.config.outbound_limit,
             max_frame: AtomicUsize::new(net.config.max_frame),
             actor: OnceCell::new(),
+            conn: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The live connection, if the link is up.
+    pub(crate) fn connection(&self) -> Option<quinn::Connection> {
+        self.conn.lock().ok().and_then(|c| c.clone())
+    }
+
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame.load(Ordering::Relaxed)
+    }
+
+    fn set_connection(&self, conn: Option<quinn::Connection>) {
+        if let Ok(mut slot) = self.conn.lock() {
+            *slot = conn;
         }
     }
 
@@ -273,6 +295,7 @@ impl LinkActor {
             let reason = watched.closed().await;
             let _ = me.send(LinkMsg::Lost(watched.stable_id(), reason.to_string()));
         }));
+        self.link.set_connection(Some(conn.clone()));
         let replaced = self.live.replace(Live {
             conn,
             dialer,
@@ -301,6 +324,7 @@ impl LinkActor {
     fn lose(&mut self, node: &Node, net: &Net, reason: &str) {
         let peer = self.link.peer;
         if self.live.take().is_some() {
+            self.link.set_connection(None);
             net.set_connected(peer, false);
             tracing::info!(node = %node.name(), %peer, %reason, "link down");
             net.emit(PeerEvent::Down {
@@ -437,7 +461,7 @@ async fn write_lane(conn: quinn::Connection, lane: Lane, link: Arc<Link>) {
         link.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
         let send = match &mut stream {
             Some(send) => send,
-            None => match conn.open_uni().await {
+            None => match open_frames_stream(&conn).await {
                 Ok(send) => stream.insert(send),
                 Err(err) => {
                     tracing::debug!(peer = %link.peer, error = %err, bytes = bytes.len(), "lost frames: no stream");
@@ -451,6 +475,17 @@ async fn write_lane(conn: quinn::Connection, lane: Lane, link: Arc<Link>) {
         }
         batch = bytes;
     }
+}
+
+async fn open_frames_stream(conn: &quinn::Connection) -> Result<quinn::SendStream, Error> {
+    let mut send = conn
+        .open_uni()
+        .await
+        .map_err(|e| Error::NodeLost(e.to_string()))?;
+    send.write_all(&[STREAM_FRAMES])
+        .await
+        .map_err(|e| Error::NodeLost(e.to_string()))?;
+    Ok(send)
 }
 
 /// Accepts the peer's streams and reads each in its own task.
@@ -467,6 +502,23 @@ async fn read_stream(recv: quinn::RecvStream, node: WeakNode, peer: NodeId, max_
     use tokio::io::AsyncReadExt;
     // Buffered: one read takes many frames out of QUIC, not two reads per frame.
     let mut recv = tokio::io::BufReader::with_capacity(READ_BUFFER, recv);
+    match recv.read_u8().await {
+        Ok(STREAM_FRAMES) => {}
+        Ok(STREAM_ITEMS) => {
+            if let Some(node) = node.upgrade() {
+                crate::stream::accept(&node, peer, recv, max_frame).await;
+            }
+            return;
+        }
+        Ok(kind) => {
+            tracing::warn!(%peer, kind, "refused a stream of unknown kind");
+            if let Some(node) = node.upgrade() {
+                node.count_refusal();
+            }
+            return;
+        }
+        Err(_) => return,
+    }
     let mut buf = Vec::new();
     loop {
         let mut len = [0u8; 4];

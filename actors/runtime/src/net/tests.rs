@@ -67,6 +67,10 @@ async fn replies(conn: quinn::Connection, want: usize) -> Vec<(u64, Result<(), E
         while let Ok(mut recv) = conn.accept_uni().await {
             let tx = tx.clone();
             tokio::spawn(async move {
+                let mut kind = [0u8; 1];
+                if recv.read_exact(&mut kind).await.is_err() {
+                    return;
+                }
                 loop {
                     let mut len = [0u8; 4];
                     if recv.read_exact(&mut len).await.is_err() {
@@ -150,6 +154,7 @@ async fn junk_from_a_raw_quic_client_is_refused_and_nothing_else_is_affected() {
     let answers = tokio::spawn(replies(conn.clone(), 4));
 
     let mut junk = conn.open_uni().await.unwrap();
+    junk.write_all(&[super::link::STREAM_FRAMES]).await.unwrap();
     // An unknown frame kind.
     junk.write_all(&[0, 0, 0, 5, 9, 9, 9, 9, 9]).await.unwrap();
     // A frame over the limit, skipped whole…

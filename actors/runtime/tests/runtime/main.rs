@@ -8,5 +8,6 @@ mod common;
 mod process;
 mod remote;
 mod resources;
+mod streams;
 mod supervision;
 mod wire;

@@ -28,7 +28,11 @@ struct Greeter;
 
 impl Actor for Greeter {
     type Msg = Greet;
-    async fn handle(&mut self, _: &mut Context<Self>, Greet::Hello(name, reply): Greet) -> Result<(), ActorError> {
+    async fn handle(
+        &mut self,
+        _: &mut Context<Self>,
+        Greet::Hello(name, reply): Greet,
+    ) -> Result<(), ActorError> {
         let _ = reply.send(format!("hello {name} from pid {}", std::process::id()));
         Ok(())
     }
@@ -42,10 +46,21 @@ async fn child_node() {
     if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
-    let node = Node::builder().name("child").listen(SocketAddr::from(([127, 0, 0, 1], 0))).start().await.unwrap();
-    node.spawn(ChildSpec::new(|| Greeter).named("greeter")).await.unwrap();
+    let node = Node::builder()
+        .name("child")
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .start()
+        .await
+        .unwrap();
+    node.spawn(ChildSpec::new(|| Greeter).named("greeter"))
+        .await
+        .unwrap();
     node.expose::<Greet>("greeter").unwrap();
-    println!("MICRO_NODE {} {}", node.local_addr().unwrap(), node.id().as_u128());
+    println!(
+        "MICRO_NODE {} {}",
+        node.local_addr().unwrap(),
+        node.id().as_u128()
+    );
     std::io::stdout().flush().unwrap();
     let _ = tokio::time::timeout(
         Duration::from_secs(60),
@@ -62,33 +77,53 @@ async fn child_node() {
 async fn a_node_in_another_process_is_reached_and_its_loss_noticed() {
     micro_testkit::init_tracing();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "process::child_node", "--include-ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "process::child_node",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (addr, id) = within("the child node starts", tokio::task::spawn_blocking(move || {
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            // libtest may print "test … ... " on the same line first.
-            if let Some((_, rest)) = line.split_once("MICRO_NODE ") {
-                let (addr, id) = rest.split_once(' ').unwrap();
-                return (addr.parse::<SocketAddr>().unwrap(), id.parse::<u128>().unwrap());
+    let (addr, id) = within(
+        "the child node starts",
+        tokio::task::spawn_blocking(move || {
+            for line in BufReader::new(stdout).lines() {
+                let line = line.unwrap();
+                // libtest may print "test … ... " on the same line first.
+                if let Some((_, rest)) = line.split_once("MICRO_NODE ") {
+                    let (addr, id) = rest.split_once(' ').unwrap();
+                    return (
+                        addr.parse::<SocketAddr>().unwrap(),
+                        id.parse::<u128>().unwrap(),
+                    );
+                }
             }
-        }
-        panic!("the child exited without starting its node");
-    }))
+            panic!("the child exited without starting its node");
+        }),
+    )
     .await
     .unwrap();
 
     // No credentials anywhere: both processes use the development cluster.
-    let node = Node::builder().name("parent").listen(SocketAddr::from(([127, 0, 0, 1], 0))).start().await.unwrap();
+    let node = Node::builder()
+        .name("parent")
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .start()
+        .await
+        .unwrap();
     let peer = node.connect(addr).await.unwrap();
     assert_eq!(peer.as_u128(), id);
     let greeter = node.lookup_remote::<Greet>(peer, "greeter").await.unwrap();
-    let hello = greeter.ask(|r| Greet::Hello("parent".into(), r), Duration::from_secs(5)).await.unwrap();
+    let hello = greeter
+        .ask(|r| Greet::Hello("parent".into(), r), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(hello, format!("hello parent from pid {}", child.id()));
 
     // Kill the process outright: no goodbye. The watch and the peer events notice the silence.
@@ -99,7 +134,9 @@ async fn a_node_in_another_process_is_reached_and_its_loss_noticed() {
     let _ = child.wait();
     assert_eq!(within("the watch notices", watch).await, Down::NodeLost);
     eprintln!("killed process noticed after {:?}", killed.elapsed());
-    let after = greeter.ask(|r| Greet::Hello("again".into(), r), Duration::from_secs(2)).await;
+    let after = greeter
+        .ask(|r| Greet::Hello("again".into(), r), Duration::from_secs(2))
+        .await;
     assert!(after.is_err(), "{after:?}");
     let down = within("peer down", async {
         loop {
