@@ -33,4 +33,4 @@ pub use supervisor::{
     SupervisorRef, SupervisorSpec,
 };
 pub use watch::Watch;
-pub use wire::{ContentType, Down, RemoteMessage};
+pub use wire::{Codec, ContentType, CustomCodec, Down, RemoteMessage, register_codec};

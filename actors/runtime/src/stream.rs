@@ -138,10 +138,12 @@ impl<T> RemoteSender<T> {
                 .await
                 .map_err(|e| Error::NodeLost(e.to_string()))?;
             tracing::debug!(stream = self.stream, id = %send.id(), "typed stream open");
-            let mut header = [0u8; 10];
-            header[0] = STREAM_ITEMS;
-            header[1..9].copy_from_slice(&self.stream.to_be_bytes());
-            header[9] = content_type_byte(self.content_type);
+            let name = self.content_type.as_str().as_bytes();
+            let mut header = Vec::with_capacity(10 + name.len());
+            header.push(STREAM_ITEMS);
+            header.extend_from_slice(&self.stream.to_be_bytes());
+            header.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+            header.extend_from_slice(&name[..name.len().min(255)]);
             send.write_all(&header).await.map_err(write_error)?;
             self.send = Some(send);
         }
@@ -422,19 +424,16 @@ impl<T: DeserializeOwned + Send + 'static> StreamInbound for Inbound<T> {
     }
 }
 
-fn content_type_byte(content_type: ContentType) -> u8 {
-    match content_type {
-        ContentType::Bincode => 0,
-        ContentType::Json => 1,
-    }
-}
-
-fn content_type_of(byte: u8) -> Option<ContentType> {
-    match byte {
-        0 => Some(ContentType::Bincode),
-        1 => Some(ContentType::Json),
-        _ => None,
-    }
+async fn read_content_type(recv: &mut BufReader<quinn::RecvStream>) -> Result<ContentType, Error> {
+    let len = recv
+        .read_u8()
+        .await
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+    let mut name = vec![0; len as usize];
+    recv.read_exact(&mut name)
+        .await
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+    ContentType::parse(&String::from_utf8_lossy(&name))
 }
 
 async fn read_reason(recv: &mut BufReader<quinn::RecvStream>) -> String {
@@ -468,17 +467,20 @@ pub(crate) async fn accept(
     mut recv: BufReader<quinn::RecvStream>,
     max_frame: usize,
 ) {
-    let (stream, content_type) = match (recv.read_u64().await, recv.read_u8().await) {
-        (Ok(id), Ok(ct)) => match content_type_of(ct) {
-            Some(ct) => (id, ct),
-            None => {
-                tracing::warn!(%peer, ct, "refused a typed stream of unknown content type");
-                node.count_refusal();
-                let _ = recv.get_mut().stop(RECEIVER_GONE.into());
-                return;
+    let Ok(stream) = recv.read_u64().await else {
+        return;
+    };
+    let content_type = match read_content_type(&mut recv).await {
+        Ok(ct) => ct,
+        Err(err) => {
+            tracing::warn!(%peer, stream, error = %err, "refused a typed stream");
+            node.count_refusal();
+            if let Some((_, (_, inbound))) = node.streams().remove(&stream) {
+                inbound.lost(err);
             }
-        },
-        _ => return,
+            let _ = recv.get_mut().stop(RECEIVER_GONE.into());
+            return;
+        }
     };
     tracing::debug!(%peer, stream, "typed stream opened");
     match node.streams().remove(&stream) {

@@ -1,9 +1,10 @@
-//! Codecs, chosen per message by content type.
+//! Codecs, chosen per message by content type: bincode and JSON built in, others pluggable.
 
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use super::context;
 use crate::Error;
@@ -11,15 +12,99 @@ use crate::Error;
 /// Upper bound on what one decoded value may claim to allocate (guards against garbage lengths).
 const BINCODE_LIMIT: usize = 16 * 1024 * 1024;
 
-/// How a message body is encoded. The content type travels with every frame, so any caller can
-/// talk to any server in the encoding it prefers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// How a message body is encoded. The content type travels with every frame (by its MIME name),
+/// so any caller can talk to any server in the encoding it prefers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ContentType {
     /// `application/bincode`: compact and fast (bincode 2, standard configuration). The default.
     #[default]
     Bincode,
     /// `application/json`: readable, and spoken by any language.
     Json,
+    /// A codec added with [`register_codec`].
+    Custom(CustomCodec),
+}
+
+/// A handle to a codec added with [`register_codec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CustomCodec(usize);
+
+/// A pluggable codec: serde in some format, object-safe through `erased-serde`.
+///
+/// ```
+/// use micro_runtime::{Codec, ContentType, register_codec};
+///
+/// /// JSON with pretty printing, under its own MIME name.
+/// struct PrettyJson;
+///
+/// impl Codec for PrettyJson {
+///     fn name(&self) -> &'static str {
+///         "application/x-pretty-json"
+///     }
+///     fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, String> {
+///         serde_json::to_vec_pretty(value).map_err(|e| e.to_string())
+///     }
+///     fn decode<'de>(
+///         &self,
+///         bytes: &'de [u8],
+///         visit: &mut dyn FnMut(&mut dyn erased_serde::Deserializer<'de>) -> Result<(), erased_serde::Error>,
+///     ) -> Result<(), String> {
+///         let mut json = serde_json::Deserializer::from_slice(bytes);
+///         visit(&mut <dyn erased_serde::Deserializer>::erase(&mut json)).map_err(|e| e.to_string())?;
+///         json.end().map_err(|e| e.to_string())
+///     }
+/// }
+///
+/// let pretty = register_codec(PrettyJson);
+/// let bytes = pretty.encode(&vec![1, 2]).unwrap();
+/// assert_eq!(pretty.decode::<Vec<u32>>(&bytes).unwrap(), [1, 2]);
+/// assert_eq!(ContentType::parse("application/x-pretty-json").unwrap(), pretty);
+/// ```
+pub trait Codec: Send + Sync + 'static {
+    /// The MIME name carried in frames, e.g. `application/cbor`.
+    fn name(&self) -> &'static str;
+
+    /// Encodes a value.
+    fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, String>;
+
+    /// Makes a deserializer over `bytes` and hands it to `visit`, which decodes the value; then
+    /// checks nothing is left over.
+    fn decode<'de>(
+        &self,
+        bytes: &'de [u8],
+        visit: &mut dyn FnMut(
+            &mut dyn erased_serde::Deserializer<'de>,
+        ) -> Result<(), erased_serde::Error>,
+    ) -> Result<(), String>;
+}
+
+/// The codecs added at run time, in registration order (never removed).
+static CODECS: RwLock<Vec<Arc<dyn Codec>>> = RwLock::new(Vec::new());
+
+/// Adds a codec for the whole process and returns its content type. Registering a codec whose
+/// name is taken returns the existing one. Both ends of a link must register it; a frame in a
+/// content type a node does not know is refused with [`Error::UnknownContentType`].
+pub fn register_codec(codec: impl Codec) -> ContentType {
+    if let Ok(found) = ContentType::parse(codec.name()) {
+        return found;
+    }
+    match CODECS.write() {
+        Ok(mut codecs) => {
+            codecs.push(Arc::new(codec));
+            ContentType::Custom(CustomCodec(codecs.len() - 1))
+        }
+        // A poisoned registry still holds the codecs registered so far.
+        Err(poisoned) => {
+            let mut codecs = poisoned.into_inner();
+            codecs.push(Arc::new(codec));
+            ContentType::Custom(CustomCodec(codecs.len() - 1))
+        }
+    }
+}
+
+fn custom(codec: CustomCodec) -> Option<Arc<dyn Codec>> {
+    let codecs = CODECS.read().unwrap_or_else(|p| p.into_inner());
+    codecs.get(codec.0).cloned()
 }
 
 impl ContentType {
@@ -28,15 +113,25 @@ impl ContentType {
         match self {
             ContentType::Bincode => "application/bincode",
             ContentType::Json => "application/json",
+            ContentType::Custom(codec) => {
+                custom(codec).map_or("application/x-unknown", |c| c.name())
+            }
         }
     }
 
-    /// The content type with this MIME name.
+    /// The content type with this MIME name: built in or registered.
     pub fn parse(name: &str) -> Result<Self, Error> {
         match name {
             "application/bincode" => Ok(ContentType::Bincode),
             "application/json" => Ok(ContentType::Json),
-            other => Err(Error::UnknownContentType(other.to_owned())),
+            other => {
+                let codecs = CODECS.read().unwrap_or_else(|p| p.into_inner());
+                codecs
+                    .iter()
+                    .position(|c| c.name() == other)
+                    .map(|i| ContentType::Custom(CustomCodec(i)))
+                    .ok_or_else(|| Error::UnknownContentType(other.to_owned()))
+            }
         }
     }
 
@@ -49,6 +144,13 @@ impl ContentType {
                 .map_err(|e| Error::codec(self.as_str(), e)),
             ContentType::Json => {
                 serde_json::to_vec(value).map_err(|e| Error::codec(self.as_str(), e))
+            }
+            ContentType::Custom(codec) => {
+                let codec = custom(codec)
+                    .ok_or_else(|| Error::UnknownContentType(self.as_str().to_owned()))?;
+                codec
+                    .encode(&value as &dyn erased_serde::Serialize)
+                    .map_err(|e| Error::codec(codec.name(), e))
             }
         };
         result.map_err(context::explain)
@@ -71,6 +173,20 @@ impl ContentType {
             }
             ContentType::Json => {
                 serde_json::from_slice(bytes).map_err(|e| Error::codec(self.as_str(), e))
+            }
+            ContentType::Custom(codec) => {
+                let codec = custom(codec)
+                    .ok_or_else(|| Error::UnknownContentType(self.as_str().to_owned()))?;
+                let mut value = None;
+                codec
+                    .decode(bytes, &mut |de| {
+                        value = Some(erased_serde::deserialize::<T>(de)?);
+                        Ok(())
+                    })
+                    .map_err(|e| Error::codec(codec.name(), e))
+                    .and_then(|()| {
+                        value.ok_or_else(|| Error::codec(codec.name(), "the codec decoded nothing"))
+                    })
             }
         };
         result.map_err(context::explain)

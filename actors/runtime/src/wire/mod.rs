@@ -7,6 +7,6 @@ pub(crate) mod exports;
 pub(crate) mod frame;
 pub(crate) mod loopback;
 
-pub use codec::ContentType;
+pub use codec::{Codec, ContentType, CustomCodec, register_codec};
 pub use exports::RemoteMessage;
 pub use frame::Down;

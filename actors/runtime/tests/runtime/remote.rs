@@ -430,3 +430,48 @@ async fn an_overloaded_actor_refuses_remote_asks_as_unavailable() {
     b.shutdown().await.unwrap();
     a.shutdown().await.unwrap();
 }
+
+/// JSON under another name, standing in for any codec a user plugs in.
+struct TestCodec;
+
+impl micro_runtime::Codec for TestCodec {
+    fn name(&self) -> &'static str {
+        "application/x-micro-test"
+    }
+    fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(value).map_err(|e| e.to_string())
+    }
+    fn decode<'de>(
+        &self,
+        bytes: &'de [u8],
+        visit: &mut dyn FnMut(
+            &mut dyn erased_serde::Deserializer<'de>,
+        ) -> Result<(), erased_serde::Error>,
+    ) -> Result<(), String> {
+        let mut json = serde_json::Deserializer::from_slice(bytes);
+        visit(&mut <dyn erased_serde::Deserializer>::erase(&mut json))
+            .map_err(|e| e.to_string())?;
+        json.end().map_err(|e| e.to_string())
+    }
+}
+
+#[tokio::test]
+async fn a_plugged_in_codec_carries_messages_and_replies() {
+    let custom = micro_runtime::register_codec(TestCodec);
+    let (a, b) = (listening("a").await, listening("b").await);
+    kv_on(&a, "kv").await;
+    let peer = b.connect(a.local_addr().unwrap()).await.unwrap();
+    let kv = b
+        .lookup_remote::<KvMsg>(peer, "kv")
+        .await
+        .unwrap()
+        .with_content_type(custom);
+    kv.send(KvMsg::Put("c".into(), 3)).unwrap();
+    assert_eq!(
+        kv.ask(|r| KvMsg::Get("c".into(), r), ASK).await,
+        Ok(Some(3))
+    );
+    assert_eq!(ContentType::parse("application/x-micro-test"), Ok(custom));
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
