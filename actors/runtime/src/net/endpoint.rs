@@ -174,11 +174,16 @@ async fn accept_one(incoming: quinn::Incoming, node: &WeakNode) -> Result<(), Er
         exchange_as_acceptor(&conn, &net.hello(&node)),
     )
     .await
-    .map_err(|_| Error::Timeout(net.config.connect_timeout))??;
-    if let Err(err) = check_hello(&conn, &hello) {
-        conn.close(CLOSE_PROTOCOL.into(), b"bad hello");
-        return Err(err);
-    }
+    .map_err(|_| Error::Timeout(net.config.connect_timeout))
+    .and_then(|hello| hello)
+    .and_then(|hello| check_hello(&conn, &hello).map(|()| hello));
+    let hello = match hello {
+        Ok(hello) => hello,
+        Err(err) => {
+            conn.close(CLOSE_PROTOCOL.into(), b"bad hello");
+            return Err(err);
+        }
+    };
     let peer = hello.node;
     super::link::attach(&node, &net, conn, hello, peer).await
 }
