@@ -651,43 +651,16 @@ impl Node {
     pub(crate) fn peer_lost(&self, peer: NodeId) {
         let err = Error::NodeLost(peer.to_string());
         self.shared.pending.fail_peer(self, peer, &err);
-        let lost: Vec<u64> = self
-            .shared
-            .remote_watches
-            .iter()
-            .filter(|e| e.value().0 == peer)
-            .map(|e| *e.key())
-            .collect();
-        for watch in lost {
-            if let Some((_, (_, tx))) = self.shared.remote_watches.remove(&watch) {
-                let _ = tx.send(Down::NodeLost);
-            }
+        for (_, tx) in take_for_peer(&self.shared.remote_watches, |(p, _)| *p == peer) {
+            let _ = tx.send(Down::NodeLost);
         }
-        let lookups: Vec<u64> = self
-            .shared
-            .lookups
-            .iter()
-            .filter(|e| e.value().0 == peer)
-            .map(|e| *e.key())
-            .collect();
-        for id in lookups {
-            if let Some((_, (_, tx))) = self.shared.lookups.remove(&id) {
-                let _ = tx.send(Err(err.clone()));
-            }
+        for (_, tx) in take_for_peer(&self.shared.lookups, |(p, _)| *p == peer) {
+            let _ = tx.send(Err(err.clone()));
+        }
+        for (_, inbound) in take_for_peer(&self.shared.streams, |(p, _)| *p == Some(peer)) {
+            inbound.lost(err.clone());
         }
         self.shared.watches.drop_peer(peer);
-        let streams: Vec<u64> = self
-            .shared
-            .streams
-            .iter()
-            .filter(|e| e.value().0 == Some(peer))
-            .map(|e| *e.key())
-            .collect();
-        for id in streams {
-            if let Some((_, (_, inbound))) = self.shared.streams.remove(&id) {
-                inbound.lost(err.clone());
-            }
-        }
     }
 
     /// Asks `peer` whether `name` is exposed for messages of type `M`, then returns a remote
@@ -914,3 +887,15 @@ impl PartialEq for Node {
 }
 
 impl Eq for Node {}
+
+/// Removes and returns the entries of `map` that belong to a peer.
+fn take_for_peer<V>(map: &DashMap<u64, V>, of_peer: impl Fn(&V) -> bool) -> Vec<V> {
+    let keys: Vec<u64> = map
+        .iter()
+        .filter(|e| of_peer(e.value()))
+        .map(|e| *e.key())
+        .collect();
+    keys.into_iter()
+        .filter_map(|key| map.remove(&key).map(|(_, v)| v))
+        .collect()
+}
