@@ -14,6 +14,10 @@ use micro_testkit::within;
 use serde::{Deserialize, Serialize};
 
 const CHILD_ENV: &str = "MICRO_TEST_CHILD_NODE";
+/// Optional: where the child listens, and its credentials as PEM (CA, certificate, key).
+const LISTEN_ENV: &str = "MICRO_TEST_CHILD_LISTEN";
+const PEM_ENV: &str = "MICRO_TEST_CHILD_PEM";
+const PEM_SEPARATOR: &str = "\n--8<--\n";
 
 #[derive(Serialize, Deserialize)]
 enum Greet {
@@ -46,12 +50,18 @@ async fn child_node() {
     if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
-    let node = Node::builder()
-        .name("child")
-        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .start()
-        .await
-        .unwrap();
+    let listen = std::env::var(LISTEN_ENV)
+        .map(|a| a.parse().unwrap())
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut builder = Node::builder().name("child").listen(listen);
+    if let Ok(pem) = std::env::var(PEM_ENV) {
+        let parts: Vec<&str> = pem.split(PEM_SEPARATOR).collect();
+        builder = builder.credentials(
+            micro_runtime::NodeCredentials::from_pem("redial", parts[0], parts[1], parts[2])
+                .unwrap(),
+        );
+    }
+    let node = builder.start().await.unwrap();
     node.spawn(ChildSpec::new(|| Greeter).named("greeter"))
         .await
         .unwrap();
@@ -73,10 +83,10 @@ async fn child_node() {
     node.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_node_in_another_process_is_reached_and_its_loss_noticed() {
-    micro_testkit::init_tracing();
-    let mut child = Command::new(std::env::current_exe().unwrap())
+/// Starts the child process (with extra environment) and waits for its node's address and id.
+async fn spawn_child(env: &[(&str, String)]) -> (std::process::Child, SocketAddr, u128) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args([
             "--exact",
             "process::child_node",
@@ -86,9 +96,11 @@ async fn a_node_in_another_process_is_reached_and_its_loss_noticed() {
         ])
         .env(CHILD_ENV, "1")
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (addr, id) = within(
         "the child node starts",
@@ -109,6 +121,13 @@ async fn a_node_in_another_process_is_reached_and_its_loss_noticed() {
     )
     .await
     .unwrap();
+    (child, addr, id)
+}
+
+#[tokio::test]
+async fn a_node_in_another_process_is_reached_and_its_loss_noticed() {
+    micro_testkit::init_tracing();
+    let (mut child, addr, id) = spawn_child(&[]).await;
 
     // No credentials anywhere: both processes use the development cluster.
     let node = Node::builder()
@@ -147,5 +166,70 @@ async fn a_node_in_another_process_is_reached_and_its_loss_noticed() {
     })
     .await;
     assert_eq!(down, peer);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_killed_peer_that_comes_back_is_redialled_without_being_asked() {
+    micro_testkit::init_tracing();
+    let ca = micro_runtime::ClusterCa::generate("redial").unwrap();
+    let identity = ca.issue(micro_runtime::NodeId::random()).unwrap();
+    let pem = [ca.cert_pem(), identity.cert_pem(), identity.key_pem()].join(PEM_SEPARATOR);
+    let (mut first, addr, id) = spawn_child(&[(PEM_ENV, pem.clone())]).await;
+
+    let node = Node::builder()
+        .name("parent")
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .credentials(ca.issue(micro_runtime::NodeId::random()).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut events = node.peer_events().unwrap();
+    let peer = node.connect(addr).await.unwrap();
+    assert_eq!(peer.as_u128(), id);
+    let greeter = node.lookup_remote::<Greet>(peer, "greeter").await.unwrap();
+    let first_pid = first.id();
+    assert!(
+        greeter
+            .ask(|r| Greet::Hello("a".into(), r), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .ends_with(&first_pid.to_string())
+    );
+
+    first.kill().unwrap();
+    let _ = first.wait();
+    within("the loss is noticed", async {
+        loop {
+            if let Ok(micro_runtime::PeerEvent::Down { .. }) = events.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+
+    // The same node (same certificate) comes back on the same address: the link redials it.
+    let (mut second, _, _) = spawn_child(&[(PEM_ENV, pem), (LISTEN_ENV, addr.to_string())]).await;
+    let came_back = Instant::now();
+    within("the link is up again", async {
+        loop {
+            if let Ok(micro_runtime::PeerEvent::Up { node, .. }) = events.recv().await {
+                assert_eq!(node, peer);
+                return;
+            }
+        }
+    })
+    .await;
+    eprintln!(
+        "redialled {:?} after the peer came back",
+        came_back.elapsed()
+    );
+    let hello = greeter
+        .ask(|r| Greet::Hello("b".into(), r), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(hello.ends_with(&second.id().to_string()), "{hello}");
+    let _ = second.kill();
+    let _ = second.wait();
     node.shutdown().await.unwrap();
 }
