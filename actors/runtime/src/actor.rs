@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::{FutureExt, TryFutureExt};
+use futures::FutureExt;
 use ractor::{ActorProcessingErr, ActorRef, SupervisionEvent as RactorEvent};
 
 use crate::mailbox::MailboxBound;
@@ -220,6 +220,36 @@ where
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A handler's future with its error turned into a [`Failure`]: as thin as the handler's own
+    /// future, since ractor moves it for every message.
+    pub(crate) struct Handled<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future<Output = Result<(), ActorError>>> Future for Handled<F> {
+    type Output = Result<(), ActorProcessingErr>;
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project().inner.poll(cx) {
+            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Ok(())),
+            std::task::Poll::Ready(Err(err)) => std::task::Poll::Ready(Err(failed(err))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+#[cold]
+fn failed(err: ActorError) -> ActorProcessingErr {
+    Box::new(Failure::Error(err.to_string()))
+}
+
 /// The ractor actor that hosts a user [`Actor`].
 pub(crate) struct Host<A>(PhantomData<fn() -> A>);
 
@@ -280,10 +310,9 @@ impl<A: Actor> ractor::Actor for Host<A> {
         state.ctx.bound.release();
         // No `catch_unwind` per message: ractor catches panics around the whole loop, and
         // `ExitReason::from_ractor` tells them from errors, which are always a `Failure`.
-        state
-            .actor
-            .handle(&mut state.ctx, msg)
-            .map_err(|err| Box::new(Failure::Error(err.to_string())) as ActorProcessingErr)
+        Handled {
+            inner: state.actor.handle(&mut state.ctx, msg),
+        }
     }
 
     async fn post_stop(

@@ -122,7 +122,7 @@ impl<M: Send + 'static> Addr<M> {
     /// Sends a message without waiting (fire-and-forget). Messages from one sender to one actor
     /// arrive in the order they were sent.
     #[doc(alias = "cast")]
-    #[inline]
+    #[inline(always)]
     pub fn send(&self, msg: M) -> Result<(), Error> {
         // The local case inlines into the caller; the others are out of line.
         match &self.inner {

@@ -24,6 +24,7 @@ impl MailboxBound {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn capacity(&self) -> usize {
         self.capacity.load(Ordering::Relaxed)
     }
@@ -37,7 +38,7 @@ impl MailboxBound {
     }
 
     /// Reserves a slot; false when the mailbox is full.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_reserve(&self) -> bool {
         let capacity = self.capacity();
         capacity == 0
@@ -50,7 +51,7 @@ impl MailboxBound {
     }
 
     /// Frees a slot: the actor took a message, or an enqueue failed after reserving.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn release(&self) {
         if self.capacity() != 0 {
             let _ = self
