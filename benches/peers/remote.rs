@@ -291,11 +291,22 @@ fn medians(samples: &[Sample]) -> Sample {
 fn main() -> BenchResult<()> {
     let wall = Instant::now();
     // The stacks under test, in the order of the first round.
-    let mut stacks = vec![
-        prepare::<Micro>()?,
-        prepare::<QuinnFramed>()?,
-        prepare::<Tarpc>()?,
-    ];
+    // `REMOTE_BENCH_ONLY=micro` (a comma-separated list) runs a subset, e.g. under a profiler.
+    let only = std::env::var("REMOTE_BENCH_ONLY").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|n| n == name))
+    };
+    let mut stacks = Vec::new();
+    if wanted(Micro::NAME) {
+        stacks.push(prepare::<Micro>()?);
+    }
+    if wanted(QuinnFramed::NAME) {
+        stacks.push(prepare::<QuinnFramed>()?);
+    }
+    if wanted(Tarpc::NAME) {
+        stacks.push(prepare::<Tarpc>()?);
+    }
 
     println!("remote request/reply over loopback (127.0.0.1)");
     println!(

@@ -18,7 +18,7 @@ use crate::supervisor::start_root;
 use crate::watch::{Watch, Watcher, Watches};
 use crate::wire::context;
 use crate::wire::exports::{Inbound, PendingReplies};
-use crate::wire::frame::{Control, Down, Frame, PeerLink, Target};
+use crate::wire::frame::{Control, Down, Frame, FrameView, PeerLink, Target, TargetRef};
 use crate::wire::loopback;
 use crate::{
     Actor, ActorId, Addr, ChildSpec, ClusterCa, ContentType, Error, ExitReason, Intensity,
@@ -737,15 +737,20 @@ impl Node {
     /// Handles a frame that arrived from `from`. A refused message is logged and, when it carried
     /// a reply port, answered with the error, so the asker learns why at once.
     pub(crate) fn deliver(&self, from: NodeId, frame: Frame) {
+        self.deliver_view(from, frame.view());
+    }
+
+    /// [`Node::deliver`] for a frame borrowed from a read buffer.
+    pub(crate) fn deliver_view(&self, from: NodeId, frame: FrameView<'_>) {
         match frame {
-            Frame::Deliver {
+            FrameView::Deliver {
                 to,
                 type_name,
                 content_type,
                 envelope,
                 body,
             } => {
-                if let Err(err) = self.deliver_message(&to, &type_name, content_type, &body) {
+                if let Err(err) = self.deliver_message(to, type_name, content_type, body) {
                     tracing::debug!(node = %self.shared.name, target = %to, error = %err, "refused an inbound message");
                     self.count_refusal();
                     if let Some(request) = envelope.request {
@@ -759,26 +764,26 @@ impl Node {
                     }
                 }
             }
-            Frame::Reply { request, outcome } => match self.shared.pending.take(request) {
+            FrameView::Reply { request, outcome } => match self.shared.pending.take(request) {
                 Some(complete) => complete(self, outcome),
                 None => {
                     tracing::debug!(node = %self.shared.name, request, "late or unknown reply dropped")
                 }
             },
-            Frame::Control(control) => self.on_control(from, control),
+            FrameView::Control(control) => self.on_control(from, control),
         }
     }
 
     fn deliver_message(
         &self,
-        to: &Target,
+        to: TargetRef<'_>,
         type_name: &str,
         content_type: ContentType,
         body: &[u8],
     ) -> Result<(), Error> {
         let inbound = match to {
-            Target::Id(id) => self.shared.exports.get(id).map(|e| e.value().clone()),
-            Target::Name(name) => self
+            TargetRef::Id(id) => self.shared.exports.get(&id).map(|e| e.value().clone()),
+            TargetRef::Name(name) => self
                 .shared
                 .named_exports
                 .get(name)
@@ -787,11 +792,11 @@ impl Node {
         match inbound {
             Some(inbound) => inbound.deliver(self, type_name, content_type, body),
             None => Err(match to {
-                Target::Name(name) if self.shared.directory.get(name).is_some() => {
-                    Error::NotExposed(name.to_string())
+                TargetRef::Name(name) if self.shared.directory.get(name).is_some() => {
+                    Error::NotExposed(name.to_owned())
                 }
-                Target::Name(name) => Error::NotFound(name.to_string()),
-                Target::Id(id) => Error::ActorStopped(id.to_string()),
+                TargetRef::Name(name) => Error::NotFound(name.to_owned()),
+                TargetRef::Id(id) => Error::ActorStopped(id.to_string()),
             }),
         }
     }

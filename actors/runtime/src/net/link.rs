@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use super::config::PeerEvent;
 use super::endpoint::{CLOSE_DUPLICATE, CLOSE_SHUTDOWN, Hello, Net};
 use crate::node::WeakNode;
-use crate::wire::frame::{Frame, PeerLink, Target};
+use crate::wire::frame::{Frame, FrameView, PeerLink, Target};
 use crate::{Actor, ActorError, Addr, ChildSpec, Context, Error, Node, NodeId, Reply, Restart};
 
 /// Queues per link. Frames for one destination always take the same lane.
@@ -547,8 +547,8 @@ async fn read_stream(recv: quinn::RecvStream, node: WeakNode, peer: NodeId, max_
             return;
         }
         let Some(node) = node.upgrade() else { return };
-        match Frame::decode(&buf) {
-            Ok(frame) => node.deliver(peer, frame),
+        match FrameView::decode(&buf) {
+            Ok(frame) => node.deliver_view(peer, frame),
             Err(err) => {
                 tracing::warn!(%peer, error = %err, "refused a malformed frame");
                 node.count_refusal();

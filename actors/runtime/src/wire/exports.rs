@@ -2,7 +2,6 @@
 //! replies it waits for.
 
 use std::any::Any;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -95,7 +94,7 @@ impl<M: RemoteMessage> Inbound for Export<M> {
     }
 }
 
-type Complete = Box<dyn FnOnce(&Node, Result<(ContentType, Vec<u8>), Error>) + Send + Sync>;
+type Complete = Box<dyn FnOnce(&Node, Result<(ContentType, &[u8]), Error>) + Send + Sync>;
 
 struct Waiter {
     deadline: Instant,
@@ -109,7 +108,10 @@ pub(crate) struct PendingReplies {
     next: AtomicU64,
     /// Sharded: askers insert and link readers remove at the same time.
     waiting: DashMap<u64, Waiter>,
-    last_sweep: Mutex<Instant>,
+    /// When the last sweep ran, in milliseconds after `created` (read on every registration, so
+    /// an atomic rather than a lock).
+    last_sweep_ms: AtomicU64,
+    created: Instant,
 }
 
 /// How long a reply with no deadline is waited for before its entry is dropped.
@@ -121,7 +123,8 @@ impl PendingReplies {
         PendingReplies {
             next: AtomicU64::new(1),
             waiting: DashMap::new(),
-            last_sweep: Mutex::new(Instant::now()),
+            last_sweep_ms: AtomicU64::new(0),
+            created: Instant::now(),
         }
     }
 
@@ -178,14 +181,18 @@ impl PendingReplies {
     }
 
     fn sweep(&self, now: Instant) -> Vec<(Duration, Waiter)> {
-        // Whoever holds the lock sweeps; the others go on.
-        let Ok(mut last) = self.last_sweep.try_lock() else {
-            return Vec::new();
-        };
-        if now.duration_since(*last) < SWEEP_EVERY {
+        // Whoever moves the mark sweeps; the others go on.
+        let now_ms =
+            u64::try_from(now.duration_since(self.created).as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) < SWEEP_EVERY.as_millis() as u64
+            || self
+                .last_sweep_ms
+                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
             return Vec::new();
         }
-        *last = now;
         let expired: Vec<u64> = self
             .waiting
             .iter()

@@ -103,6 +103,72 @@ pub(crate) enum Frame {
     Control(Control),
 }
 
+/// A frame read off the wire, borrowing its strings and body from the read buffer (no copies on
+/// the receiving path).
+#[derive(Debug)]
+pub(crate) enum FrameView<'a> {
+    Deliver {
+        to: TargetRef<'a>,
+        type_name: &'a str,
+        content_type: ContentType,
+        envelope: Envelope,
+        body: &'a [u8],
+    },
+    Reply {
+        request: u64,
+        outcome: Result<(ContentType, &'a [u8]), Error>,
+    },
+    Control(Control),
+}
+
+/// [`Target`] as read off the wire (same encoding), borrowing the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(crate) enum TargetRef<'a> {
+    Id(ActorId),
+    Name(&'a str),
+}
+
+impl std::fmt::Display for TargetRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetRef::Id(id) => write!(f, "{id}"),
+            TargetRef::Name(name) => write!(f, "{name:?}"),
+        }
+    }
+}
+
+impl Frame {
+    /// The frame as a view, for delivery.
+    pub(crate) fn view(&self) -> FrameView<'_> {
+        match self {
+            Frame::Deliver {
+                to,
+                type_name,
+                content_type,
+                envelope,
+                body,
+            } => FrameView::Deliver {
+                to: match to {
+                    Target::Id(id) => TargetRef::Id(*id),
+                    Target::Name(name) => TargetRef::Name(name),
+                },
+                type_name,
+                content_type: *content_type,
+                envelope: envelope.clone(),
+                body,
+            },
+            Frame::Reply { request, outcome } => FrameView::Reply {
+                request: *request,
+                outcome: match outcome {
+                    Ok((ct, body)) => Ok((*ct, body)),
+                    Err(err) => Err(err.clone()),
+                },
+            },
+            Frame::Control(control) => FrameView::Control(control.clone()),
+        }
+    }
+}
+
 /// A way to get frames to one peer node.
 pub(crate) trait PeerLink: Send + Sync {
     fn send(&self, frame: Frame) -> Result<(), Error>;
@@ -124,6 +190,22 @@ struct DeliverHeader<'a> {
     envelope: Cow<'a, Envelope>,
 }
 
+#[derive(Deserialize)]
+struct DeliverHeaderRef<'a> {
+    #[serde(borrow)]
+    to: TargetRef<'a>,
+    type_name: &'a str,
+    content_type: &'a str,
+    envelope: Envelope,
+}
+
+#[derive(Deserialize)]
+struct ReplyHeaderRef<'a> {
+    request: u64,
+    #[serde(borrow)]
+    outcome: Result<&'a str, Error>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct ReplyHeader<'a> {
     request: u64,
@@ -143,7 +225,19 @@ impl Frame {
     /// Appends the frame to `out`: `len:u32be kind:u8 header_len:u16be header body`, where `len`
     /// counts everything after itself.
     pub(crate) fn encode(&self, out: &mut Vec<u8>, max_frame: usize) -> Result<(), Error> {
-        let (kind, header, body): (u8, Vec<u8>, &[u8]) = match self {
+        let start = out.len();
+        let result = self.encode_at(out, start, max_frame);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    /// Writes the prefix as placeholders, the header straight into `out`, the body, then fills in
+    /// the lengths.
+    fn encode_at(&self, out: &mut Vec<u8>, start: usize, max_frame: usize) -> Result<(), Error> {
+        out.extend_from_slice(&[0; PREFIX + 3]);
+        let (kind, body): (u8, &[u8]) = match self {
             Frame::Deliver {
                 to,
                 type_name,
@@ -157,7 +251,8 @@ impl Frame {
                     content_type: Cow::Borrowed(content_type.as_str()),
                     envelope: Cow::Borrowed(envelope),
                 };
-                (KIND_DELIVER, encode_header(&header)?, body)
+                encode_header(&header, out)?;
+                (KIND_DELIVER, body)
             }
             Frame::Reply { request, outcome } => {
                 let (outcome, body): (Result<Cow<'_, str>, Error>, &[u8]) = match outcome {
@@ -168,32 +263,65 @@ impl Frame {
                     request: *request,
                     outcome,
                 };
-                (KIND_REPLY, encode_header(&header)?, body)
+                encode_header(&header, out)?;
+                (KIND_REPLY, body)
             }
-            Frame::Control(control) => (KIND_CONTROL, encode_header(control)?, &[]),
+            Frame::Control(control) => {
+                encode_header(control, out)?;
+                (KIND_CONTROL, &[])
+            }
         };
-        let len = 1 + 2 + header.len() + body.len();
+        let header_len = out.len() - start - PREFIX - 3;
+        let len = 1 + 2 + header_len + body.len();
         if len > max_frame {
             return Err(Error::FrameTooLarge {
                 size: len,
                 limit: max_frame,
             });
         }
-        let header_len = u16::try_from(header.len()).map_err(|_| Error::FrameTooLarge {
-            size: header.len(),
+        let header_len = u16::try_from(header_len).map_err(|_| Error::FrameTooLarge {
+            size: header_len,
             limit: u16::MAX as usize,
         })?;
-        out.reserve(PREFIX + len);
-        out.extend_from_slice(&(len as u32).to_be_bytes());
-        out.push(kind);
-        out.extend_from_slice(&header_len.to_be_bytes());
-        out.extend_from_slice(&header);
         out.extend_from_slice(body);
+        out[start..start + PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+        out[start + PREFIX] = kind;
+        out[start + PREFIX + 1..start + PREFIX + 3].copy_from_slice(&header_len.to_be_bytes());
         Ok(())
     }
 
-    /// Decodes a frame from what follows its length prefix.
+    /// Decodes a frame from what follows its length prefix, into an owned frame.
+    #[cfg(test)]
     pub(crate) fn decode(frame: &[u8]) -> Result<Frame, Error> {
+        Ok(match FrameView::decode(frame)? {
+            FrameView::Deliver {
+                to,
+                type_name,
+                content_type,
+                envelope,
+                body,
+            } => Frame::Deliver {
+                to: match to {
+                    TargetRef::Id(id) => Target::Id(id),
+                    TargetRef::Name(name) => Target::Name(name.into()),
+                },
+                type_name: Cow::Owned(type_name.to_owned()),
+                content_type,
+                envelope,
+                body: body.to_vec(),
+            },
+            FrameView::Reply { request, outcome } => Frame::Reply {
+                request,
+                outcome: outcome.map(|(ct, body)| (ct, body.to_vec())),
+            },
+            FrameView::Control(control) => Frame::Control(control),
+        })
+    }
+}
+
+impl<'a> FrameView<'a> {
+    /// Decodes a frame from what follows its length prefix, borrowing from it.
+    pub(crate) fn decode(frame: &'a [u8]) -> Result<FrameView<'a>, Error> {
         let [kind, h0, h1, rest @ ..] = frame else {
             return Err(Error::Protocol(format!(
                 "truncated frame of {} bytes",
@@ -210,34 +338,36 @@ impl Frame {
         let (header, body) = rest.split_at(header_len);
         match *kind {
             KIND_DELIVER => {
-                let h: DeliverHeader<'_> = decode_header(header, "deliver header")?;
-                Ok(Frame::Deliver {
-                    to: h.to.into_owned(),
-                    type_name: Cow::Owned(h.type_name.into_owned()),
-                    content_type: ContentType::parse(&h.content_type)?,
-                    envelope: h.envelope.into_owned(),
-                    body: body.to_vec(),
+                let h: DeliverHeaderRef<'a> = decode_header(header, "deliver header")?;
+                Ok(FrameView::Deliver {
+                    to: h.to,
+                    type_name: h.type_name,
+                    content_type: ContentType::parse(h.content_type)?,
+                    envelope: h.envelope,
+                    body,
                 })
             }
             KIND_REPLY => {
-                let h: ReplyHeader<'_> = decode_header(header, "reply header")?;
+                let h: ReplyHeaderRef<'a> = decode_header(header, "reply header")?;
                 let outcome = match h.outcome {
-                    Ok(ct) => Ok((ContentType::parse(&ct)?, body.to_vec())),
+                    Ok(ct) => Ok((ContentType::parse(ct)?, body)),
                     Err(err) => Err(err),
                 };
-                Ok(Frame::Reply {
+                Ok(FrameView::Reply {
                     request: h.request,
                     outcome,
                 })
             }
-            KIND_CONTROL => Ok(Frame::Control(decode_header(header, "control frame")?)),
+            KIND_CONTROL => Ok(FrameView::Control(decode_header(header, "control frame")?)),
             other => Err(Error::Protocol(format!("unknown frame kind {other}"))),
         }
     }
 }
 
-fn encode_header<T: Serialize>(header: &T) -> Result<Vec<u8>, Error> {
-    bincode::serde::encode_to_vec(header, header_codec()).map_err(|e| malformed("header", e))
+fn encode_header<T: Serialize>(header: &T, out: &mut Vec<u8>) -> Result<(), Error> {
+    bincode::serde::encode_into_std_write(header, out, header_codec())
+        .map(|_| ())
+        .map_err(|e| malformed("header", e))
 }
 
 fn decode_header<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, Error> {
