@@ -190,7 +190,7 @@ where
                     ctx.peer,
                     Box::new(move |node: &Node, outcome| {
                         let result = outcome
-                            .and_then(|(content_type, body)| node.decode::<T>(content_type, &body));
+                            .and_then(|(content_type, body)| node.decode::<T>(content_type, body));
                         let _ = tx.send(result);
                     }),
                 );
