@@ -1,0 +1,128 @@
+//! A client-side cache fed by a watch: resolving a name never waits on the registry once the cache
+//! is warm.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::{Event, EventKind, Registry, RegistryError, Service};
+
+/// How long the cache waits before watching again after its watch ended.
+const RESUBSCRIBE: Duration = Duration::from_millis(100);
+
+type Services = Arc<RwLock<HashMap<String, Vec<Service>>>>;
+
+/// Services by name, kept current by a watch on the registry.
+///
+/// It watches every service, then loads the full list, then applies each change as it comes
+/// (events carry the whole version, so applying one twice is harmless). If the watch ends — the
+/// registry restarted — it forgets what it knew and starts again.
+#[derive(Debug)]
+pub struct RegistryCache {
+    registry: Registry,
+    services: Services,
+    follower: JoinHandle<()>,
+}
+
+impl Drop for RegistryCache {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl RegistryCache {
+    /// Starts following `registry`; returns once the first full list is loaded.
+    pub async fn start(registry: Registry) -> Result<Self, RegistryError> {
+        let services: Services = Arc::default();
+        let first = sync(&registry, &services).await?;
+        let follower = tokio::spawn(follow(registry.clone(), services.clone(), first));
+        Ok(RegistryCache {
+            registry,
+            services,
+            follower,
+        })
+    }
+
+    /// The versions of `name`: from the cache when it knows them, else from the registry (and
+    /// then cached).
+    pub async fn resolve(&self, name: &str) -> Result<Vec<Service>, RegistryError> {
+        if let Some(found) = self.cached(name) {
+            return Ok(found);
+        }
+        let found = self.registry.get_service(name).await?;
+        if let Ok(mut services) = self.services.write() {
+            services.insert(name.to_owned(), found.clone());
+        }
+        Ok(found)
+    }
+
+    /// What the cache holds for `name`, without asking anyone.
+    pub fn cached(&self, name: &str) -> Option<Vec<Service>> {
+        self.services.read().ok()?.get(name).cloned()
+    }
+
+    /// Every service name the cache knows.
+    pub fn names(&self) -> Vec<String> {
+        self.services
+            .read()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Watches first, then lists, so no change falls between the two.
+async fn sync(
+    registry: &Registry,
+    services: &Services,
+) -> Result<micro_runtime::StreamReceiver<Event>, RegistryError> {
+    let events = registry.watch(None)?;
+    let all = registry.list_services().await?;
+    let mut fresh: HashMap<String, Vec<Service>> = HashMap::new();
+    for service in all {
+        fresh.entry(service.name.clone()).or_default().push(service);
+    }
+    if let Ok(mut known) = services.write() {
+        *known = fresh;
+    }
+    Ok(events)
+}
+
+async fn follow(
+    registry: Registry,
+    services: Services,
+    mut events: micro_runtime::StreamReceiver<Event>,
+) {
+    loop {
+        while let Some(Ok(event)) = events.recv().await {
+            apply(&services, event);
+        }
+        // The watch ended: the registry restarted or went away. Start over.
+        loop {
+            tokio::time::sleep(RESUBSCRIBE).await;
+            match sync(&registry, &services).await {
+                Ok(fresh) => {
+                    events = fresh;
+                    break;
+                }
+                Err(err) => tracing::debug!(error = %err, "registry cache: resubscribing failed"),
+            }
+        }
+    }
+}
+
+fn apply(services: &Services, event: Event) {
+    let Ok(mut services) = services.write() else {
+        return;
+    };
+    let name = event.service.name.clone();
+    let versions = services.entry(name.clone()).or_default();
+    versions.retain(|v| v.version != event.service.version);
+    if event.kind != EventKind::Delete {
+        versions.push(event.service);
+    }
+    if versions.is_empty() {
+        services.remove(&name);
+    }
+}

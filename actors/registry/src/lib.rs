@@ -1,0 +1,21 @@
+//! Service discovery for micro: the registry as a supervised actor.
+//!
+//! The protocol ([`RegistryMsg`]) follows Go Micro's data model — services with versions,
+//! metadata, endpoints and nodes — and every backend is an actor that speaks it: register with a
+//! TTL, deregister, get a service, list, and watch changes. Callers use the [`Registry`] handle;
+//! [`RegistryCache`] keeps a watch-fed copy so resolving a name does not wait on the network.
+//!
+//! Backends: [`MemoryRegistry`] (one node, or several nodes of one process sharing it). The mDNS
+//! backend comes next.
+
+mod cache;
+mod error;
+mod memory;
+mod model;
+mod protocol;
+
+pub use cache::RegistryCache;
+pub use error::RegistryError;
+pub use memory::MemoryRegistry;
+pub use model::{Endpoint, Event, EventKind, Metadata, Service, ServiceNode};
+pub use protocol::{Registry, RegistryMsg};

@@ -1,0 +1,157 @@
+//! The registry's typed protocol and the handle callers use.
+
+use std::time::Duration;
+
+use micro_runtime::{Addr, RemoteMessage, Reply, StreamReceiver, StreamSender, stream_channel};
+use serde::{Deserialize, Serialize};
+
+use crate::{Event, RegistryError, Service};
+
+/// What a registry actor takes. Every backend speaks it; callers use [`Registry`].
+#[derive(Serialize, Deserialize)]
+pub enum RegistryMsg {
+    /// Adds or refreshes the service's nodes; with a TTL they expire unless registered again.
+    Register {
+        /// The service version and the nodes to register.
+        service: Service,
+        /// How long the registration lives without a refresh, in milliseconds.
+        ttl_ms: Option<u64>,
+        /// The outcome.
+        reply: Reply<Result<(), RegistryError>>,
+    },
+    /// Removes the service's listed nodes (the version goes when its last node does).
+    Deregister {
+        /// The service version and the nodes to remove.
+        service: Service,
+        /// The outcome.
+        reply: Reply<Result<(), RegistryError>>,
+    },
+    /// All versions of a service, with their nodes.
+    Get {
+        /// The service's name.
+        name: String,
+        /// The versions, or `NotFound`.
+        reply: Reply<Result<Vec<Service>, RegistryError>>,
+    },
+    /// Every service version.
+    List {
+        /// The versions.
+        reply: Reply<Vec<Service>>,
+    },
+    /// Streams changes (of one service, or all) from now on, in order.
+    Watch {
+        /// Only this service, or all.
+        service: Option<String>,
+        /// Where the events go.
+        events: StreamSender<Event>,
+    },
+}
+
+impl RemoteMessage for RegistryMsg {
+    const TYPE_NAME: &'static str = "micro.registry.v1";
+}
+
+/// The default time to wait for a registry's answer.
+const ASK: Duration = Duration::from_secs(5);
+
+/// Events a watcher may have in flight before it is held back.
+const WATCH_BUFFER: usize = 256;
+
+/// A handle to a registry actor (local or remote), with async methods.
+///
+/// ```
+/// use micro_registry::{MemoryRegistry, Registry, Service, ServiceNode};
+/// use micro_runtime::Node;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let node = Node::builder().start().await?;
+/// let registry = Registry::new(node.spawn(MemoryRegistry::spec()).await?);
+///
+/// let greeter = Service::new("greeter", "1.0.0").node(ServiceNode::new("greeter-1", "10.0.0.1:4000"));
+/// registry.register(&greeter, None).await?;
+/// assert_eq!(registry.get_service("greeter").await?, vec![greeter]);
+/// node.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Registry {
+    addr: Addr<RegistryMsg>,
+    timeout: Duration,
+}
+
+impl Registry {
+    /// A handle for the registry actor at `addr`.
+    pub fn new(addr: Addr<RegistryMsg>) -> Self {
+        Registry { addr, timeout: ASK }
+    }
+
+    /// The same handle with another timeout for each request.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The registry actor's address.
+    pub fn addr(&self) -> &Addr<RegistryMsg> {
+        &self.addr
+    }
+
+    /// Registers (or refreshes) the service's nodes, expiring after `ttl` unless refreshed.
+    pub async fn register(
+        &self,
+        service: &Service,
+        ttl: Option<Duration>,
+    ) -> Result<(), RegistryError> {
+        let ttl_ms = ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        let service = service.clone();
+        self.addr
+            .ask(
+                |reply| RegistryMsg::Register {
+                    service,
+                    ttl_ms,
+                    reply,
+                },
+                self.timeout,
+            )
+            .await?
+    }
+
+    /// Deregisters the service's nodes.
+    pub async fn deregister(&self, service: &Service) -> Result<(), RegistryError> {
+        let service = service.clone();
+        self.addr
+            .ask(
+                |reply| RegistryMsg::Deregister { service, reply },
+                self.timeout,
+            )
+            .await?
+    }
+
+    /// All versions of the service `name`, with their nodes; `NotFound` if none.
+    pub async fn get_service(&self, name: &str) -> Result<Vec<Service>, RegistryError> {
+        let name = name.to_owned();
+        self.addr
+            .ask(|reply| RegistryMsg::Get { name, reply }, self.timeout)
+            .await?
+    }
+
+    /// Every registered service version.
+    pub async fn list_services(&self) -> Result<Vec<Service>, RegistryError> {
+        Ok(self
+            .addr
+            .ask(|reply| RegistryMsg::List { reply }, self.timeout)
+            .await?)
+    }
+
+    /// Changes to `service` (or to every service) from now on, in order. The stream ends if the
+    /// registry goes away; a watcher that falls far behind is dropped (its stream ends too).
+    pub fn watch(&self, service: Option<&str>) -> Result<StreamReceiver<Event>, RegistryError> {
+        let (events, receiver) = stream_channel(WATCH_BUFFER);
+        self.addr.send(RegistryMsg::Watch {
+            service: service.map(str::to_owned),
+            events,
+        })?;
+        Ok(receiver)
+    }
+}
