@@ -5,17 +5,20 @@
 //! TTL, deregister, get a service, list, and watch changes. Callers use the [`Registry`] handle;
 //! [`RegistryCache`] keeps a watch-fed copy so resolving a name does not wait on the network.
 //!
-//! Backends: [`MemoryRegistry`] (one node, or several nodes of one process sharing it). The mDNS
-//! backend comes next.
+//! Backends: [`MemoryRegistry`] (one node, or several nodes of one process sharing it) and
+//! [`MdnsRegistry`] (nodes find each other on the local network and fetch each other's services
+//! over the runtime).
 
 mod cache;
 mod error;
+mod mdns;
 mod memory;
 mod model;
 mod protocol;
 
 pub use cache::RegistryCache;
 pub use error::RegistryError;
+pub use mdns::{Interfaces, MdnsConfig, MdnsRegistry};
 pub use memory::MemoryRegistry;
 pub use model::{Endpoint, Event, EventKind, Metadata, Service, ServiceNode};
 pub use protocol::{Registry, RegistryMsg};

@@ -67,7 +67,7 @@ impl MemoryRegistry {
         ChildSpec::new(MemoryRegistry::new).named("registry")
     }
 
-    fn register(
+    pub(crate) fn register(
         &mut self,
         mut service: Service,
         ttl: Option<Duration>,
@@ -127,7 +127,7 @@ impl MemoryRegistry {
         Ok(())
     }
 
-    fn deregister(&mut self, service: &Service) -> Result<(), RegistryError> {
+    pub(crate) fn deregister(&mut self, service: &Service) -> Result<(), RegistryError> {
         let Some(versions) = self.services.get_mut(&service.name) else {
             return Err(RegistryError::NotFound(service.name.clone()));
         };
@@ -160,14 +160,14 @@ impl MemoryRegistry {
         Ok(())
     }
 
-    fn get(&self, name: &str) -> Result<Vec<Service>, RegistryError> {
+    pub(crate) fn get(&self, name: &str) -> Result<Vec<Service>, RegistryError> {
         self.services
             .get(name)
             .map(|versions| versions.values().map(Entry::snapshot).collect())
             .ok_or_else(|| RegistryError::NotFound(name.to_owned()))
     }
 
-    fn list(&self) -> Vec<Service> {
+    pub(crate) fn list(&self) -> Vec<Service> {
         self.services
             .values()
             .flat_map(|versions| versions.values().map(Entry::snapshot))
@@ -175,7 +175,7 @@ impl MemoryRegistry {
     }
 
     /// Drops the nodes whose TTL passed, telling watchers.
-    fn expire(&mut self) {
+    pub(crate) fn expire(&mut self) {
         let now = Instant::now();
         let mut events = Vec::new();
         self.services.retain(|_, versions| {
@@ -210,7 +210,7 @@ impl MemoryRegistry {
         }
     }
 
-    fn watch(&mut self, service: Option<String>, mut events: StreamSender<Event>) {
+    pub(crate) fn watch(&mut self, service: Option<String>, mut events: StreamSender<Event>) {
         let (queue, mut rx) = mpsc::channel::<Event>(WATCHER_QUEUE);
         // One task per watcher, so a slow one never holds the registry up.
         tokio::spawn(async move {
@@ -307,6 +307,11 @@ impl Actor for MemoryRegistry {
                 let _ = reply.send(self.list());
             }
             RegistryMsg::Watch { service, events } => self.watch(service, events),
+            RegistryMsg::Local { reply } => {
+                self.expire();
+                let _ = reply.send(self.list());
+            }
+            RegistryMsg::Internal(_) => {}
         }
         Ok(())
     }

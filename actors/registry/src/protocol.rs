@@ -45,6 +45,16 @@ pub enum RegistryMsg {
         /// Where the events go.
         events: StreamSender<Event>,
     },
+    /// The registrations made on this registry's own node (what it announces to others), as
+    /// opposed to what it learned from other nodes.
+    Local {
+        /// The versions registered here, with the nodes registered here.
+        reply: Reply<Vec<Service>>,
+    },
+    /// A backend's message to itself (discoveries, timers). Never travels: it has no wire form.
+    #[serde(skip)]
+    #[doc(hidden)]
+    Internal(crate::mdns::Internal),
 }
 
 impl RemoteMessage for RegistryMsg {

@@ -295,7 +295,20 @@ impl<A: Actor> ractor::Actor for Host<A> {
             bound,
             myself,
         };
-        guarded(actor.started(&mut ctx)).await?;
+        // The name is bound before `started` runs, so the actor can be found (and exposed) from
+        // its own start; a failed start unbinds it.
+        if let Some(name) = &ctx.name {
+            ctx.node
+                .directory()
+                .register(name, ctx.myself.get_cell(), ctx.bound.clone())
+                .map_err(|taken| Box::new(taken) as ActorProcessingErr)?;
+        }
+        if let Err(err) = guarded(actor.started(&mut ctx)).await {
+            if let Some(name) = &ctx.name {
+                ctx.node.directory().remove_if(name, ctx.id());
+            }
+            return Err(err);
+        }
         Ok(HostState { actor, ctx })
     }
 

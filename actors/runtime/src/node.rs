@@ -353,6 +353,12 @@ impl Node {
         self.net_opt().map(|net| net.local_addr)
     }
 
+    /// The fingerprint (hex SHA-256) of the cluster CA this node trusts, if it listens: nodes
+    /// that announce another fingerprint belong to another cluster.
+    pub fn cluster_fingerprint(&self) -> Option<String> {
+        self.net_opt().map(|net| net.credentials.ca_fingerprint())
+    }
+
     /// This node's incarnation: new at every start, so peers can tell a restarted node (same id
     /// from the same certificate) from the one they knew. 0 for a node that does not listen.
     pub fn incarnation(&self) -> u64 {

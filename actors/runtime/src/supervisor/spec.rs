@@ -400,12 +400,6 @@ impl<A: Actor> StartChild for ChildSpec<A> {
             };
             let (actor, _join) = spawned.map_err(|e| start_error(label, e))?;
             let cell = actor.get_cell();
-            if let Some(name) = &self.name
-                && let Err(taken) = node.directory().register(name, cell.clone(), bound.clone())
-            {
-                cell.kill();
-                return Err(taken);
-            }
             Ok(Started {
                 cell,
                 bound,

@@ -1,0 +1,601 @@
+//! The mDNS backend: each node announces itself on the local network with mdns-sd and browses for
+//! the others; the full service descriptions are fetched from each node's registry over the
+//! runtime, so nothing is ever truncated to fit a TXT record.
+//!
+//! What a node announces (one instance of the service type, default `_micro._udp.local.`):
+//! instance name = its node id (unique, so no probing is needed and discovery is fast), address
+//! and port = where its QUIC endpoint listens, and TXT `id` (node id), `cl` (its cluster CA's
+//! fingerprint: announcements of other clusters are ignored), `rev` (bumped at every local
+//! change: a new revision makes the others fetch again) and `v` (format version).
+//!
+//! Freshness does not rest on mDNS TTLs (fixed at 120 s by mdns-sd): a graceful stop sends a
+//! goodbye, and the runtime's link loss (idle timeout, about a second) drops a crashed node.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
+use micro_runtime::{Actor, ActorError, ChildSpec, Context, Node, NodeId, PeerEvent};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::memory::MemoryRegistry;
+use crate::protocol::{Registry, RegistryMsg};
+use crate::{RegistryError, Service, ServiceNode};
+
+/// Which interfaces mDNS uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interfaces {
+    /// Every interface the machine has.
+    All,
+    /// Loopback only (127.0.0.1): nodes of one machine, and tests.
+    Loopback,
+    /// These interfaces, by name (e.g. `eth0`).
+    Named(Vec<String>),
+}
+
+/// Settings of the mDNS registry.
+#[derive(Debug, Clone)]
+pub struct MdnsConfig {
+    service_type: String,
+    interfaces: Interfaces,
+    fetch_timeout: Duration,
+}
+
+impl Default for MdnsConfig {
+    fn default() -> Self {
+        MdnsConfig {
+            service_type: "_micro._udp.local.".to_owned(),
+            interfaces: Interfaces::All,
+            fetch_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl MdnsConfig {
+    /// The service type nodes announce and browse, e.g. `_micro._udp` (at most 15 bytes before
+    /// `._udp`, as mdns-sd requires). Nodes see only nodes of the same type, so parallel tests
+    /// use one each.
+    pub fn service_type(mut self, name: &str) -> Result<Self, RegistryError> {
+        let label = name
+            .strip_prefix('_')
+            .and_then(|n| n.split("._").next())
+            .unwrap_or("");
+        if label.is_empty()
+            || label.len() > 15
+            || !name.ends_with("._udp") && !name.ends_with("._tcp")
+        {
+            return Err(RegistryError::Invalid(format!(
+                "mDNS service type {name:?}: expected `_name._udp` with a name of 1 to 15 bytes"
+            )));
+        }
+        self.service_type = format!("{name}.local.");
+        Ok(self)
+    }
+
+    /// The interfaces mDNS uses.
+    pub fn interfaces(mut self, interfaces: Interfaces) -> Self {
+        self.interfaces = interfaces;
+        self
+    }
+
+    /// How long fetching a node's services may take before the attempt counts as failed.
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.fetch_timeout = timeout;
+        self
+    }
+}
+
+/// A backend's message to itself.
+#[derive(Debug)]
+pub struct Internal(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    Resolved {
+        id: NodeId,
+        addr: SocketAddr,
+        rev: u64,
+    },
+    Removed {
+        id: NodeId,
+    },
+    Lost {
+        id: NodeId,
+    },
+    Fetched {
+        id: NodeId,
+        rev: u64,
+        services: Result<Vec<Service>, RegistryError>,
+    },
+}
+
+/// Shuts the mDNS daemon's thread down when dropped, even after a panic or a kill, so a dead
+/// registry never keeps announcing.
+struct DaemonGuard(ServiceDaemon);
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown();
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the registry knows of another node.
+struct Peer {
+    rev: u64,
+    services: Vec<Service>,
+}
+
+/// A local registration's key: service name, version, node id.
+type LocalKey = (String, String, String);
+/// A local registration: the service (without nodes), the node, and when it expires.
+type LocalNode = (Service, ServiceNode, Option<Instant>);
+
+/// The mDNS registry actor. It needs a node that listens (`NodeBuilder::listen`): others fetch
+/// from it, and it fetches from them, over the runtime. It exposes itself as `"registry"`.
+pub struct MdnsRegistry {
+    config: MdnsConfig,
+    /// Everything known, local and learned, merged by service version (the store and its
+    /// watchers).
+    store: MemoryRegistry,
+    /// Registrations made here: (name, version, node id) → (service without nodes, node, expiry).
+    local: BTreeMap<LocalKey, LocalNode>,
+    rev: u64,
+    peers: HashMap<NodeId, Peer>,
+    fingerprint: String,
+    announce: Option<Announcement>,
+    daemon: Option<DaemonGuard>,
+    tasks: Vec<AbortOnDrop>,
+    /// Malformed announcements and failed fetches, for diagnostics.
+    failures: u64,
+}
+
+impl MdnsRegistry {
+    /// A registry with these settings.
+    pub fn new(config: MdnsConfig) -> Self {
+        MdnsRegistry {
+            config,
+            store: MemoryRegistry::new(),
+            local: BTreeMap::new(),
+            rev: 0,
+            peers: HashMap::new(),
+            fingerprint: String::new(),
+            announce: None,
+            daemon: None,
+            tasks: Vec::new(),
+            failures: 0,
+        }
+    }
+
+    /// A child spec named `"registry"`; after a crash it restarts empty, announces itself again
+    /// and rebuilds what it knows by browsing.
+    pub fn spec(config: MdnsConfig) -> ChildSpec<MdnsRegistry> {
+        ChildSpec::new(move || MdnsRegistry::new(config.clone())).named("registry")
+    }
+
+    fn local_services(&self) -> Vec<Service> {
+        let mut grouped: BTreeMap<(String, String), Service> = BTreeMap::new();
+        for ((name, version, _), (service, node, _)) in &self.local {
+            grouped
+                .entry((name.clone(), version.clone()))
+                .or_insert_with(|| service.clone())
+                .nodes
+                .push(node.clone());
+        }
+        grouped.into_values().collect()
+    }
+
+    fn expire_local(&mut self) {
+        let now = Instant::now();
+        let before = self.local.len();
+        self.local
+            .retain(|_, (_, _, expiry)| expiry.is_none_or(|at| at > now));
+        if self.local.len() != before {
+            self.bump();
+        }
+    }
+
+    /// A local change: a new revision, announced so others fetch again.
+    fn bump(&mut self) {
+        self.rev += 1;
+        if let (Some(daemon), Some(announcement)) = (&self.daemon, &self.announce) {
+            let announced = announcement
+                .info(self.rev)
+                .and_then(|info| daemon.0.register(info));
+            if let Err(err) = announced {
+                tracing::warn!(error = %err, "mDNS: could not announce a new revision");
+            }
+        }
+    }
+
+    fn register_local(
+        &mut self,
+        service: Service,
+        ttl: Option<Duration>,
+    ) -> Result<(), RegistryError> {
+        self.store.register(service.clone(), ttl)?;
+        let expiry = ttl.map(|t| Instant::now() + t);
+        let mut bare = service.clone();
+        bare.nodes.clear();
+        let mut changed = false;
+        for node in service.nodes {
+            let key = (bare.name.clone(), bare.version.clone(), node.id.clone());
+            let fresh = (bare.clone(), node, expiry);
+            match self.local.insert(key, fresh.clone()) {
+                Some(old) => changed |= old.0 != fresh.0 || old.1 != fresh.1,
+                None => changed = true,
+            }
+        }
+        if changed {
+            self.bump();
+        }
+        Ok(())
+    }
+
+    fn deregister_local(&mut self, service: &Service) -> Result<(), RegistryError> {
+        self.store.deregister(service)?;
+        for node in &service.nodes {
+            self.local.remove(&(
+                service.name.clone(),
+                service.version.clone(),
+                node.id.clone(),
+            ));
+        }
+        self.bump();
+        Ok(())
+    }
+
+    /// Replaces what is known of `id` with `services`, node by node, so the store's events say
+    /// exactly what changed.
+    fn apply_peer(&mut self, id: NodeId, rev: u64, services: Vec<Service>) {
+        let old = self
+            .peers
+            .remove(&id)
+            .map(|p| p.services)
+            .unwrap_or_default();
+        for service in &old {
+            let gone: Vec<ServiceNode> = service
+                .nodes
+                .iter()
+                .filter(|n| !contains_node(&services, service, &n.id))
+                .cloned()
+                .collect();
+            if !gone.is_empty() {
+                let mut removal = service.clone();
+                removal.nodes = gone;
+                let _ = self.store.deregister(&removal);
+            }
+        }
+        for service in &services {
+            if let Err(err) = self.store.register(service.clone(), None) {
+                tracing::debug!(%id, error = %err, "mDNS: skipped a service of a peer");
+            }
+        }
+        self.peers.insert(id, Peer { rev, services });
+    }
+
+    fn forget_peer(&mut self, id: NodeId) {
+        if let Some(peer) = self.peers.remove(&id) {
+            tracing::info!(%id, services = peer.services.len(), "mDNS: node gone");
+            for service in &peer.services {
+                let _ = self.store.deregister(service);
+            }
+        }
+    }
+
+    fn fetch(&self, ctx: &Context<Self>, id: NodeId, addr: SocketAddr, rev: u64) {
+        let node = ctx.node().clone();
+        let me = ctx.addr();
+        let timeout = self.config.fetch_timeout;
+        tokio::spawn(async move {
+            let services = tokio::time::timeout(timeout, fetch_from(&node, id, addr, timeout))
+                .await
+                .unwrap_or(Err(RegistryError::Runtime(micro_runtime::Error::Timeout(
+                    timeout,
+                ))));
+            let _ = me.send(RegistryMsg::Internal(Internal(Kind::Fetched {
+                id,
+                rev,
+                services,
+            })));
+        });
+    }
+
+    fn on_internal(&mut self, ctx: &Context<Self>, Internal(kind): Internal) {
+        match kind {
+            Kind::Resolved { id, addr, rev } => {
+                if id == ctx.node().id() {
+                    return;
+                }
+                let known = self.peers.get(&id).map(|p| p.rev);
+                if known != Some(rev) {
+                    tracing::debug!(%id, %addr, rev, "mDNS: fetching a node's services");
+                    self.fetch(ctx, id, addr, rev);
+                }
+            }
+            Kind::Fetched { id, rev, services } => match services {
+                Ok(services) => self.apply_peer(id, rev, services),
+                Err(err) => {
+                    self.failures += 1;
+                    tracing::warn!(%id, error = %err, "mDNS: could not fetch a node's services");
+                }
+            },
+            Kind::Removed { id } | Kind::Lost { id } => self.forget_peer(id),
+        }
+    }
+}
+
+fn contains_node(services: &[Service], like: &Service, node: &str) -> bool {
+    services.iter().any(|s| {
+        s.name == like.name && s.version == like.version && s.nodes.iter().any(|n| n.id == node)
+    })
+}
+
+async fn fetch_from(
+    node: &Node,
+    id: NodeId,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<Vec<Service>, RegistryError> {
+    if !node.peers().iter().any(|p| p.node == id && p.connected) {
+        let linked = node.connect(addr).await?;
+        if linked != id {
+            return Err(RegistryError::Invalid(format!(
+                "{addr} is node {linked}, not the announced {id}"
+            )));
+        }
+    }
+    let remote = node.lookup_remote::<RegistryMsg>(id, "registry").await?;
+    Ok(remote
+        .ask(|reply| RegistryMsg::Local { reply }, timeout)
+        .await?)
+}
+
+/// What this node announces; rebuilt with each new revision.
+#[derive(Debug, Clone)]
+struct Announcement {
+    service_type: String,
+    instance: String,
+    host: String,
+    listen: SocketAddr,
+    fingerprint: String,
+}
+
+impl Announcement {
+    fn info(&self, rev: u64) -> Result<ServiceInfo, mdns_sd::Error> {
+        let props: HashMap<String, String> = [
+            ("id".to_owned(), self.instance.clone()),
+            ("cl".to_owned(), self.fingerprint.clone()),
+            ("rev".to_owned(), rev.to_string()),
+            ("v".to_owned(), "1".to_owned()),
+        ]
+        .into();
+        let mut info = if self.listen.ip().is_unspecified() {
+            ServiceInfo::new(
+                &self.service_type,
+                &self.instance,
+                &self.host,
+                "",
+                self.listen.port(),
+                props,
+            )?
+            .enable_addr_auto()
+        } else {
+            ServiceInfo::new(
+                &self.service_type,
+                &self.instance,
+                &self.host,
+                self.listen.ip(),
+                self.listen.port(),
+                props,
+            )?
+        };
+        // Instance names are node ids, unique by construction: no need to probe (~750 ms).
+        info.set_requires_probe(false);
+        Ok(info)
+    }
+
+    fn fullname(&self) -> String {
+        format!("{}.{}", self.instance, self.service_type)
+    }
+}
+
+/// Reads an announcement: `None` for one that is not a micro node of this cluster.
+fn parse(
+    info: &mdns_sd::ResolvedService,
+    fingerprint: &str,
+) -> Result<Option<(NodeId, SocketAddr, u64)>, String> {
+    let prop = |key: &str| info.get_property_val_str(key);
+    if prop("cl") != Some(fingerprint) {
+        return Ok(None);
+    }
+    let id = prop("id")
+        .and_then(|hex| u128::from_str_radix(hex, 16).ok())
+        .map(NodeId::from_u128)
+        .ok_or_else(|| format!("announcement {} has no valid id", info.get_fullname()))?;
+    let rev = prop("rev")
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| format!("announcement {} has no valid rev", info.get_fullname()))?;
+    let ip = info
+        .get_addresses()
+        .iter()
+        .map(|a| a.to_ip_addr())
+        .min_by_key(|ip| !ip.is_ipv4())
+        .ok_or_else(|| format!("announcement {} has no address", info.get_fullname()))?;
+    Ok(Some((id, SocketAddr::new(ip, info.get_port()), rev)))
+}
+
+impl Actor for MdnsRegistry {
+    type Msg = RegistryMsg;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        let node = ctx.node().clone();
+        let listen = node
+            .local_addr()
+            .ok_or("the mDNS registry needs a node that listens (NodeBuilder::listen)")?;
+        self.fingerprint = node.cluster_fingerprint().unwrap_or_default();
+        self.fingerprint.truncate(16);
+
+        let daemon = ServiceDaemon::new()?;
+        match &self.config.interfaces {
+            Interfaces::All => {}
+            Interfaces::Loopback => {
+                daemon.disable_interface(IfKind::All)?;
+                daemon.enable_interface(IfKind::LoopbackV4)?;
+            }
+            Interfaces::Named(names) => {
+                daemon.disable_interface(IfKind::All)?;
+                for name in names {
+                    daemon.enable_interface(IfKind::Name(name.clone()))?;
+                }
+            }
+        }
+        let guard = DaemonGuard(daemon);
+
+        let instance = format!("{:032x}", node.id().as_u128());
+        let announcement = Announcement {
+            service_type: self.config.service_type.clone(),
+            host: format!("{}.micro.local.", &instance[..12]),
+            instance,
+            listen,
+            fingerprint: self.fingerprint.clone(),
+        };
+        guard.0.register(announcement.info(self.rev)?)?;
+        self.announce = Some(announcement);
+
+        let browse = guard.0.browse(&self.config.service_type)?;
+        let me = ctx.addr();
+        let fingerprint = self.fingerprint.clone();
+        self.tasks.push(AbortOnDrop(tokio::spawn(async move {
+            while let Ok(event) = browse.recv_async().await {
+                let kind = match event {
+                    ServiceEvent::ServiceResolved(info) => match parse(&info, &fingerprint) {
+                        Ok(Some((id, addr, rev))) => Kind::Resolved { id, addr, rev },
+                        Ok(None) => continue,
+                        Err(err) => {
+                            tracing::debug!(error = %err, "mDNS: ignored a malformed announcement");
+                            continue;
+                        }
+                    },
+                    ServiceEvent::ServiceRemoved(_, fullname) => {
+                        let Some(id) = fullname
+                            .split('.')
+                            .next()
+                            .and_then(|hex| u128::from_str_radix(hex, 16).ok())
+                        else {
+                            continue;
+                        };
+                        Kind::Removed {
+                            id: NodeId::from_u128(id),
+                        }
+                    }
+                    _ => continue,
+                };
+                if me.send(RegistryMsg::Internal(Internal(kind))).is_err() {
+                    return;
+                }
+            }
+        })));
+
+        // A node whose link dies is gone, whatever mDNS caches say.
+        let mut peers = node.peer_events()?;
+        let me = ctx.addr();
+        self.tasks.push(AbortOnDrop(tokio::spawn(async move {
+            loop {
+                match peers.recv().await {
+                    Ok(PeerEvent::Down { node, .. }) => {
+                        if me
+                            .send(RegistryMsg::Internal(Internal(Kind::Lost { id: node })))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })));
+
+        // Expire TTL registrations (local ones bump the revision).
+        let me = ctx.addr();
+        self.tasks.push(AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                if let Err(micro_runtime::Error::ActorStopped(_)) = me
+                    .ask(|reply| RegistryMsg::List { reply }, Duration::from_secs(2))
+                    .await
+                {
+                    return;
+                }
+            }
+        })));
+
+        self.daemon = Some(guard);
+        node.expose::<RegistryMsg>("registry")?;
+        tracing::info!(service_type = %self.config.service_type, "mDNS registry announcing and browsing");
+        Ok(())
+    }
+
+    async fn handle(
+        &mut self,
+        ctx: &mut Context<Self>,
+        msg: RegistryMsg,
+    ) -> Result<(), ActorError> {
+        match msg {
+            RegistryMsg::Register {
+                service,
+                ttl_ms,
+                reply,
+            } => {
+                let _ = reply.send(self.register_local(service, ttl_ms.map(Duration::from_millis)));
+            }
+            RegistryMsg::Deregister { service, reply } => {
+                let _ = reply.send(self.deregister_local(&service));
+            }
+            RegistryMsg::Get { name, reply } => {
+                self.store.expire();
+                self.expire_local();
+                let _ = reply.send(self.store.get(&name));
+            }
+            RegistryMsg::List { reply } => {
+                self.store.expire();
+                self.expire_local();
+                let _ = reply.send(self.store.list());
+            }
+            RegistryMsg::Watch { service, events } => self.store.watch(service, events),
+            RegistryMsg::Local { reply } => {
+                self.expire_local();
+                let _ = reply.send(self.local_services());
+            }
+            RegistryMsg::Internal(internal) => self.on_internal(ctx, internal),
+        }
+        Ok(())
+    }
+
+    async fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // A goodbye, so the others drop this node at once.
+        if let (Some(daemon), Some(announcement)) = (&self.daemon, &self.announce)
+            && let Ok(done) = daemon.0.unregister(&announcement.fullname())
+        {
+            let _ = tokio::time::timeout(Duration::from_millis(500), done.recv_async()).await;
+        }
+    }
+}
+
+impl Registry {
+    /// Starts the mDNS registry on `node` (which must listen) and returns its handle.
+    pub async fn mdns(node: &Node, config: MdnsConfig) -> Result<Registry, RegistryError> {
+        Ok(Registry::new(node.spawn(MdnsRegistry::spec(config)).await?))
+    }
+}
