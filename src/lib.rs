@@ -5,8 +5,8 @@
 //! exchanging typed messages, and remote actors are transparent over QUIC.
 //!
 //! This crate is the front door. Today it re-exports the runtime ([`micro_runtime`]): nodes,
-//! supervised actors with OTP restart strategies, typed addresses and reply ports. The registry,
-//! broker and services build on it.
+//! supervised actors with OTP restart strategies, typed addresses, reply ports and remote actors
+//! over QUIC; and the registry ([`registry`]). Services and the broker build on them.
 //!
 //! ```
 //! use micro::prelude::*;
@@ -39,6 +39,9 @@
 //! ```
 
 pub use micro_runtime::*;
+
+/// Service discovery: the registry actor, its backends (memory, mDNS) and a watch-fed cache.
+pub use micro_registry as registry;
 
 /// The names most programs need, for `use micro::prelude::*`.
 pub mod prelude {

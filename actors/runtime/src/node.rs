@@ -370,6 +370,15 @@ impl Node {
     /// [`Error::Untrusted`].
     pub async fn connect(&self, addr: SocketAddr) -> Result<NodeId, Error> {
         let net = self.net()?;
+        // Already linked to whoever listens there: one connection per peer.
+        if let Some(peer) = net
+            .known
+            .iter()
+            .find(|info| info.addr == addr && info.connected)
+            .map(|info| info.node)
+        {
+            return Ok(peer);
+        }
         let (conn, hello) = net.dial(self, addr).await?;
         let peer = hello.node;
         crate::net::attach(self, &net, conn, hello, self.id()).await?;
