@@ -87,6 +87,9 @@ impl MdnsConfig {
     }
 }
 
+/// When the browser asks a second time after starting.
+const REQUERY_AFTER: Duration = Duration::from_millis(50);
+
 /// A backend's message to itself.
 #[derive(Debug)]
 pub struct Internal(Kind);
@@ -107,7 +110,7 @@ enum Kind {
     Fetched {
         id: NodeId,
         rev: u64,
-        services: Result<Vec<Service>, RegistryError>,
+        fetched: Result<(Vec<Service>, micro_runtime::Addr<RegistryMsg>), RegistryError>,
     },
 }
 
@@ -133,6 +136,8 @@ impl Drop for AbortOnDrop {
 struct Peer {
     rev: u64,
     services: Vec<Service>,
+    /// Its registry, to tell it when ours changes.
+    registry: Option<micro_runtime::Addr<RegistryMsg>>,
 }
 
 /// A local registration's key: service name, version, node id.
@@ -157,6 +162,8 @@ pub struct MdnsRegistry {
     tasks: Vec<AbortOnDrop>,
     /// Malformed announcements and failed fetches, for diagnostics.
     failures: u64,
+    /// This node's id and listen address, once started.
+    own: Option<(NodeId, SocketAddr)>,
 }
 
 impl MdnsRegistry {
@@ -173,6 +180,7 @@ impl MdnsRegistry {
             daemon: None,
             tasks: Vec::new(),
             failures: 0,
+            own: None,
         }
     }
 
@@ -204,9 +212,21 @@ impl MdnsRegistry {
         }
     }
 
-    /// A local change: a new revision, announced so others fetch again.
+    /// A local change: a new revision, told to the registries this one knows (at once) and
+    /// announced over mDNS (for the others; mDNS re-announces at most once a second).
     fn bump(&mut self) {
         self.rev += 1;
+        if let Some((node, addr)) = self.own {
+            for peer in self.peers.values() {
+                if let Some(registry) = &peer.registry {
+                    let _ = registry.send(RegistryMsg::Changed {
+                        node: node.as_u128(),
+                        addr,
+                        rev: self.rev,
+                    });
+                }
+            }
+        }
         if let (Some(daemon), Some(announcement)) = (&self.daemon, &self.announce) {
             let announced = announcement
                 .info(self.rev)
@@ -256,7 +276,13 @@ impl MdnsRegistry {
 
     /// Replaces what is known of `id` with `services`, node by node, so the store's events say
     /// exactly what changed.
-    fn apply_peer(&mut self, id: NodeId, rev: u64, services: Vec<Service>) {
+    fn apply_peer(
+        &mut self,
+        id: NodeId,
+        rev: u64,
+        services: Vec<Service>,
+        registry: micro_runtime::Addr<RegistryMsg>,
+    ) {
         let old = self
             .peers
             .remove(&id)
@@ -280,7 +306,14 @@ impl MdnsRegistry {
                 tracing::debug!(%id, error = %err, "mDNS: skipped a service of a peer");
             }
         }
-        self.peers.insert(id, Peer { rev, services });
+        self.peers.insert(
+            id,
+            Peer {
+                rev,
+                services,
+                registry: Some(registry),
+            },
+        );
     }
 
     fn forget_peer(&mut self, id: NodeId) {
@@ -297,7 +330,7 @@ impl MdnsRegistry {
         let me = ctx.addr();
         let timeout = self.config.fetch_timeout;
         tokio::spawn(async move {
-            let services = tokio::time::timeout(timeout, fetch_from(&node, id, addr, timeout))
+            let fetched = tokio::time::timeout(timeout, fetch_from(&node, id, addr, timeout))
                 .await
                 .unwrap_or(Err(RegistryError::Runtime(micro_runtime::Error::Timeout(
                     timeout,
@@ -305,7 +338,7 @@ impl MdnsRegistry {
             let _ = me.send(RegistryMsg::Internal(Internal(Kind::Fetched {
                 id,
                 rev,
-                services,
+                fetched,
             })));
         });
     }
@@ -322,8 +355,21 @@ impl MdnsRegistry {
                     self.fetch(ctx, id, addr, rev);
                 }
             }
-            Kind::Fetched { id, rev, services } => match services {
-                Ok(services) => self.apply_peer(id, rev, services),
+            Kind::Fetched { id, rev, fetched } => match fetched {
+                Ok((services, registry)) => {
+                    // A node seen for the first time learns of this one at once too, rather than
+                    // when mDNS next tells it: discovery in one direction is enough for both.
+                    if !self.peers.contains_key(&id)
+                        && let Some((node, addr)) = self.own
+                    {
+                        let _ = registry.send(RegistryMsg::Changed {
+                            node: node.as_u128(),
+                            addr,
+                            rev: self.rev,
+                        });
+                    }
+                    self.apply_peer(id, rev, services, registry);
+                }
                 Err(err) => {
                     self.failures += 1;
                     tracing::warn!(%id, error = %err, "mDNS: could not fetch a node's services");
@@ -345,7 +391,7 @@ async fn fetch_from(
     id: NodeId,
     addr: SocketAddr,
     timeout: Duration,
-) -> Result<Vec<Service>, RegistryError> {
+) -> Result<(Vec<Service>, micro_runtime::Addr<RegistryMsg>), RegistryError> {
     if !node.peers().iter().any(|p| p.node == id && p.connected) {
         let linked = node.connect(addr).await?;
         if linked != id {
@@ -355,9 +401,10 @@ async fn fetch_from(
         }
     }
     let remote = node.lookup_remote::<RegistryMsg>(id, "registry").await?;
-    Ok(remote
+    let services = remote
         .ask(|reply| RegistryMsg::Local { reply }, timeout)
-        .await?)
+        .await?;
+    Ok((services, remote))
 }
 
 /// What this node announces; rebuilt with each new revision.
@@ -442,6 +489,7 @@ impl Actor for MdnsRegistry {
         let listen = node
             .local_addr()
             .ok_or("the mDNS registry needs a node that listens (NodeBuilder::listen)")?;
+        self.own = Some((node.id(), listen));
         self.fingerprint = node.cluster_fingerprint().unwrap_or_default();
         self.fingerprint.truncate(16);
 
@@ -472,11 +520,33 @@ impl Actor for MdnsRegistry {
         guard.0.register(announcement.info(self.rev)?)?;
         self.announce = Some(announcement);
 
-        let browse = guard.0.browse(&self.config.service_type)?;
+        let first = guard.0.browse(&self.config.service_type)?;
+        let daemon = guard.0.clone();
+        let service_type = self.config.service_type.clone();
         let me = ctx.addr();
         let fingerprint = self.fingerprint.clone();
         self.tasks.push(AbortOnDrop(tokio::spawn(async move {
-            while let Ok(event) = browse.recv_async().await {
+            let mut browse = first;
+            // mdns-sd queries again only after a second; a query sent while this daemon was still
+            // joining the group can go unanswered, so ask once more right away.
+            let requery = tokio::time::sleep(REQUERY_AFTER);
+            tokio::pin!(requery);
+            let mut requeried = false;
+            loop {
+                let event = tokio::select! {
+                    () = &mut requery, if !requeried => {
+                        requeried = true;
+                        if let Ok(fresh) = daemon.browse(&service_type) {
+                            browse = fresh;
+                        }
+                        continue;
+                    }
+                    event = browse.recv_async() => match event {
+                        Ok(event) => event,
+                        Err(_) if !requeried => continue,
+                        Err(_) => return,
+                    },
+                };
                 let kind = match event {
                     ServiceEvent::ServiceResolved(info) => match parse(&info, &fingerprint) {
                         Ok(Some((id, addr, rev))) => Kind::Resolved { id, addr, rev },
@@ -577,6 +647,14 @@ impl Actor for MdnsRegistry {
             RegistryMsg::Local { reply } => {
                 self.expire_local();
                 let _ = reply.send(self.local_services());
+            }
+            RegistryMsg::Changed { node, addr, rev } => {
+                let kind = Kind::Resolved {
+                    id: NodeId::from_u128(node),
+                    addr,
+                    rev,
+                };
+                self.on_internal(ctx, Internal(kind));
             }
             RegistryMsg::Internal(internal) => self.on_internal(ctx, internal),
         }

@@ -311,7 +311,8 @@ impl Actor for MemoryRegistry {
                 self.expire();
                 let _ = reply.send(self.list());
             }
-            RegistryMsg::Internal(_) => {}
+            // Nothing to learn from other nodes: the memory registry is shared, not replicated.
+            RegistryMsg::Changed { .. } | RegistryMsg::Internal(_) => {}
         }
         Ok(())
     }

@@ -51,6 +51,17 @@ pub enum RegistryMsg {
         /// The versions registered here, with the nodes registered here.
         reply: Reply<Vec<Service>>,
     },
+    /// Another node's registry says its own registrations changed (revision `rev`): fetch them
+    /// again. Faster than waiting for the change to show in mDNS, which rate-limits
+    /// re-announcements to one a second.
+    Changed {
+        /// The node that changed (its id as a number).
+        node: u128,
+        /// Where it listens.
+        addr: std::net::SocketAddr,
+        /// Its new revision.
+        rev: u64,
+    },
     /// A backend's message to itself (discoveries, timers). Never travels: it has no wire form.
     #[serde(skip)]
     #[doc(hidden)]

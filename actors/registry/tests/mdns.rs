@@ -175,3 +175,43 @@ async fn another_clusters_announcements_are_ignored() {
     theirs.shutdown().await.unwrap();
     ours.shutdown().await.unwrap();
 }
+
+/// Not a timing assertion (the bound is generous): prints the figures for the notes.
+#[tokio::test]
+async fn registrations_show_on_other_nodes_quickly() {
+    let ca = ClusterCa::generate("mdns").unwrap();
+    let config = config();
+    let cold = Instant::now();
+    let (a, on_a) = node("a", &ca, &config).await;
+    let (b, on_b) = node("b", &ca, &config).await;
+    on_a.register(&greeter("first"), None).await.unwrap();
+    eventually("the first service shows", || async {
+        !nodes_of(&on_b, "greeter").await.is_empty()
+    })
+    .await;
+    let cold = cold.elapsed();
+
+    let mut warm = Vec::new();
+    for i in 0..10 {
+        let name = format!("svc{i}");
+        let started = Instant::now();
+        on_a.register(
+            &Service::new(&name, "1").node(ServiceNode::new("a", "a:1")),
+            None,
+        )
+        .await
+        .unwrap();
+        eventually("the service shows on b", || async {
+            on_b.get_service(&name).await.is_ok()
+        })
+        .await;
+        warm.push(started.elapsed());
+    }
+    warm.sort();
+    eprintln!(
+        "two nodes started → first service resolvable on the other: {cold:?}; then register → resolvable, median of ten: {:?} (min {:?}, max {:?})",
+        warm[5], warm[0], warm[9]
+    );
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
