@@ -164,6 +164,8 @@ pub struct MdnsRegistry {
     failures: u64,
     /// This node's id and listen address, once started.
     own: Option<(NodeId, SocketAddr)>,
+    /// Fetches in flight: node → the revision asked for.
+    fetching: HashMap<NodeId, u64>,
 }
 
 impl MdnsRegistry {
@@ -181,6 +183,7 @@ impl MdnsRegistry {
             tasks: Vec::new(),
             failures: 0,
             own: None,
+            fetching: HashMap::new(),
         }
     }
 
@@ -350,13 +353,23 @@ impl MdnsRegistry {
                     return;
                 }
                 let known = self.peers.get(&id).map(|p| p.rev);
-                if known != Some(rev) {
-                    tracing::debug!(%id, %addr, rev, "mDNS: fetching a node's services");
-                    self.fetch(ctx, id, addr, rev);
+                let in_flight = self.fetching.get(&id).copied();
+                if known.is_some_and(|k| k >= rev) || in_flight.is_some_and(|f| f >= rev) {
+                    return;
                 }
+                tracing::debug!(%id, %addr, rev, "mDNS: fetching a node's services");
+                self.fetching.insert(id, rev);
+                self.fetch(ctx, id, addr, rev);
             }
             Kind::Fetched { id, rev, fetched } => match fetched {
+                // Results can come back out of order: an older one must not undo a newer.
+                _ if self.peers.get(&id).is_some_and(|p| p.rev >= rev) => {
+                    self.fetching.remove(&id);
+                }
                 Ok((services, registry)) => {
+                    if self.fetching.get(&id) == Some(&rev) {
+                        self.fetching.remove(&id);
+                    }
                     // A node seen for the first time learns of this one at once too, rather than
                     // when mDNS next tells it: discovery in one direction is enough for both.
                     if !self.peers.contains_key(&id)
@@ -371,11 +384,17 @@ impl MdnsRegistry {
                     self.apply_peer(id, rev, services, registry);
                 }
                 Err(err) => {
+                    if self.fetching.get(&id) == Some(&rev) {
+                        self.fetching.remove(&id);
+                    }
                     self.failures += 1;
                     tracing::warn!(%id, error = %err, "mDNS: could not fetch a node's services");
                 }
             },
-            Kind::Removed { id } | Kind::Lost { id } => self.forget_peer(id),
+            Kind::Removed { id } | Kind::Lost { id } => {
+                self.fetching.remove(&id);
+                self.forget_peer(id);
+            }
         }
     }
 }

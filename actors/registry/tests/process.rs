@@ -42,9 +42,10 @@ async fn child_registry() {
         .await
         .unwrap();
     let registry = Registry::mdns(&node, config(parts[0])).await.unwrap();
+    let worker = format!("worker-{}", std::process::id());
     registry
         .register(
-            &Service::new("worker", "1").node(ServiceNode::new("child-1", "child:1")),
+            &Service::new("worker", "1").node(ServiceNode::new(worker, "child:1")),
             None,
         )
         .await
@@ -61,30 +62,8 @@ async fn child_registry() {
     .await;
 }
 
-#[tokio::test]
-async fn a_killed_process_disappears_from_the_registry() {
-    micro_testkit::init_tracing();
-    let ca = ClusterCa::generate("procs").unwrap();
-    let child_identity = ca.issue(NodeId::random()).unwrap();
-    let service_type = format!("_m{:08x}._udp", NodeId::random().as_u128() as u32);
-    let setup = [
-        service_type.clone(),
-        ca.cert_pem(),
-        child_identity.cert_pem(),
-        child_identity.key_pem(),
-    ]
-    .join(SEPARATOR);
-
-    let node = Node::builder()
-        .name("parent")
-        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .credentials(ca.issue(NodeId::random()).unwrap())
-        .start()
-        .await
-        .unwrap();
-    let registry = Registry::mdns(&node, config(&service_type)).await.unwrap();
-
-    let mut child = Command::new(std::env::current_exe().unwrap())
+fn spawn_child(setup: &str) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "child_registry",
@@ -96,35 +75,95 @@ async fn a_killed_process_disappears_from_the_registry() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    within(
-        "the child is ready",
-        tokio::task::spawn_blocking(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .any(|line| line.contains("MICRO_CHILD_READY"))
-        }),
-    )
-    .await
-    .unwrap();
+        .unwrap()
+}
 
-    eventually("the child's service is found", || async {
-        registry.get_service("worker").await.is_ok()
+/// Waits for the child's ready line, and keeps draining its output afterwards (a closed pipe
+/// would make the child's test harness fail).
+async fn wait_ready(child: &mut std::process::Child) {
+    let stdout = child.stdout.take().unwrap();
+    let (ready, is_ready) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("MICRO_CHILD_READY")
+                && let Some(ready) = ready.take()
+            {
+                let _ = ready.send(());
+            }
+        }
+    });
+    within("the child is ready", is_ready).await.unwrap();
+}
+
+async fn workers(registry: &Registry) -> usize {
+    registry
+        .get_service("worker")
+        .await
+        .map(|v| v.iter().map(|s| s.nodes.len()).sum())
+        .unwrap_or(0)
+}
+
+/// Three processes (this one and two children) find each other; killing one (no goodbye) drops
+/// its node from the others' view within about a second, and leaves the other.
+#[tokio::test]
+async fn a_killed_process_disappears_from_the_registry() {
+    micro_testkit::init_tracing();
+    let ca = ClusterCa::generate("procs").unwrap();
+    let service_type = format!("_m{:08x}._udp", NodeId::random().as_u128() as u32);
+    let setup = || {
+        let identity = ca.issue(NodeId::random()).unwrap();
+        [
+            service_type.clone(),
+            ca.cert_pem(),
+            identity.cert_pem(),
+            identity.key_pem(),
+        ]
+        .join(SEPARATOR)
+    };
+
+    let node = Node::builder()
+        .name("parent")
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .credentials(ca.issue(NodeId::random()).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let registry = Registry::mdns(&node, config(&service_type)).await.unwrap();
+
+    let mut first = spawn_child(&setup());
+    let mut second = spawn_child(&setup());
+    wait_ready(&mut first).await;
+    wait_ready(&mut second).await;
+    eventually("both children's services are found", || async {
+        workers(&registry).await == 2
     })
     .await;
 
     let killed = Instant::now();
-    child.kill().unwrap();
-    let _ = child.wait();
-    eventually("the killed process's nodes disappear", || async {
-        registry.get_service("worker").await.is_err()
+    first.kill().unwrap();
+    let _ = first.wait();
+    eventually("the killed process's node disappears", || async {
+        workers(&registry).await == 1
     })
     .await;
     eprintln!(
         "killed process → gone from the registry: {:?}",
         killed.elapsed()
     );
+    let left = registry.get_service("worker").await.unwrap();
+    assert_eq!(
+        left[0].nodes[0].id,
+        format!("worker-{}", second.id()),
+        "the other stays"
+    );
+
+    // The survivor exits gracefully (stdin closes): its goodbye removes it at once.
+    drop(second.stdin.take());
+    let _ = second.wait();
+    eventually("the survivor's goodbye is seen", || async {
+        workers(&registry).await == 0
+    })
+    .await;
     node.shutdown().await.unwrap();
 }

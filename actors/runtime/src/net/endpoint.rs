@@ -33,6 +33,9 @@ pub(crate) struct Hello {
     pub(crate) name: String,
     pub(crate) listen: SocketAddr,
     pub(crate) max_frame: u64,
+    /// Chosen by the dialler for this connection and echoed by the acceptor, so both sides can
+    /// tell two connections between the same pair apart the same way.
+    pub(crate) nonce: u64,
 }
 
 pub(crate) struct Net {
@@ -91,6 +94,7 @@ impl Net {
             name: node.name().to_owned(),
             listen: self.local_addr,
             max_frame: self.config.max_frame as u64,
+            nonce: rand::random(),
         }
     }
 
@@ -218,7 +222,11 @@ pub(crate) async fn exchange_as_dialer(
 async fn exchange_as_acceptor(conn: &quinn::Connection, mine: &Hello) -> Result<Hello, Error> {
     let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| lost(conn, e))?;
     let theirs = read_hello(&mut recv).await?;
-    write_hello(&mut send, mine).await?;
+    let mine = Hello {
+        nonce: theirs.nonce,
+        ..mine.clone()
+    };
+    write_hello(&mut send, &mine).await?;
     Ok(theirs)
 }
 

@@ -94,6 +94,7 @@ impl Link {
                     link: link.clone(),
                     node: node_for_actor.clone(),
                     live: None,
+                    draining: Vec::new(),
                     attempt: 0,
                 })
                 .named(format!("link:{}", self.peer))
@@ -212,14 +213,23 @@ pub(crate) enum LinkMsg {
     Dial,
     /// The connection with this stable id ended.
     Lost(usize, String),
+    /// A connection that lost the dedupe has drained: close it.
+    Retire(usize),
 }
+
+/// How long a connection that lost the dedupe keeps being read before it is closed, so frames
+/// the peer wrote on it before switching are not lost.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// A live connection and the tasks that serve it; aborted and closed when dropped.
 struct Live {
     conn: quinn::Connection,
     dialer: NodeId,
+    nonce: u64,
     incarnation: u64,
     tasks: Vec<JoinHandle<()>>,
+    /// False when the connection is handed over to draining instead of closed.
+    close_on_drop: bool,
 }
 
 impl Drop for Live {
@@ -227,7 +237,24 @@ impl Drop for Live {
         for task in &self.tasks {
             task.abort();
         }
-        self.conn.close(CLOSE_SHUTDOWN.into(), b"link closed");
+        if self.close_on_drop {
+            self.conn.close(CLOSE_SHUTDOWN.into(), b"link closed");
+        }
+    }
+}
+
+/// A connection that lost the dedupe: still read (the peer may have written on it before it
+/// switched), no longer written; closed after [`DRAIN`], or when dropped.
+struct Draining {
+    conn: quinn::Connection,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.conn
+            .close(CLOSE_DUPLICATE.into(), b"duplicate connection");
     }
 }
 
@@ -235,6 +262,7 @@ pub(crate) struct LinkActor {
     link: Arc<Link>,
     node: WeakNode,
     live: Option<Live>,
+    draining: Vec<Draining>,
     attempt: u32,
 }
 
@@ -260,14 +288,18 @@ impl LinkActor {
             if live.conn.stable_id() == conn.stable_id() {
                 return Ok(());
             }
-            // Both sides dialled at once: both keep the connection dialled by the smaller id.
-            let preferred = node.id().min(peer);
             let same_incarnation = live.incarnation == hello.incarnation;
-            if same_incarnation && live.dialer == preferred && dialer != preferred {
-                conn.close(CLOSE_DUPLICATE.into(), b"duplicate connection");
-                return Ok(());
-            }
-            if !same_incarnation {
+            if same_incarnation {
+                // Two connections between the same pair (both sides dialled at once, or one side
+                // twice): both sides keep the same one — dialled by the smaller id, then the
+                // larger nonce — whatever order they saw them in.
+                let preferred = node.id().min(peer);
+                let rank = |dialer: NodeId, nonce: u64| (dialer == preferred, nonce);
+                if rank(live.dialer, live.nonce) > rank(dialer, hello.nonce) {
+                    self.drain(ctx, conn, &net);
+                    return Ok(());
+                }
+            } else {
                 self.lose(&node, &net, "the peer restarted (new incarnation)");
             }
         }
@@ -299,14 +331,17 @@ impl LinkActor {
         let replaced = self.live.replace(Live {
             conn,
             dialer,
+            nonce: hello.nonce,
             incarnation: hello.incarnation,
             tasks,
+            close_on_drop: true,
         });
         if let Some(mut old) = replaced {
-            old.conn
-                .close(CLOSE_DUPLICATE.into(), b"replaced by another connection");
-            // Its tasks are aborted on drop.
-            old.tasks.retain(|t| !t.is_finished());
+            let conn = old.conn.clone();
+            // Stop writing on it now (its tasks are aborted), keep reading it for a while.
+            old.close_on_drop = false;
+            drop(old);
+            self.drain(ctx, conn, &net);
         }
         self.attempt = 0;
         net.learn(&hello, true);
@@ -318,6 +353,23 @@ impl LinkActor {
             addr: hello.listen,
         });
         Ok(())
+    }
+
+    /// Keeps reading a connection that lost the dedupe for [`DRAIN`], then closes it.
+    fn drain(&mut self, ctx: &Context<Self>, conn: quinn::Connection, net: &Net) {
+        let reader = tokio::spawn(accept_streams(
+            conn.clone(),
+            self.node.clone(),
+            self.link.peer,
+            net.config.max_frame,
+        ));
+        let stable_id = conn.stable_id();
+        self.draining.push(Draining { conn, reader });
+        let me = ctx.addr();
+        tokio::spawn(async move {
+            tokio::time::sleep(DRAIN).await;
+            let _ = me.send(LinkMsg::Retire(stable_id));
+        });
     }
 
     /// The current connection is gone: tell the node, and everyone waiting on the peer.
@@ -408,6 +460,9 @@ impl Actor for LinkActor {
                 if let Err(err) = self.dial(ctx).await {
                     tracing::debug!(peer = %self.link.peer, error = %err, "dial failed");
                 }
+            }
+            LinkMsg::Retire(stable_id) => {
+                self.draining.retain(|d| d.conn.stable_id() != stable_id);
             }
             LinkMsg::Lost(stable_id, reason) => {
                 let current = self

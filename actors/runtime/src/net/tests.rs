@@ -149,6 +149,7 @@ async fn junk_from_a_raw_quic_client_is_refused_and_nothing_else_is_affected() {
         name: "raw".into(),
         listen: endpoint.local_addr().unwrap(),
         max_frame: MAX_FRAME as u64,
+        nonce: 7,
     };
     exchange_as_dialer(&conn, &hello).await.unwrap();
     let answers = tokio::spawn(replies(conn.clone(), 4));
