@@ -215,3 +215,40 @@ async fn registrations_show_on_other_nodes_quickly() {
     b.shutdown().await.unwrap();
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_new_registry_rebuilds_what_it_knows_by_browsing() {
+    let ca = ClusterCa::generate("mdns").unwrap();
+    let config = config();
+    let (a, on_a) = node("a", &ca, &config).await;
+    let (b, on_b) = node("b", &ca, &config).await;
+    on_a.register(&greeter("a1"), None).await.unwrap();
+    eventually("b sees a1", || async {
+        nodes_of(&on_b, "greeter").await == ["a1"]
+    })
+    .await;
+
+    // b's registry goes away (its daemon is shut down) and a fresh, empty one takes its place,
+    // as after a crash and restart; it learns a's services again by browsing.
+    let old = b.root().unwrap().children().await.unwrap();
+    let registry_id = old
+        .iter()
+        .find(|c| c.name.as_deref() == Some("registry"))
+        .unwrap()
+        .id
+        .unwrap();
+    b.root().unwrap().stop_child(registry_id).await.unwrap();
+    let fresh = Registry::mdns(&b, config.clone()).await.unwrap();
+    eventually("the new registry sees a1", || async {
+        nodes_of(&fresh, "greeter").await == ["a1"]
+    })
+    .await;
+    // And a's registry keeps reaching b's (by name) with its changes.
+    on_a.register(&greeter("a2"), None).await.unwrap();
+    eventually("the new registry sees a2", || async {
+        nodes_of(&fresh, "greeter").await == ["a1", "a2"]
+    })
+    .await;
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
