@@ -21,4 +21,4 @@ pub use error::RegistryError;
 pub use mdns::{Interfaces, MdnsConfig, MdnsRegistry};
 pub use memory::MemoryRegistry;
 pub use model::{Endpoint, Event, EventKind, Metadata, Service, ServiceNode};
-pub use protocol::{Registry, RegistryMsg};
+pub use protocol::{Registry, RegistryMsg, RegistryStats};

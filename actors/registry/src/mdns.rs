@@ -104,6 +104,7 @@ enum Kind {
     Removed {
         id: NodeId,
     },
+    Malformed,
     Lost {
         id: NodeId,
     },
@@ -160,8 +161,10 @@ pub struct MdnsRegistry {
     announce: Option<Announcement>,
     daemon: Option<DaemonGuard>,
     tasks: Vec<AbortOnDrop>,
-    /// Malformed announcements and failed fetches, for diagnostics.
+    /// Failed fetches, for diagnostics.
     failures: u64,
+    /// Announcements that could not be read.
+    malformed: u64,
     /// This node's id and listen address, once started.
     own: Option<(NodeId, SocketAddr)>,
     /// Fetches in flight: node → the revision asked for.
@@ -182,6 +185,7 @@ impl MdnsRegistry {
             daemon: None,
             tasks: Vec::new(),
             failures: 0,
+            malformed: 0,
             own: None,
             fetching: HashMap::new(),
         }
@@ -391,6 +395,7 @@ impl MdnsRegistry {
                     tracing::warn!(%id, error = %err, "mDNS: could not fetch a node's services");
                 }
             },
+            Kind::Malformed => self.malformed += 1,
             Kind::Removed { id } | Kind::Lost { id } => {
                 self.fetching.remove(&id);
                 self.forget_peer(id);
@@ -572,7 +577,7 @@ impl Actor for MdnsRegistry {
                         Ok(None) => continue,
                         Err(err) => {
                             tracing::debug!(error = %err, "mDNS: ignored a malformed announcement");
-                            continue;
+                            Kind::Malformed
                         }
                     },
                     ServiceEvent::ServiceRemoved(_, fullname) => {
@@ -667,6 +672,13 @@ impl Actor for MdnsRegistry {
                 self.expire_local();
                 let _ = reply.send(self.local_services());
             }
+            RegistryMsg::Stats { reply } => {
+                let _ = reply.send(crate::RegistryStats {
+                    peers: self.peers.len() as u64,
+                    malformed: self.malformed,
+                    failed_fetches: self.failures,
+                });
+            }
             RegistryMsg::Changed { node, addr, rev } => {
                 let kind = Kind::Resolved {
                     id: NodeId::from_u128(node),
@@ -694,5 +706,50 @@ impl Registry {
     /// Starts the mDNS registry on `node` (which must listen) and returns its handle.
     pub async fn mdns(node: &Node, config: MdnsConfig) -> Result<Registry, RegistryError> {
         Ok(Registry::new(node.spawn(MdnsRegistry::spec(config)).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_types_are_checked() {
+        assert!(MdnsConfig::default().service_type("_micro._udp").is_ok());
+        assert!(
+            MdnsConfig::default()
+                .service_type("_averyveryverylongname._udp")
+                .is_err()
+        );
+        assert!(MdnsConfig::default().service_type("micro").is_err());
+    }
+
+    #[test]
+    fn announcements_of_other_clusters_or_broken_ones_are_told_apart() {
+        let info = |props: &[(&str, &str)]| {
+            let props: HashMap<String, String> = props
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            ServiceInfo::new("_t._udp.local.", "x", "x.local.", "127.0.0.1", 9, props)
+                .unwrap()
+                .as_resolved_service()
+        };
+        let id = format!("{:032x}", 42u128);
+        let ours = info(&[("id", &id), ("cl", "abc"), ("rev", "3")]);
+        assert_eq!(
+            parse(&ours, "abc").unwrap(),
+            Some((NodeId::from_u128(42), "127.0.0.1:9".parse().unwrap(), 3))
+        );
+        assert_eq!(parse(&ours, "other").unwrap(), None, "another cluster");
+        assert!(
+            parse(&info(&[("cl", "abc"), ("rev", "3")]), "abc").is_err(),
+            "no id"
+        );
+        assert!(parse(&info(&[("id", "zz"), ("cl", "abc"), ("rev", "3")]), "abc").is_err());
+        assert!(
+            parse(&info(&[("id", &id), ("cl", "abc")]), "abc").is_err(),
+            "no rev"
+        );
     }
 }

@@ -312,6 +312,9 @@ impl Actor for MemoryRegistry {
                 let _ = reply.send(self.list());
             }
             // Nothing to learn from other nodes: the memory registry is shared, not replicated.
+            RegistryMsg::Stats { reply } => {
+                let _ = reply.send(crate::RegistryStats::default());
+            }
             RegistryMsg::Changed { .. } | RegistryMsg::Internal(_) => {}
         }
         Ok(())

@@ -51,6 +51,11 @@ pub enum RegistryMsg {
         /// The versions registered here, with the nodes registered here.
         reply: Reply<Vec<Service>>,
     },
+    /// Counters for diagnostics.
+    Stats {
+        /// The counters.
+        reply: Reply<RegistryStats>,
+    },
     /// Another node's registry says its own registrations changed (revision `rev`): fetch them
     /// again. Faster than waiting for the change to show in mDNS, which rate-limits
     /// re-announcements to one a second.
@@ -70,6 +75,17 @@ pub enum RegistryMsg {
 
 impl RemoteMessage for RegistryMsg {
     const TYPE_NAME: &'static str = "micro.registry.v1";
+}
+
+/// A registry's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryStats {
+    /// Other nodes whose services this registry holds.
+    pub peers: u64,
+    /// Announcements that could not be read (a foreign or broken responder), ignored.
+    pub malformed: u64,
+    /// Fetches of another node's services that failed (it did not answer, or answered wrong).
+    pub failed_fetches: u64,
 }
 
 /// The default time to wait for a registry's answer.
@@ -162,6 +178,14 @@ impl Registry {
         Ok(self
             .addr
             .ask(|reply| RegistryMsg::List { reply }, self.timeout)
+            .await?)
+    }
+
+    /// The registry's counters.
+    pub async fn stats(&self) -> Result<RegistryStats, RegistryError> {
+        Ok(self
+            .addr
+            .ask(|reply| RegistryMsg::Stats { reply }, self.timeout)
             .await?)
     }
 

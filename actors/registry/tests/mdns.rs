@@ -252,3 +252,24 @@ async fn a_new_registry_rebuilds_what_it_knows_by_browsing() {
     b.shutdown().await.unwrap();
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn counters_show_peers_and_failures() {
+    let ca = ClusterCa::generate("mdns").unwrap();
+    let config = config();
+    let (a, on_a) = node("a", &ca, &config).await;
+    let (b, on_b) = node("b", &ca, &config).await;
+    on_b.register(&greeter("b1"), None).await.unwrap();
+    eventually("a holds b", || async {
+        on_a.stats().await.map(|s| s.peers) == Ok(1)
+    })
+    .await;
+    let stats = on_a.stats().await.unwrap();
+    assert_eq!((stats.malformed, stats.failed_fetches), (0, 0));
+    b.shutdown().await.unwrap();
+    eventually("a forgets b", || async {
+        on_a.stats().await.map(|s| s.peers) == Ok(0)
+    })
+    .await;
+    a.shutdown().await.unwrap();
+}
