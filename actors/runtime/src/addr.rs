@@ -41,6 +41,16 @@ enum Inner<M: Send + 'static> {
     Local(Local<M>),
     Named(Named<M>),
     Remote(Arc<Remote<M>>),
+    /// An id-based address that came home after its actor ended (or from an earlier incarnation
+    /// of this node): every send reports the actor stopped, as Erlang's dead pids do.
+    Gone(Gone),
+}
+
+#[derive(Clone)]
+struct Gone {
+    node: Node,
+    id: ActorId,
+    incarnation: u64,
 }
 
 struct Local<M: Send + 'static> {
@@ -136,6 +146,7 @@ impl<M: Send + 'static> Addr<M> {
     fn send_indirect(&self, msg: M) -> Result<(), Error> {
         match &self.inner {
             Inner::Local(local) => cast(&local.actor, &local.bound, msg),
+            Inner::Gone(gone) => Err(Error::ActorStopped(gone.id.to_string())),
             Inner::Named(named) => {
                 let entry = named
                     .node
@@ -191,9 +202,10 @@ impl<M: Send + 'static> Addr<M> {
             Inner::Local(local) => Some(ActorId::of(&local.actor.get_cell())),
             Inner::Named(_) => None,
             Inner::Remote(remote) => match &remote.target {
-                Target::Id(id) => Some(*id),
+                Target::Id(id, _) => Some(*id),
                 Target::Name(_) => None,
             },
+            Inner::Gone(gone) => Some(gone.id),
         }
     }
 
@@ -203,9 +215,9 @@ impl<M: Send + 'static> Addr<M> {
             Inner::Named(named) => Some(&named.name),
             Inner::Remote(remote) => match &remote.target {
                 Target::Name(name) => Some(name),
-                Target::Id(_) => None,
+                Target::Id(..) => None,
             },
-            Inner::Local(_) => None,
+            Inner::Local(_) | Inner::Gone(_) => None,
         }
     }
 
@@ -215,6 +227,7 @@ impl<M: Send + 'static> Addr<M> {
             Inner::Local(local) => local.node.id(),
             Inner::Named(named) => named.node.id(),
             Inner::Remote(remote) => remote.peer,
+            Inner::Gone(gone) => gone.node.id(),
         }
     }
 
@@ -229,6 +242,7 @@ impl<M: Send + 'static> Addr<M> {
                 None => Watch::ready(Down::NotRunning),
             },
             Inner::Remote(remote) => remote.via.watch_remote(remote.peer, remote.target.clone()),
+            Inner::Gone(_) => Watch::ready(Down::NotRunning),
         }
     }
 
@@ -242,7 +256,7 @@ impl<M: Send + 'static> Addr<M> {
                     entry.bound.bound_if_unbounded(capacity);
                 }
             }
-            Inner::Remote(_) => {}
+            Inner::Remote(_) | Inner::Gone(_) => {}
         }
     }
 
@@ -251,7 +265,7 @@ impl<M: Send + 'static> Addr<M> {
         let cell = match &self.inner {
             Inner::Local(local) => local.actor.get_cell(),
             Inner::Named(named) => node.directory().get(&named.name)?.cell,
-            Inner::Remote(_) => return None,
+            Inner::Remote(_) | Inner::Gone(_) => return None,
         };
         (cell.get_status() <= ractor::ActorStatus::Upgrading).then_some(cell)
     }
@@ -268,6 +282,7 @@ impl<M: Send + 'static> Addr<M> {
             Inner::Local(local) => local.actor.get_status() <= ractor::ActorStatus::Upgrading,
             Inner::Named(named) => named.node.directory().get(&named.name).is_some(),
             Inner::Remote(_) => true,
+            Inner::Gone(_) => false,
         }
     }
 }
@@ -324,6 +339,7 @@ impl<M: Send + 'static> Clone for Addr<M> {
                 _msg: PhantomData,
             }),
             Inner::Remote(remote) => Inner::Remote(remote.clone()),
+            Inner::Gone(gone) => Inner::Gone(gone.clone()),
         };
         Addr { inner }
     }
@@ -335,6 +351,7 @@ impl<M: Send + 'static> fmt::Display for Addr<M> {
             Inner::Local(local) => write!(f, "{}@{}", describe(&local.actor), local.node.id()),
             Inner::Named(named) => write!(f, "{:?}@{}", named.name, named.node.id()),
             Inner::Remote(remote) => write!(f, "{}@{}", remote.target, remote.peer),
+            Inner::Gone(gone) => write!(f, "{} (gone)@{}", gone.id, gone.node.id()),
         }
     }
 }
@@ -364,7 +381,7 @@ impl<M: RemoteMessage> Serialize for Addr<M> {
                 });
                 AddrWire {
                     node: local.node.id(),
-                    target: Target::Id(id),
+                    target: Target::Id(id, local.node.incarnation()),
                 }
             }
             Inner::Named(named) => {
@@ -381,6 +398,10 @@ impl<M: RemoteMessage> Serialize for Addr<M> {
             Inner::Remote(remote) => AddrWire {
                 node: remote.peer,
                 target: remote.target.clone(),
+            },
+            Inner::Gone(gone) => AddrWire {
+                node: gone.node.id(),
+                target: Target::Id(gone.id, gone.incarnation),
             },
         };
         wire.serialize(serializer)
@@ -406,11 +427,20 @@ impl<'de, M: RemoteMessage> Deserialize<'de> for Addr<M> {
         // It came home: hand back the local handle.
         match wire.target {
             Target::Name(name) => Ok(Addr::named(ctx.node, name)),
-            Target::Id(id) => {
-                let exported = ctx
-                    .node
-                    .exported(id)
-                    .ok_or_else(|| serde::de::Error::custom(Error::ActorStopped(id.to_string())))?;
+            Target::Id(id, incarnation) => {
+                let gone = || Addr {
+                    inner: Inner::Gone(Gone {
+                        node: ctx.node.clone(),
+                        id,
+                        incarnation,
+                    }),
+                };
+                if incarnation != ctx.node.incarnation() {
+                    return Ok(gone());
+                }
+                let Some(exported) = ctx.node.exported(id) else {
+                    return Ok(gone());
+                };
                 exported
                     .as_any()
                     .downcast_ref::<Export<M>>()

@@ -797,7 +797,11 @@ impl Node {
         body: &[u8],
     ) -> Result<(), Error> {
         let inbound = match to {
-            TargetRef::Id(id) => self.shared.exports.get(&id).map(|e| e.value().clone()),
+            TargetRef::Id(id, incarnation) if incarnation == self.incarnation() => {
+                self.shared.exports.get(&id).map(|e| e.value().clone())
+            }
+            // An address from an earlier incarnation of this node: that actor is gone.
+            TargetRef::Id(..) => None,
             TargetRef::Name(name) => self
                 .shared
                 .named_exports
@@ -811,7 +815,7 @@ impl Node {
                     Error::NotExposed(name.to_owned())
                 }
                 TargetRef::Name(name) => Error::NotFound(name.to_owned()),
-                TargetRef::Id(id) => Error::ActorStopped(id.to_string()),
+                TargetRef::Id(id, _) => Error::ActorStopped(id.to_string()),
             }),
         }
     }
@@ -857,7 +861,10 @@ impl Node {
             }
             Control::Watch { watch, target } => {
                 let export = match &target {
-                    Target::Id(id) => self.shared.exports.get(id).map(|e| e.value().clone()),
+                    Target::Id(id, incarnation) if *incarnation == self.incarnation() => {
+                        self.shared.exports.get(id).map(|e| e.value().clone())
+                    }
+                    Target::Id(..) => None,
                     Target::Name(name) => self
                         .shared
                         .named_exports

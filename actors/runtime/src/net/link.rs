@@ -116,7 +116,7 @@ fn lane_of(frame: &Frame) -> usize {
         Frame::Deliver { to, .. } => {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             match to {
-                Target::Id(id) => id.hash(&mut hasher),
+                Target::Id(id, _) => id.hash(&mut hasher),
                 Target::Name(name) => name.hash(&mut hasher),
             }
             1 + (hasher.finish() as usize) % (LANES - 1)

@@ -16,8 +16,9 @@ use crate::{ActorId, Error, ExitReason};
 /// The actor a frame is for, on its node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) enum Target {
-    /// One incarnation, by id.
-    Id(ActorId),
+    /// One incarnation of an actor, by id, on one incarnation of its node (ids restart with the
+    /// process, so the node's incarnation tells an old address from a new actor).
+    Id(ActorId, u64),
     /// Whatever incarnation holds the name when the frame arrives.
     Name(Arc<str>),
 }
@@ -25,7 +26,7 @@ pub(crate) enum Target {
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Target::Id(id) => write!(f, "{id}"),
+            Target::Id(id, _) => write!(f, "{id}"),
             Target::Name(name) => write!(f, "{name:?}"),
         }
     }
@@ -124,14 +125,14 @@ pub(crate) enum FrameView<'a> {
 /// [`Target`] as read off the wire (same encoding), borrowing the name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub(crate) enum TargetRef<'a> {
-    Id(ActorId),
+    Id(ActorId, u64),
     Name(&'a str),
 }
 
 impl std::fmt::Display for TargetRef<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TargetRef::Id(id) => write!(f, "{id}"),
+            TargetRef::Id(id, _) => write!(f, "{id}"),
             TargetRef::Name(name) => write!(f, "{name:?}"),
         }
     }
@@ -149,7 +150,7 @@ impl Frame {
                 body,
             } => FrameView::Deliver {
                 to: match to {
-                    Target::Id(id) => TargetRef::Id(*id),
+                    Target::Id(id, incarnation) => TargetRef::Id(*id, *incarnation),
                     Target::Name(name) => TargetRef::Name(name),
                 },
                 type_name,
@@ -302,7 +303,7 @@ impl Frame {
                 body,
             } => Frame::Deliver {
                 to: match to {
-                    TargetRef::Id(id) => Target::Id(id),
+                    TargetRef::Id(id, incarnation) => Target::Id(id, incarnation),
                     TargetRef::Name(name) => Target::Name(name.into()),
                 },
                 type_name: Cow::Owned(type_name.to_owned()),
@@ -474,7 +475,7 @@ mod tests {
     #[test]
     fn oversized_frames_are_refused_at_encode() {
         let big = Frame::Deliver {
-            to: Target::Id(ActorId(1)),
+            to: Target::Id(ActorId(1), 0),
             type_name: Cow::Borrowed("t"),
             content_type: ContentType::Bincode,
             envelope: Envelope::default(),

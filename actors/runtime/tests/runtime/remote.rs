@@ -358,6 +358,15 @@ async fn a_restarted_peer_is_a_new_incarnation_and_is_reached_again() {
         Ok(Some(1))
     );
 
+    // An address by id of an actor of the first incarnation, as a message would carry it.
+    let anonymous = b.spawn(ChildSpec::new(Kv::default)).await.unwrap();
+    let bytes = b.encode(ContentType::Bincode, &anonymous).unwrap();
+    let by_id: Addr<KvMsg> = a.decode(ContentType::Bincode, &bytes).unwrap();
+    assert_eq!(
+        by_id.ask(|r| KvMsg::Get("k".into(), r), ASK).await,
+        Ok(None)
+    );
+
     b.shutdown().await.unwrap();
     let b = start_b(b_addr).await;
     assert_eq!(b.id(), peer, "same certificate, same node id");
@@ -381,6 +390,12 @@ async fn a_restarted_peer_is_a_new_incarnation_and_is_reached_again() {
     })
     .await;
     assert_eq!(incarnations, vec![first_incarnation, b.incarnation()]);
+    // Ids restart with the process: the old incarnation's address must not reach a new actor.
+    b.spawn(ChildSpec::new(Kv::default)).await.unwrap();
+    assert!(matches!(
+        by_id.ask(|r| KvMsg::Get("k".into(), r), ASK).await,
+        Err(Error::ActorStopped(_))
+    ));
     b.shutdown().await.unwrap();
     a.shutdown().await.unwrap();
 }

@@ -239,3 +239,26 @@ async fn an_address_that_comes_home_is_local_again() {
     assert_eq!(named_back.name(), Some("kv"));
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_address_that_comes_home_after_its_actor_ended_reports_it_stopped() {
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let kv = a.spawn(ChildSpec::new(Kv::default)).await.unwrap();
+    let there = carry(&kv, a, b);
+    a.root()
+        .unwrap()
+        .stop_child(kv.id().unwrap())
+        .await
+        .unwrap();
+
+    let back = carry(&there, b, a);
+    assert!(!back.is_alive());
+    assert_eq!(back.id(), kv.id());
+    assert!(matches!(
+        back.send(KvMsg::Put("k".into(), 1)),
+        Err(Error::ActorStopped(_))
+    ));
+    assert_eq!(back.watch().await, micro_runtime::Down::NotRunning);
+    cluster.shutdown().await;
+}
