@@ -61,6 +61,11 @@ async fn nodes_of(registry: &Registry, name: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn two_nodes_find_each_others_services_and_see_them_go() {
+    if micro_testkit::skip_without_loopback_multicast(
+        "two_nodes_find_each_others_services_and_see_them_go",
+    ) {
+        return;
+    }
     let ca = ClusterCa::generate("mdns").unwrap();
     let config = config();
     let (a, on_a) = node("a", &ca, &config).await;
@@ -109,6 +114,11 @@ async fn two_nodes_find_each_others_services_and_see_them_go() {
 
 #[tokio::test]
 async fn three_nodes_and_a_service_with_fifty_endpoints() {
+    if micro_testkit::skip_without_loopback_multicast(
+        "three_nodes_and_a_service_with_fifty_endpoints",
+    ) {
+        return;
+    }
     let ca = ClusterCa::generate("mdns").unwrap();
     let config = config();
     let (a, on_a) = node("a", &ca, &config).await;
@@ -154,6 +164,10 @@ async fn three_nodes_and_a_service_with_fifty_endpoints() {
 
 #[tokio::test]
 async fn another_clusters_announcements_are_ignored() {
+    if micro_testkit::skip_without_loopback_multicast("another_clusters_announcements_are_ignored")
+    {
+        return;
+    }
     let config = config();
     let (ours, on_ours) = node("ours", &ClusterCa::generate("mdns").unwrap(), &config).await;
     let (theirs, on_theirs) = node("theirs", &ClusterCa::generate("mdns").unwrap(), &config).await;
@@ -179,6 +193,9 @@ async fn another_clusters_announcements_are_ignored() {
 /// Not a timing assertion (the bound is generous): prints the figures for the notes.
 #[tokio::test]
 async fn registrations_show_on_other_nodes_quickly() {
+    if micro_testkit::skip_without_loopback_multicast("registrations_show_on_other_nodes_quickly") {
+        return;
+    }
     let ca = ClusterCa::generate("mdns").unwrap();
     let config = config();
     let cold = Instant::now();
@@ -218,6 +235,11 @@ async fn registrations_show_on_other_nodes_quickly() {
 
 #[tokio::test]
 async fn a_new_registry_rebuilds_what_it_knows_by_browsing() {
+    if micro_testkit::skip_without_loopback_multicast(
+        "a_new_registry_rebuilds_what_it_knows_by_browsing",
+    ) {
+        return;
+    }
     let ca = ClusterCa::generate("mdns").unwrap();
     let config = config();
     let (a, on_a) = node("a", &ca, &config).await;
@@ -255,6 +277,9 @@ async fn a_new_registry_rebuilds_what_it_knows_by_browsing() {
 
 #[tokio::test]
 async fn counters_show_peers_and_failures() {
+    if micro_testkit::skip_without_loopback_multicast("counters_show_peers_and_failures") {
+        return;
+    }
     let ca = ClusterCa::generate("mdns").unwrap();
     let config = config();
     let (a, on_a) = node("a", &ca, &config).await;

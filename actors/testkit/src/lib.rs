@@ -144,3 +144,26 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Whether multicast works on the loopback interface here: true inside `netns-run` (which turns
+/// it on), usually false in a machine's own namespace. mDNS tests use loopback only, so they skip
+/// (saying so, see [`skip_without_loopback_multicast`]) where it is off rather than fail.
+pub fn loopback_multicast() -> bool {
+    const IFF_MULTICAST: u32 = 0x1000;
+    std::fs::read_to_string("/sys/class/net/lo/flags")
+        .ok()
+        .and_then(|flags| u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok())
+        .is_some_and(|flags| flags & IFF_MULTICAST != 0)
+}
+
+/// For a test that needs multicast on loopback: prints why it skips and returns true when there is
+/// none (run the suite under `../shared/tools/netns-run` to include it).
+pub fn skip_without_loopback_multicast(test: &str) -> bool {
+    if loopback_multicast() {
+        return false;
+    }
+    eprintln!(
+        "skipped {test}: loopback has no multicast here; run the tests under netns-run to include it"
+    );
+    true
+}
