@@ -149,11 +149,16 @@ pub fn init_tracing() {
 /// it on), usually false in a machine's own namespace. mDNS tests use loopback only, so they skip
 /// (saying so, see [`skip_without_loopback_multicast`]) where it is off rather than fail.
 pub fn loopback_multicast() -> bool {
-    const IFF_MULTICAST: u32 = 0x1000;
-    std::fs::read_to_string("/sys/class/net/lo/flags")
+    // Asked through netlink (`ip`), which sees this process's network namespace; /sys/class/net
+    // shows the namespace that mounted /sys.
+    std::process::Command::new("ip")
+        .args(["-o", "link", "show", "lo"])
+        .output()
         .ok()
-        .and_then(|flags| u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok())
-        .is_some_and(|flags| flags & IFF_MULTICAST != 0)
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .and_then(|line| line.split_once('<').map(|(_, flags)| flags.to_owned()))
+        .and_then(|flags| flags.split_once('>').map(|(flags, _)| flags.to_owned()))
+        .is_some_and(|flags| flags.split(',').any(|flag| flag == "MULTICAST"))
 }
 
 /// For a test that needs multicast on loopback: prints why it skips and returns true when there is
