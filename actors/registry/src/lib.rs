@@ -11,6 +11,7 @@
 
 mod cache;
 mod error;
+mod internal;
 mod mdns;
 mod memory;
 mod model;

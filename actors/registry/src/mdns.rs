@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
 use micro_runtime::{Actor, ActorError, ChildSpec, Context, Node, NodeId, PeerEvent};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::internal::{AbortOnDrop, Internal, Kind, sweeper};
 use crate::memory::MemoryRegistry;
 use crate::protocol::{Registry, RegistryMsg};
 use crate::{RegistryError, Service, ServiceNode};
@@ -90,31 +90,6 @@ impl MdnsConfig {
 /// When the browser asks a second time after starting.
 const REQUERY_AFTER: Duration = Duration::from_millis(50);
 
-/// A backend's message to itself.
-#[derive(Debug)]
-pub struct Internal(Kind);
-
-#[derive(Debug)]
-enum Kind {
-    Resolved {
-        id: NodeId,
-        addr: SocketAddr,
-        rev: u64,
-    },
-    Removed {
-        id: NodeId,
-    },
-    Malformed,
-    Lost {
-        id: NodeId,
-    },
-    Fetched {
-        id: NodeId,
-        rev: u64,
-        fetched: Result<(Vec<Service>, micro_runtime::Addr<RegistryMsg>), RegistryError>,
-    },
-}
-
 /// Shuts the mDNS daemon's thread down when dropped, even after a panic or a kill, so a dead
 /// registry never keeps announcing.
 struct DaemonGuard(ServiceDaemon);
@@ -122,14 +97,6 @@ struct DaemonGuard(ServiceDaemon);
 impl Drop for DaemonGuard {
     fn drop(&mut self) {
         let _ = self.0.shutdown();
-    }
-}
-
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -396,6 +363,10 @@ impl MdnsRegistry {
                 }
             },
             Kind::Malformed => self.malformed += 1,
+            Kind::Sweep => {
+                self.store.expire();
+                self.expire_local();
+            }
             Kind::Removed { id } | Kind::Lost { id } => {
                 self.fetching.remove(&id);
                 self.forget_peer(id);
@@ -621,19 +592,8 @@ impl Actor for MdnsRegistry {
         })));
 
         // Expire TTL registrations (local ones bump the revision).
-        let me = ctx.addr();
-        self.tasks.push(AbortOnDrop(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            loop {
-                tick.tick().await;
-                if let Err(micro_runtime::Error::ActorStopped(_)) = me
-                    .ask(|reply| RegistryMsg::List { reply }, Duration::from_secs(2))
-                    .await
-                {
-                    return;
-                }
-            }
-        })));
+        self.tasks
+            .push(sweeper(ctx.addr(), Duration::from_millis(250)));
 
         self.daemon = Some(guard);
         node.expose::<RegistryMsg>("registry")?;

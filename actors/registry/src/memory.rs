@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use micro_runtime::{Actor, ActorError, ChildSpec, Context, StreamSender};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::internal::{AbortOnDrop, Internal, Kind, sweeper};
 use crate::protocol::RegistryMsg;
 use crate::{Event, EventKind, RegistryError, Service, ServiceNode};
 
@@ -34,14 +34,6 @@ struct Entry {
 struct Watcher {
     service: Option<String>,
     queue: mpsc::Sender<Event>,
-}
-
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl MemoryRegistry {
@@ -263,21 +255,7 @@ impl Actor for MemoryRegistry {
     type Msg = RegistryMsg;
 
     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
-        let me = ctx.addr();
-        let every = self.sweep_every;
-        self.ticker = Some(AbortOnDrop(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                // Listing drops what expired first (and tells watchers); the list is not needed.
-                if let Err(micro_runtime::Error::ActorStopped(_)) =
-                    me.ask(|reply| RegistryMsg::List { reply }, every * 4).await
-                {
-                    return;
-                }
-            }
-        })));
+        self.ticker = Some(sweeper(ctx.addr(), self.sweep_every));
         Ok(())
     }
 
@@ -315,6 +293,7 @@ impl Actor for MemoryRegistry {
             RegistryMsg::Stats { reply } => {
                 let _ = reply.send(crate::RegistryStats::default());
             }
+            RegistryMsg::Internal(Internal(Kind::Sweep)) => self.expire(),
             RegistryMsg::Changed { .. } | RegistryMsg::Internal(_) => {}
         }
         Ok(())

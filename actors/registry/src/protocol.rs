@@ -70,7 +70,7 @@ pub enum RegistryMsg {
     /// A backend's message to itself (discoveries, timers). Never travels: it has no wire form.
     #[serde(skip)]
     #[doc(hidden)]
-    Internal(crate::mdns::Internal),
+    Internal(crate::internal::Internal),
 }
 
 impl RemoteMessage for RegistryMsg {

@@ -6,14 +6,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use micro_registry::{Interfaces, MdnsConfig, Registry, Service, ServiceNode};
 use micro_runtime::{ClusterCa, Node, NodeCredentials, NodeId};
-use micro_testkit::{eventually, within};
+use micro_testkit::eventually;
 
 const CHILD: &str = "MICRO_TEST_REGISTRY_CHILD";
 const SEPARATOR: &str = "\n--8<--\n";
@@ -63,37 +62,14 @@ async fn child_registry() {
 }
 
 fn spawn_child(setup: &str) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_registry",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    micro_testkit::test_child("child_registry")
         .env(CHILD, setup)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .spawn()
         .unwrap()
 }
 
-/// Waits for the child's ready line, and keeps draining its output afterwards (a closed pipe
-/// would make the child's test harness fail).
 async fn wait_ready(child: &mut std::process::Child) {
-    let stdout = child.stdout.take().unwrap();
-    let (ready, is_ready) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut ready = Some(ready);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("MICRO_CHILD_READY")
-                && let Some(ready) = ready.take()
-            {
-                let _ = ready.send(());
-            }
-        }
-    });
-    within("the child is ready", is_ready).await.unwrap();
+    micro_testkit::wait_for_line(child, "MICRO_CHILD_READY").await;
 }
 
 async fn workers(registry: &Registry) -> usize {

@@ -172,3 +172,56 @@ pub fn skip_without_loopback_multicast(test: &str) -> bool {
     );
     true
 }
+
+/// A command that runs this test binary again as a child process, running only the (ignored)
+/// test `entry`, with stdin and stdout piped: for tests that need a node in another OS process.
+/// Add environment with `.env(..)` and `.spawn()` it.
+pub fn test_child(entry: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(
+        std::env::current_exe().unwrap_or_else(|e| panic!("cannot find the test binary: {e}")),
+    );
+    command
+        .args([
+            "--exact",
+            entry,
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    command
+}
+
+/// Waits (within [`BOUND`]) for the child's first output line containing `marker` and returns
+/// what follows the marker on it. The rest of its output keeps being read, so the child never
+/// writes into a closed pipe.
+///
+/// # Panics
+/// When the child's stdout was not piped, it ends first, or the bound passes.
+pub async fn wait_for_line(child: &mut std::process::Child, marker: &str) -> String {
+    use std::io::BufRead;
+    let stdout = child
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("the child's stdout is not piped"));
+    let (found, is_found) = tokio::sync::oneshot::channel();
+    let wanted = marker.to_owned();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // libtest may print "test … ... " on the same line first.
+            if let Some((_, rest)) = line.split_once(wanted.as_str())
+                && let Some(found) = found.take()
+            {
+                let _ = found.send(rest.to_owned());
+            }
+        }
+    });
+    within(&format!("the child prints {marker:?}"), is_found)
+        .await
+        .unwrap_or_else(|_| panic!("the child ended before printing {marker:?}"))
+}

@@ -4,9 +4,8 @@
 //! The test re-runs its own binary as the child process, selecting the ignored `child_node`
 //! entry point with an environment variable set.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use micro_runtime::{Actor, ActorError, ChildSpec, Context, Down, Node, RemoteMessage, Reply};
@@ -85,43 +84,15 @@ async fn child_node() {
 
 /// Starts the child process (with extra environment) and waits for its node's address and id.
 async fn spawn_child(env: &[(&str, String)]) -> (std::process::Child, SocketAddr, u128) {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "--exact",
-            "process::child_node",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+    let mut command = micro_testkit::test_child("process::child_node");
+    command.env(CHILD_ENV, "1");
     for (key, value) in env {
         command.env(key, value);
     }
     let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (addr, id) = within(
-        "the child node starts",
-        tokio::task::spawn_blocking(move || {
-            for line in BufReader::new(stdout).lines() {
-                let line = line.unwrap();
-                // libtest may print "test … ... " on the same line first.
-                if let Some((_, rest)) = line.split_once("MICRO_NODE ") {
-                    let (addr, id) = rest.split_once(' ').unwrap();
-                    return (
-                        addr.parse::<SocketAddr>().unwrap(),
-                        id.parse::<u128>().unwrap(),
-                    );
-                }
-            }
-            panic!("the child exited without starting its node");
-        }),
-    )
-    .await
-    .unwrap();
-    (child, addr, id)
+    let line = micro_testkit::wait_for_line(&mut child, "MICRO_NODE ").await;
+    let (addr, id) = line.split_once(' ').unwrap();
+    (child, addr.parse().unwrap(), id.parse().unwrap())
 }
 
 #[tokio::test]

@@ -1,0 +1,64 @@
+//! What a registry backend tells itself: timer ticks and (for mDNS) discoveries. Carried in
+//! [`RegistryMsg::Internal`], which has no wire form, so none of it can come from the network.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use micro_runtime::{Addr, NodeId};
+use tokio::task::JoinHandle;
+
+use crate::{RegistryError, RegistryMsg, Service};
+
+/// A backend's message to itself (opaque outside the crate).
+#[derive(Debug)]
+pub struct Internal(pub(crate) Kind);
+
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// Time to drop expired registrations.
+    Sweep,
+    /// mDNS resolved a node's announcement (or the node told us directly).
+    Resolved {
+        id: NodeId,
+        addr: SocketAddr,
+        rev: u64,
+    },
+    /// A node said goodbye.
+    Removed { id: NodeId },
+    /// An announcement could not be read.
+    Malformed,
+    /// The runtime lost the link to a node.
+    Lost { id: NodeId },
+    /// A fetch of a node's services ended.
+    Fetched {
+        id: NodeId,
+        rev: u64,
+        fetched: Result<(Vec<Service>, Addr<RegistryMsg>), RegistryError>,
+    },
+}
+
+/// A task aborted when dropped, so a registry's helpers end with it, even after a panic.
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends the registry a [`Kind::Sweep`] every `period` until it stops.
+pub(crate) fn sweeper(registry: Addr<RegistryMsg>, period: Duration) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if registry
+                .send(RegistryMsg::Internal(Internal(Kind::Sweep)))
+                .is_err()
+            {
+                return;
+            }
+        }
+    }))
+}
