@@ -2,6 +2,7 @@
 //! is warm.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -12,7 +13,20 @@ use crate::{Event, EventKind, Registry, RegistryError, Service};
 /// How long the cache waits before watching again after its watch ended.
 const RESUBSCRIBE: Duration = Duration::from_millis(100);
 
-type Services = Arc<RwLock<HashMap<String, Vec<Service>>>>;
+type Services = Arc<Known>;
+
+/// What the cache knows, and a count of the changes applied to it.
+#[derive(Debug, Default)]
+struct Known {
+    services: RwLock<HashMap<String, Vec<Service>>>,
+    generation: AtomicU64,
+}
+
+impl Known {
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
 
 /// Services by name, kept current by a watch on the registry.
 ///
@@ -52,20 +66,28 @@ impl RegistryCache {
             return Ok(found);
         }
         let found = self.registry.get_service(name).await?;
-        if let Ok(mut services) = self.services.write() {
+        if let Ok(mut services) = self.services.services.write() {
             services.insert(name.to_owned(), found.clone());
         }
+        self.services.changed();
         Ok(found)
     }
 
     /// What the cache holds for `name`, without asking anyone.
     pub fn cached(&self, name: &str) -> Option<Vec<Service>> {
-        self.services.read().ok()?.get(name).cloned()
+        self.services.services.read().ok()?.get(name).cloned()
+    }
+
+    /// A number that changes whenever what the cache holds changes: callers that derive state
+    /// from it (a client's view of a service's nodes) rebuild only when it moved.
+    pub fn generation(&self) -> u64 {
+        self.services.generation.load(Ordering::Acquire)
     }
 
     /// Every service name the cache knows.
     pub fn names(&self) -> Vec<String> {
         self.services
+            .services
             .read()
             .map(|s| s.keys().cloned().collect())
             .unwrap_or_default()
@@ -83,9 +105,10 @@ async fn sync(
     for service in all {
         fresh.entry(service.name.clone()).or_default().push(service);
     }
-    if let Ok(mut known) = services.write() {
+    if let Ok(mut known) = services.services.write() {
         *known = fresh;
     }
+    services.changed();
     Ok(events)
 }
 
@@ -113,6 +136,11 @@ async fn follow(
 }
 
 fn apply(services: &Services, event: Event) {
+    apply_to(&services.services, event);
+    services.changed();
+}
+
+fn apply_to(services: &RwLock<HashMap<String, Vec<Service>>>, event: Event) {
     let Ok(mut services) = services.write() else {
         return;
     };

@@ -662,6 +662,11 @@ impl Node {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Fails the asks waiting on `peer` with `err`.
+    pub(crate) fn fail_waiting(&self, peer: NodeId, err: &Error) {
+        self.shared.pending.fail_peer(self, peer, err);
+    }
+
     /// A peer's link is gone: end the waits that depended on it.
     pub(crate) fn peer_lost(&self, peer: NodeId) {
         let err = Error::NodeLost(peer.to_string());

@@ -78,6 +78,21 @@ impl Link {
         self.max_frame.load(Ordering::Relaxed)
     }
 
+    /// Drops the frames queued while no connection writes them; returns how many.
+    fn discard_queued(&self) -> usize {
+        let mut dropped = 0;
+        for lane in &self.receivers {
+            // A lane a writer holds is being written: nothing of it is left behind.
+            if let Ok(mut rx) = lane.try_lock() {
+                while let Ok(bytes) = rx.try_recv() {
+                    self.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
+    }
+
     fn set_connection(&self, conn: Option<quinn::Connection>) {
         if let Ok(mut slot) = self.conn.lock() {
             *slot = conn;
@@ -417,13 +432,27 @@ impl LinkActor {
             }
             Err(err @ Error::Untrusted { .. }) => {
                 tracing::error!(%peer, %addr, error = %err, "peer refused: not redialling");
+                self.unreachable(&node);
                 self.attempt = net.config.redial_attempts;
                 Err(err)
             }
             Err(err) => {
+                self.unreachable(&node);
                 self.schedule_redial(ctx, &net);
                 Err(err)
             }
+        }
+    }
+
+    /// A dial failed: what was queued for the peer was never sent. Drop it, and fail the asks
+    /// waiting on it with [`Error::NoRoute`] (never sent, so a caller may safely try elsewhere)
+    /// rather than letting them wait for their timeouts.
+    fn unreachable(&self, node: &Node) {
+        let peer = self.link.peer;
+        let dropped = self.link.discard_queued();
+        node.fail_waiting(peer, &Error::NoRoute(peer.to_string()));
+        if dropped > 0 {
+            tracing::debug!(%peer, dropped, "dropped frames queued for an unreachable peer");
         }
     }
 

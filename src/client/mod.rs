@@ -1,0 +1,794 @@
+//! [`Client`]: calls services by name — resolve in the registry cache, select a node, call its
+//! endpoint actor — with deadlines, headers, retries on other nodes, ejection of failing nodes,
+//! an in-flight cap, wrappers, and streaming calls.
+
+mod retry;
+mod select;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use micro_registry::{Registry, RegistryCache};
+use micro_runtime::{Addr, ContentType, Node, NodeId, stream_channel};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::time::Instant;
+
+pub use retry::{RetryBudget, RetryPolicy};
+pub use select::{Ejection, Filter, Selector};
+
+use self::select::{EndpointView, NodeHealth, ServiceView, millis_since};
+use crate::error::{CLIENT_ID, SERVER_ID};
+use crate::service::default_registry;
+use crate::wire::{EndpointMsg, Head, StreamItem, WireContentType, millis};
+use crate::wrapper::Next;
+use crate::{BoxFuture, Incoming, Metadata, Outgoing, Request, Response, ServiceError, Wrapper};
+
+/// Per-call options: deadline, retries, headers, content type, node filter.
+///
+/// ```
+/// use micro::{CallOptions, ContentType, Filter};
+/// use std::time::Duration;
+///
+/// let options = CallOptions::new()
+///     .timeout(Duration::from_millis(500))
+///     .header("lang", "fr")
+///     .content_type(ContentType::Json)
+///     .filter(Filter::any().version("1.0.0"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    timeout: Option<Duration>,
+    retries: Option<u32>,
+    metadata: Metadata,
+    content_type: ContentType,
+    filter: Filter,
+    strategy: Option<Selector>,
+    idempotent: Option<bool>,
+}
+
+impl CallOptions {
+    /// The client's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The whole call's deadline, retries included; the time left travels with each attempt and
+    /// the handler is cancelled when it passes. Default: the client's (5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Retries after the first attempt (default: the client's policy).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// A header for the handler.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// All the headers at once.
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// How the request is encoded, and so the response (default bincode).
+    pub fn content_type(mut self, content_type: ContentType) -> Self {
+        self.content_type = content_type;
+        self
+    }
+
+    /// Which nodes may serve the call.
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Another selection strategy for this call.
+    pub fn strategy(mut self, strategy: Selector) -> Self {
+        self.strategy = Some(strategy);
+        self
+    }
+
+    /// Overrides whether the endpoint counts as idempotent (by default, as it registered).
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
+        self
+    }
+}
+
+/// A response with the headers that came back with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WithHeaders<T> {
+    /// The response.
+    pub message: T,
+    /// Headers set by the handler and its wrappers.
+    pub metadata: Metadata,
+}
+
+/// Builds a [`Client`].
+#[derive(Debug)]
+pub struct ClientBuilder {
+    node: Node,
+    registry: Option<Registry>,
+    strategy: Selector,
+    retry: RetryPolicy,
+    budget: RetryBudget,
+    ejection: Ejection,
+    timeout: Duration,
+    max_in_flight: usize,
+    wrappers: Vec<Arc<dyn Wrapper>>,
+}
+
+impl ClientBuilder {
+    /// The registry to resolve services in (default: the node's `"registry"` actor, or a memory
+    /// registry started under that name).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// How to pick nodes (default random).
+    pub fn strategy(mut self, strategy: Selector) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// How to retry (default 3 retries).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The retry budget (default 20 % of calls plus 10 a second).
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// When failing nodes are ejected.
+    pub fn ejection(mut self, ejection: Ejection) -> Self {
+        self.ejection = ejection;
+        self
+    }
+
+    /// The default deadline of a call (5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// At most this many calls at once from this client (default 10,000); past it a call fails
+    /// at once with 503.
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// Adds a wrapper around every unary call; the first added runs outermost.
+    pub fn wrap(mut self, wrapper: impl Wrapper) -> Self {
+        self.wrappers.push(Arc::new(wrapper));
+        self
+    }
+
+    /// Starts the client: its registry cache loads the services known now and follows changes.
+    pub async fn build(self) -> Result<Client, ServiceError> {
+        let registry = match self.registry {
+            Some(registry) => registry,
+            None => default_registry(&self.node).await?,
+        };
+        let cache = RegistryCache::start(registry).await?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                node: self.node,
+                cache,
+                views: DashMap::new(),
+                health: DashMap::new(),
+                resolving: Mutex::new(()),
+                strategy: self.strategy,
+                retry: self.retry,
+                budget: self.budget,
+                ejection: self.ejection,
+                timeout: self.timeout,
+                in_flight: Semaphore::new(self.max_in_flight),
+                max_in_flight: self.max_in_flight,
+                wrappers: self.wrappers.into(),
+                epoch: Instant::now(),
+            }),
+        })
+    }
+}
+
+/// Calls services by name. Cheap to clone; clones share the cache and the node state.
+///
+/// ```no_run
+/// use micro::{Client, Node, ServiceError};
+///
+/// # #[tokio::main] async fn main() -> Result<(), ServiceError> {
+/// let node = Node::builder().listen("127.0.0.1:0".parse().unwrap()).start().await?;
+/// let client = Client::builder(&node).build().await?;
+/// let greeting: String = client.call("greeter", "Greeter.Hello", &"Ada".to_owned()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: Node,
+    cache: RegistryCache,
+    views: DashMap<String, Arc<ServiceView>>,
+    health: DashMap<NodeId, Arc<NodeHealth>>,
+    /// Serializes first lookups of endpoint addresses, so a burst of calls dials once.
+    resolving: Mutex<()>,
+    strategy: Selector,
+    retry: RetryPolicy,
+    budget: RetryBudget,
+    ejection: Ejection,
+    timeout: Duration,
+    in_flight: Semaphore,
+    max_in_flight: usize,
+    wrappers: Arc<[Arc<dyn Wrapper>]>,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("node", &self.node.id())
+            .field("strategy", &self.strategy)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an attempt failed, for the retry decision.
+enum Failure {
+    /// The request never reached a handler: retry anywhere.
+    NotSent(ServiceError),
+    /// The link broke after sending: retry only idempotent endpoints.
+    Unknown(ServiceError),
+    /// The handler (or the deadline) answered: final.
+    Final(ServiceError),
+}
+
+impl Client {
+    /// A client on `node`, to configure.
+    pub fn builder(node: &Node) -> ClientBuilder {
+        ClientBuilder {
+            node: node.clone(),
+            registry: None,
+            strategy: Selector::default(),
+            retry: RetryPolicy::default(),
+            budget: RetryBudget::default(),
+            ejection: Ejection::default(),
+            timeout: Duration::from_secs(5),
+            max_in_flight: 10_000,
+            wrappers: Vec::new(),
+        }
+    }
+
+    /// A client on `node` with the defaults.
+    pub async fn new(node: &Node) -> Result<Client, ServiceError> {
+        Self::builder(node).build().await
+    }
+
+    /// Calls `endpoint` of `service` with `request`, with the default options.
+    pub async fn call<Req, Resp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        request: &Req,
+    ) -> Result<Resp, ServiceError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        Ok(self
+            .call_with(service, endpoint, request, CallOptions::default())
+            .await?
+            .message)
+    }
+
+    /// Calls `endpoint` of `service` with `request` and `options`; the response comes with its
+    /// headers.
+    pub async fn call_with<Req, Resp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<WithHeaders<Resp>, ServiceError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let content_type = options.content_type;
+        let body = content_type
+            .encode(request)
+            .map_err(|e| ServiceError::bad_request(CLIENT_ID, e.to_string()))?;
+        let response = self
+            .call_raw(service, endpoint, Bytes::from(body), options)
+            .await?;
+        let message = content_type.decode(&response.body).map_err(|e| {
+            ServiceError::internal(CLIENT_ID, format!("the response did not decode: {e}"))
+        })?;
+        Ok(WithHeaders {
+            message,
+            metadata: response.metadata,
+        })
+    }
+
+    /// Calls with a body already encoded in `options`' content type; the response body is in
+    /// the same content type.
+    pub async fn call_raw(
+        &self,
+        service: &str,
+        endpoint: &str,
+        body: Bytes,
+        options: CallOptions,
+    ) -> Result<Response, ServiceError> {
+        let inner = &self.inner;
+        let _permit = inner.in_flight.try_acquire().map_err(|_| {
+            ServiceError::unavailable(
+                CLIENT_ID,
+                format!(
+                    "the client's in-flight cap of {} calls is reached",
+                    inner.max_in_flight
+                ),
+            )
+        })?;
+        let deadline = Instant::now() + options.timeout.unwrap_or(inner.timeout);
+        let view = self.view(service).await?;
+        let request = Request {
+            service: view.name.clone(),
+            endpoint: match view.endpoints.get(endpoint) {
+                Some(e) => e.name.clone(),
+                None => endpoint.into(),
+            },
+            content_type: options.content_type,
+            metadata: options.metadata.clone(),
+            body,
+            deadline: Some(deadline),
+        };
+        if inner.wrappers.is_empty() {
+            return self.send_with_retries(&view, request, &options).await;
+        }
+        let send = |request: Request| -> BoxFuture<'_, Result<Response, ServiceError>> {
+            Box::pin(self.send_with_retries(&view, request, &options))
+        };
+        Next::new(&inner.wrappers, &send).run(request).await
+    }
+
+    /// Sends one request, retrying on other nodes as the policy allows.
+    async fn send_with_retries(
+        &self,
+        view: &ServiceView,
+        request: Request,
+        options: &CallOptions,
+    ) -> Result<Response, ServiceError> {
+        let inner = &self.inner;
+        let endpoint = endpoint_of(view, &request.endpoint)?;
+        if endpoint.stream {
+            return Err(ServiceError::bad_request(
+                CLIENT_ID,
+                format!(
+                    "{} is a streaming endpoint: use Client::stream",
+                    request.endpoint
+                ),
+            ));
+        }
+        let deadline = request
+            .deadline
+            .unwrap_or_else(|| Instant::now() + inner.timeout);
+        let idempotent = options.idempotent.unwrap_or(endpoint.idempotent);
+        let retries = options.retries.unwrap_or(inner.retry.max_retries);
+        let strategy = options.strategy.unwrap_or(inner.strategy);
+        inner.budget.deposit();
+        let mut tried: Vec<usize> = Vec::new();
+        let mut attempt = 0u32;
+        loop {
+            let now_ms = millis_since(inner.epoch);
+            let Some(slot) = view.pick(endpoint, strategy, &options.filter, &tried, now_ms) else {
+                return Err(ServiceError::unavailable(
+                    CLIENT_ID,
+                    format!("no node of {} matches the call's filter", view.name),
+                ));
+            };
+            let node = &view.nodes[endpoint.nodes[slot]];
+            node.health.begin();
+            let outcome = self.attempt(view, endpoint, slot, &request, deadline).await;
+            node.health.end();
+            let error = match outcome {
+                Ok(response) => {
+                    node.health.succeeded();
+                    return Ok(response);
+                }
+                Err(Failure::Final(error)) => return Err(error),
+                Err(Failure::NotSent(error)) => error,
+                Err(Failure::Unknown(error)) if idempotent => error,
+                Err(Failure::Unknown(error)) => {
+                    node.health.failed(&inner.ejection, now_ms);
+                    return Err(error);
+                }
+            };
+            if node.health.failed(&inner.ejection, now_ms) {
+                tracing::info!(service = %view.name, node = %node.id, "ejecting a failing node for a while");
+            }
+            attempt += 1;
+            if attempt > retries || Instant::now() >= deadline || !inner.budget.withdraw() {
+                return Err(error);
+            }
+            tracing::debug!(service = %view.name, endpoint = %endpoint.name, attempt, error = %error, "retrying on another node");
+            let pause = inner.retry.delay(attempt);
+            if !pause.is_zero() {
+                tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+            }
+            tried.push(slot);
+        }
+    }
+
+    /// One attempt on one node.
+    async fn attempt(
+        &self,
+        view: &ServiceView,
+        endpoint: &EndpointView,
+        slot: usize,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<Response, Failure> {
+        let addr = self.endpoint_addr(view, endpoint, slot).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(Failure::Final(timeout_error(&view.name, &endpoint.name)));
+        }
+        let head = Head {
+            content_type: WireContentType(request.content_type),
+            metadata: request.metadata.clone(),
+            timeout_ms: Some(millis(remaining)),
+        };
+        let body = request.body.clone();
+        let answer = addr
+            .ask(|reply| EndpointMsg::Call { head, body, reply }, remaining)
+            .await;
+        match answer {
+            Ok(Ok(answer)) => Ok(Response {
+                metadata: answer.metadata,
+                body: answer.body,
+            }),
+            // The server refused before running it (overload, draining): try elsewhere.
+            Ok(Err(error)) if error.code == 503 && error.id == SERVER_ID => {
+                Err(Failure::NotSent(error))
+            }
+            Ok(Err(error)) => Err(Failure::Final(error)),
+            Err(error) => Err(classify(error, &view.name, &endpoint.name)),
+        }
+    }
+
+    /// The endpoint actor on the node in `slot`: looked up once, then kept.
+    async fn endpoint_addr(
+        &self,
+        view: &ServiceView,
+        endpoint: &EndpointView,
+        slot: usize,
+    ) -> Result<Addr<EndpointMsg>, Failure> {
+        let cell = &endpoint.addrs[slot];
+        if let Some(addr) = cell.get() {
+            return Ok(addr.clone());
+        }
+        let _one_at_a_time = self.inner.resolving.lock().await;
+        let node = &view.nodes[endpoint.nodes[slot]];
+        cell.get_or_try_init(|| self.lookup(node.id, node.address, &endpoint.actor))
+            .await
+            .cloned()
+    }
+
+    async fn lookup(
+        &self,
+        id: NodeId,
+        address: Option<std::net::SocketAddr>,
+        actor: &str,
+    ) -> Result<Addr<EndpointMsg>, Failure> {
+        let node = &self.inner.node;
+        let not_sent =
+            |detail: String| Failure::NotSent(ServiceError::unavailable(CLIENT_ID, detail));
+        if id == node.id() {
+            return node
+                .lookup::<EndpointMsg>(actor)
+                .map_err(|e| not_sent(format!("{actor} on this node: {e}")));
+        }
+        if !node.peers().iter().any(|p| p.node == id && p.connected) {
+            let address = address.ok_or_else(|| not_sent(format!("node {id} has no address")))?;
+            let reached = node
+                .connect(address)
+                .await
+                .map_err(|e| not_sent(format!("node {id} at {address}: {e}")))?;
+            if reached != id {
+                return Err(not_sent(format!(
+                    "{address} is now node {reached}, not {id}: the registration is stale"
+                )));
+            }
+        }
+        node.lookup_remote::<EndpointMsg>(id, actor)
+            .await
+            .map_err(|e| not_sent(format!("{actor} on node {id}: {e}")))
+    }
+
+    /// The client's view of `service`, rebuilt when the registry cache changed.
+    async fn view(&self, service: &str) -> Result<Arc<ServiceView>, ServiceError> {
+        let inner = &self.inner;
+        let generation = inner.cache.generation();
+        let previous = inner.views.get(service).map(|v| v.clone());
+        if let Some(view) = &previous
+            && view.generation == generation
+        {
+            return Ok(view.clone());
+        }
+        let versions = inner.cache.resolve(service).await.map_err(|e| {
+            let mut e = ServiceError::from(e);
+            e.id = CLIENT_ID.to_owned();
+            e
+        })?;
+        let generation = generation.max(inner.cache.generation());
+        let health = |id: NodeId| inner.health.entry(id).or_default().clone();
+        let view = Arc::new(ServiceView::build(
+            service,
+            generation,
+            &versions,
+            previous.as_deref(),
+            &health,
+        ));
+        if view.nodes.is_empty() {
+            return Err(ServiceError::not_found(
+                CLIENT_ID,
+                format!("service {service:?} has no nodes"),
+            ));
+        }
+        inner.views.insert(service.to_owned(), view.clone());
+        Ok(view)
+    }
+
+    /// Opens a bidirectional stream with `endpoint` of `service`: requests go out on the
+    /// [`Outgoing`], responses come back on the [`Incoming`]. Opening is retried on another node
+    /// when it did not reach one; what happens after is the stream's.
+    pub async fn stream<Req, Resp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        options: CallOptions,
+    ) -> Result<(Outgoing<Req>, Incoming<Resp>), ServiceError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let inner = &self.inner;
+        let deadline = options.timeout.map(|t| Instant::now() + t);
+        let open_by = Instant::now() + options.timeout.unwrap_or(inner.timeout);
+        let view = self.view(service).await?;
+        let endpoint = endpoint_of(&view, endpoint)?;
+        let strategy = options.strategy.unwrap_or(inner.strategy);
+        let retries = options.retries.unwrap_or(inner.retry.max_retries);
+        let id: Arc<str> = view.name.clone();
+        inner.budget.deposit();
+        let mut tried = Vec::new();
+        let mut attempt = 0u32;
+        loop {
+            let now_ms = millis_since(inner.epoch);
+            let Some(slot) = view.pick(endpoint, strategy, &options.filter, &tried, now_ms) else {
+                return Err(ServiceError::unavailable(
+                    CLIENT_ID,
+                    format!("no node of {} matches the call's filter", view.name),
+                ));
+            };
+            let node = &view.nodes[endpoint.nodes[slot]];
+            let outcome = self
+                .open(&view, endpoint, slot, &options, deadline, open_by)
+                .await;
+            let error = match outcome {
+                Ok((requests, responses)) => {
+                    node.health.succeeded();
+                    let outgoing = Outgoing::new(
+                        Arc::new(Mutex::new(Some(requests))),
+                        options.content_type,
+                        id.clone(),
+                    );
+                    let incoming = Incoming::new(responses, options.content_type, deadline, id);
+                    return Ok((outgoing, incoming));
+                }
+                Err(Failure::NotSent(error)) => error,
+                Err(Failure::Unknown(error) | Failure::Final(error)) => return Err(error),
+            };
+            node.health.failed(&inner.ejection, now_ms);
+            attempt += 1;
+            if attempt > retries || Instant::now() >= open_by || !inner.budget.withdraw() {
+                return Err(error);
+            }
+            let pause = inner.retry.delay(attempt);
+            if !pause.is_zero() {
+                tokio::time::sleep_until((Instant::now() + pause).min(open_by)).await;
+            }
+            tried.push(slot);
+        }
+    }
+
+    async fn open(
+        &self,
+        view: &ServiceView,
+        endpoint: &EndpointView,
+        slot: usize,
+        options: &CallOptions,
+        deadline: Option<Instant>,
+        open_by: Instant,
+    ) -> Result<
+        (
+            micro_runtime::StreamSender<StreamItem>,
+            micro_runtime::StreamReceiver<StreamItem>,
+        ),
+        Failure,
+    > {
+        let addr = self.endpoint_addr(view, endpoint, slot).await?;
+        let remaining = open_by.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(Failure::Final(timeout_error(&view.name, &endpoint.name)));
+        }
+        let (responses_tx, responses) = stream_channel(crate::service::STREAM_BUFFER);
+        let head = Head {
+            content_type: WireContentType(options.content_type),
+            metadata: options.metadata.clone(),
+            timeout_ms: deadline.map(|d| millis(d.saturating_duration_since(Instant::now()))),
+        };
+        let answer = addr
+            .ask(
+                |reply| EndpointMsg::Open {
+                    head,
+                    responses: responses_tx,
+                    reply,
+                },
+                remaining,
+            )
+            .await;
+        match answer {
+            Ok(Ok(requests)) => Ok((requests, responses)),
+            Ok(Err(error)) if error.code == 503 && error.id == SERVER_ID => {
+                Err(Failure::NotSent(error))
+            }
+            Ok(Err(error)) => Err(Failure::Final(error)),
+            Err(error) => Err(classify(error, &view.name, &endpoint.name)),
+        }
+    }
+
+    /// Calls a server-streaming endpoint: one request, a stream of responses.
+    pub async fn server_stream<Req, Resp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<Incoming<Resp>, ServiceError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let (mut requests, responses) =
+            self.stream::<Req, Resp>(service, endpoint, options).await?;
+        requests.send(request).await?;
+        requests.finish().await?;
+        Ok(responses)
+    }
+
+    /// Calls a client-streaming endpoint: send requests on the returned [`ClientStreaming`],
+    /// then [`finish`](ClientStreaming::finish) it for the one response.
+    pub async fn client_stream<Req, Resp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        options: CallOptions,
+    ) -> Result<ClientStreaming<Req, Resp>, ServiceError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let (requests, responses) = self.stream(service, endpoint, options).await?;
+        Ok(ClientStreaming {
+            requests,
+            responses,
+        })
+    }
+
+    /// The node this client calls from.
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+}
+
+/// A client-streaming call in progress.
+#[derive(Debug)]
+pub struct ClientStreaming<Req, Resp> {
+    requests: Outgoing<Req>,
+    responses: Incoming<Resp>,
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned> ClientStreaming<Req, Resp> {
+    /// Sends one request (waiting while the server is behind).
+    pub async fn send(&mut self, request: &Req) -> Result<(), ServiceError> {
+        match self.requests.send(request).await {
+            Ok(()) => Ok(()),
+            // The server ended the call early: its answer (or error) says why.
+            Err(err) if err.code == 499 => match self.responses.recv().await {
+                Some(Err(answer)) => Err(answer),
+                _ => Err(err),
+            },
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Ends the requests and waits for the response.
+    pub async fn finish(mut self) -> Result<Resp, ServiceError> {
+        self.requests.finish().await?;
+        match self.responses.recv().await {
+            Some(answer) => answer,
+            None => Err(ServiceError::internal(
+                CLIENT_ID,
+                "the stream ended without a response",
+            )),
+        }
+    }
+
+    /// Abandons the call: the handler's requests end with an error.
+    pub async fn cancel(self, reason: &str) {
+        self.requests.cancel(reason).await;
+    }
+}
+
+fn endpoint_of<'v>(
+    view: &'v ServiceView,
+    endpoint: &str,
+) -> Result<&'v EndpointView, ServiceError> {
+    view.endpoints.get(endpoint).ok_or_else(|| {
+        ServiceError::not_found(
+            CLIENT_ID,
+            format!("service {} has no endpoint {endpoint:?}", view.name),
+        )
+    })
+}
+
+fn timeout_error(service: &str, endpoint: &str) -> ServiceError {
+    ServiceError::timeout(
+        CLIENT_ID,
+        format!("{service} {endpoint}: the deadline passed"),
+    )
+}
+
+/// Sorts a runtime failure of an attempt: never sent, outcome unknown, or final.
+fn classify(error: micro_runtime::Error, service: &str, endpoint: &str) -> Failure {
+    use micro_runtime::Error as E;
+    let detail = format!("{service} {endpoint}: {error}");
+    match error {
+        E::Timeout(_) => Failure::Final(ServiceError::timeout(CLIENT_ID, detail)),
+        E::NoRoute(_)
+        | E::NotFound(_)
+        | E::NotExposed(_)
+        | E::Unavailable(_)
+        | E::MailboxFull { .. }
+        | E::ActorStopped(_)
+        | E::NodeStopped(_)
+        | E::Untrusted { .. } => Failure::NotSent(ServiceError::unavailable(CLIENT_ID, detail)),
+        E::NodeLost(_) | E::ReplyDropped => {
+            Failure::Unknown(ServiceError::unavailable(CLIENT_ID, detail))
+        }
+        E::Codec { .. } | E::UnknownContentType(_) => {
+            Failure::Final(ServiceError::bad_request(CLIENT_ID, detail))
+        }
+        _ => Failure::Final(ServiceError::internal(CLIENT_ID, detail)),
+    }
+}

@@ -1,0 +1,329 @@
+//! Choosing a node for a call: the client's view of a service (rebuilt only when the registry
+//! cache changes), filters, strategies and the ejection of failing nodes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use micro_runtime::{Addr, NodeId};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use crate::Metadata;
+use crate::service::{IDEMPOTENT_KEY, SHAPE_KEY};
+use crate::wire::{EndpointMsg, actor_name};
+
+/// How a client picks among the nodes that serve an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Selector {
+    /// Uniformly at random (Go Micro's default).
+    #[default]
+    Random,
+    /// Each node in turn, per endpoint: with N nodes, N calls reach N different nodes.
+    RoundRobin,
+    /// The node with the fewest calls outstanding from this client (ties broken at random).
+    LeastOutstanding,
+}
+
+/// Which nodes may serve a call: a version, and metadata entries that must match (on the node,
+/// or on its service version).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    version: Option<String>,
+    metadata: Vec<(String, String)>,
+}
+
+impl Filter {
+    /// Accepts every node.
+    pub fn any() -> Self {
+        Self::default()
+    }
+
+    /// Only nodes of this service version.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Only nodes whose metadata (or their service version's) has `key = value`.
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    fn accepts(&self, node: &NodeView) -> bool {
+        if let Some(version) = &self.version
+            && &node.version != version
+        {
+            return false;
+        }
+        self.metadata
+            .iter()
+            .all(|(k, v)| node.metadata.get(k).is_some_and(|have| have == v))
+    }
+
+    pub(crate) fn is_any(&self) -> bool {
+        self.version.is_none() && self.metadata.is_empty()
+    }
+}
+
+/// One node serving a service, as the registry described it.
+#[derive(Debug)]
+pub(crate) struct NodeView {
+    pub(crate) id: NodeId,
+    pub(crate) address: Option<SocketAddr>,
+    pub(crate) version: String,
+    /// The service version's metadata, overlaid by the node's.
+    pub(crate) metadata: Metadata,
+    pub(crate) health: Arc<NodeHealth>,
+}
+
+/// One endpoint of a service: who serves it, and the addresses of its actors (looked up once).
+#[derive(Debug)]
+pub(crate) struct EndpointView {
+    pub(crate) name: Arc<str>,
+    pub(crate) idempotent: bool,
+    pub(crate) stream: bool,
+    /// Indexes into the view's nodes.
+    pub(crate) nodes: Vec<usize>,
+    /// The endpoint actor's address on each of those nodes, in the same order.
+    pub(crate) addrs: Vec<Arc<OnceCell<Addr<EndpointMsg>>>>,
+    pub(crate) actor: String,
+    next: AtomicUsize,
+}
+
+/// A service as the client sees it, derived from one generation of the registry cache.
+#[derive(Debug)]
+pub(crate) struct ServiceView {
+    pub(crate) generation: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) nodes: Vec<NodeView>,
+    pub(crate) endpoints: HashMap<String, EndpointView>,
+}
+
+impl ServiceView {
+    /// Builds the view; addresses already looked up by `previous` are kept.
+    pub(crate) fn build(
+        name: &str,
+        generation: u64,
+        versions: &[micro_registry::Service],
+        previous: Option<&ServiceView>,
+        health: &dyn Fn(NodeId) -> Arc<NodeHealth>,
+    ) -> Self {
+        let mut nodes: Vec<NodeView> = Vec::new();
+        let mut endpoints: HashMap<String, EndpointView> = HashMap::new();
+        for version in versions {
+            for node in &version.nodes {
+                let Some(id) = u128::from_str_radix(&node.id, 16)
+                    .ok()
+                    .map(NodeId::from_u128)
+                else {
+                    tracing::debug!(service = name, node = %node.id, "skipping a node with a foreign id");
+                    continue;
+                };
+                if nodes.iter().any(|n| n.id == id) {
+                    continue;
+                }
+                let mut metadata = version.metadata.clone();
+                metadata.extend(node.metadata.clone());
+                let index = nodes.len();
+                nodes.push(NodeView {
+                    id,
+                    address: node.address.parse().ok(),
+                    version: version.version.clone(),
+                    metadata,
+                    health: health(id),
+                });
+                for endpoint in &version.endpoints {
+                    let view =
+                        endpoints
+                            .entry(endpoint.name.clone())
+                            .or_insert_with(|| EndpointView {
+                                name: endpoint.name.as_str().into(),
+                                idempotent: endpoint
+                                    .metadata
+                                    .get(IDEMPOTENT_KEY)
+                                    .is_some_and(|v| v == "true"),
+                                stream: endpoint
+                                    .metadata
+                                    .get(SHAPE_KEY)
+                                    .is_some_and(|v| v != "unary"),
+                                nodes: Vec::new(),
+                                addrs: Vec::new(),
+                                actor: actor_name(name, &endpoint.name),
+                                next: AtomicUsize::new(0),
+                            });
+                    let kept = previous.and_then(|p| p.addr_slot(&endpoint.name, id));
+                    view.nodes.push(index);
+                    view.addrs.push(kept.unwrap_or_default());
+                }
+            }
+        }
+        // A stable order, so that round-robin is fair across rebuilds.
+        for view in endpoints.values_mut() {
+            let mut pairs: Vec<_> = view
+                .nodes
+                .iter()
+                .copied()
+                .zip(view.addrs.drain(..))
+                .collect();
+            pairs.sort_by_key(|(i, _)| nodes[*i].id);
+            let (order, addrs): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+            view.nodes = order;
+            view.addrs = addrs;
+        }
+        ServiceView {
+            generation,
+            name: name.into(),
+            nodes,
+            endpoints,
+        }
+    }
+
+    fn addr_slot(&self, endpoint: &str, node: NodeId) -> Option<Arc<OnceCell<Addr<EndpointMsg>>>> {
+        let view = self.endpoints.get(endpoint)?;
+        view.nodes
+            .iter()
+            .position(|&i| self.nodes[i].id == node)
+            .map(|slot| view.addrs[slot].clone())
+    }
+
+    /// Picks a slot of `endpoint`'s nodes: accepted by `filter`, not ejected (unless all are),
+    /// not in `tried` (unless all are). `None` when the filter leaves nothing.
+    pub(crate) fn pick(
+        &self,
+        endpoint: &EndpointView,
+        strategy: Selector,
+        filter: &Filter,
+        tried: &[usize],
+        now_ms: u64,
+    ) -> Option<usize> {
+        let mut candidates: Vec<usize> = (0..endpoint.nodes.len())
+            .filter(|&slot| filter.is_any() || filter.accepts(&self.nodes[endpoint.nodes[slot]]))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let untried: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|s| !tried.contains(s))
+            .collect();
+        if !untried.is_empty() {
+            candidates = untried;
+        }
+        let healthy: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&s| !self.nodes[endpoint.nodes[s]].health.is_ejected(now_ms))
+            .collect();
+        if !healthy.is_empty() {
+            candidates = healthy;
+        }
+        let chosen = match strategy {
+            Selector::Random => candidates[rand::random_range(0..candidates.len())],
+            Selector::RoundRobin => {
+                let turn = endpoint.next.fetch_add(1, Ordering::Relaxed);
+                candidates[turn % candidates.len()]
+            }
+            Selector::LeastOutstanding => {
+                let start = rand::random_range(0..candidates.len());
+                let mut best = candidates[start];
+                let mut least = usize::MAX;
+                for k in 0..candidates.len() {
+                    let slot = candidates[(start + k) % candidates.len()];
+                    let outstanding = self.nodes[endpoint.nodes[slot]].health.outstanding();
+                    if outstanding < least {
+                        least = outstanding;
+                        best = slot;
+                    }
+                }
+                best
+            }
+        };
+        Some(chosen)
+    }
+}
+
+/// What a client knows of one node's health: calls outstanding, consecutive failures, and
+/// whether it is ejected for now.
+#[derive(Debug, Default)]
+pub(crate) struct NodeHealth {
+    outstanding: AtomicUsize,
+    failures: AtomicU32,
+    ejections: AtomicU32,
+    ejected_until_ms: AtomicU64,
+}
+
+/// When a node is ejected, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ejection {
+    /// Consecutive failures that eject a node (default 3).
+    pub after_failures: u32,
+    /// How long the first ejection lasts (default 1 s); each further one in a row doubles it.
+    pub duration: Duration,
+    /// The longest ejection (default 30 s).
+    pub max_duration: Duration,
+}
+
+impl Default for Ejection {
+    fn default() -> Self {
+        Ejection {
+            after_failures: 3,
+            duration: Duration::from_secs(1),
+            max_duration: Duration::from_secs(30),
+        }
+    }
+}
+
+impl NodeHealth {
+    pub(crate) fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn begin(&self) {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn end(&self) {
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    pub(crate) fn succeeded(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.ejections.load(Ordering::Relaxed) != 0 {
+            self.ejections.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a failure; ejects the node after enough in a row. True when this ejected it.
+    pub(crate) fn failed(&self, policy: &Ejection, now_ms: u64) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < policy.after_failures.max(1) {
+            return false;
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        let times = self.ejections.fetch_add(1, Ordering::Relaxed);
+        let factor = 1u32.checked_shl(times.min(16)).unwrap_or(u32::MAX);
+        let duration = policy
+            .duration
+            .saturating_mul(factor)
+            .min(policy.max_duration);
+        let until = now_ms + u64::try_from(duration.as_millis()).unwrap_or(u64::MAX / 2);
+        self.ejected_until_ms.store(until, Ordering::Relaxed);
+        true
+    }
+}
+
+/// Milliseconds on the client's clock.
+pub(crate) fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,100 @@
+//! [`CallContext`]: what a handler knows about the call it serves.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::Metadata;
+
+/// The header that carries a call's trace id across nodes (see [`Tracing`](crate::Tracing)).
+pub const TRACE_ID_HEADER: &str = "Micro-Trace-Id";
+
+/// The call a handler serves: its service and endpoint, the caller's headers, the deadline, and
+/// headers to send back.
+///
+/// ```
+/// use micro::{CallContext, ServiceError};
+///
+/// async fn hello(ctx: CallContext, name: String) -> Result<String, ServiceError> {
+///     let lang = ctx.header("lang").unwrap_or("en").to_owned();
+///     ctx.set_header("served-in", lang.clone());
+///     Ok(if lang == "fr" { format!("Bonjour {name}") } else { format!("Hello {name}") })
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    service: Arc<str>,
+    endpoint: Arc<str>,
+    metadata: Arc<Metadata>,
+    deadline: Option<Instant>,
+    reply_metadata: Arc<Mutex<Metadata>>,
+}
+
+impl CallContext {
+    pub(crate) fn new(
+        service: Arc<str>,
+        endpoint: Arc<str>,
+        metadata: Metadata,
+        deadline: Option<Instant>,
+    ) -> Self {
+        CallContext {
+            service,
+            endpoint,
+            metadata: Arc::new(metadata),
+            deadline,
+            reply_metadata: Arc::default(),
+        }
+    }
+
+    /// The service's name.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The endpoint's name, e.g. `"Greeter.Hello"`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The caller's headers.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// One of the caller's headers.
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    /// The call's trace id, if the caller (or a [`Tracing`](crate::Tracing) wrapper) set one.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.header(TRACE_ID_HEADER)
+    }
+
+    /// When the caller stops waiting; the handler is cancelled then.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Sets a header on the response.
+    pub fn set_header(&self, key: impl Into<String>, value: impl Into<String>) {
+        if let Ok(mut headers) = self.reply_metadata.lock() {
+            headers.insert(key.into(), value.into());
+        }
+    }
+
+    /// The response headers set so far (taken by the server when the handler returns).
+    pub(crate) fn take_reply_metadata(&self) -> Metadata {
+        self.reply_metadata
+            .lock()
+            .map(|mut headers| std::mem::take(&mut *headers))
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,168 @@
+//! [`ServiceError`]: Go Micro's error shape — an id, an HTTP-like code, a detail and a status —
+//! preserved end to end between a handler and its caller.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// An error from a service call, as Go Micro has it: who raised it (`id`, e.g. `"greeter"` or
+/// `"micro.client"`), an HTTP-like `code` (400, 401, 403, 404, 408, 409, 500, 503…), a `detail`
+/// for humans and the code's `status` text.
+///
+/// Handlers return it; it travels back to the caller unchanged. The client makes its own for
+/// what goes wrong on the way (timeout → 408, no node reachable → 503, …).
+///
+/// ```
+/// use micro::ServiceError;
+///
+/// let err = ServiceError::not_found("greeter", "no user named ada");
+/// assert_eq!(err.code, 404);
+/// assert_eq!(err.status, "Not Found");
+/// assert_eq!(err.to_string(), "greeter 404 Not Found: no user named ada");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct ServiceError {
+    /// Who raised it: a service name, or `micro.client` / `micro.server` for the framework.
+    pub id: String,
+    /// An HTTP-like status code.
+    pub code: u16,
+    /// What went wrong, for humans.
+    pub detail: String,
+    /// The code's reason phrase (`"Not Found"`).
+    pub status: String,
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {}: {}",
+            self.id, self.code, self.status, self.detail
+        )
+    }
+}
+
+/// The id the client puts on the errors it makes itself.
+pub(crate) const CLIENT_ID: &str = "micro.client";
+/// The id the server side puts on the errors it makes itself.
+pub(crate) const SERVER_ID: &str = "micro.server";
+
+impl ServiceError {
+    /// An error with any code; the status text follows from the code.
+    pub fn new(id: impl Into<String>, code: u16, detail: impl Into<String>) -> Self {
+        ServiceError {
+            id: id.into(),
+            code,
+            detail: detail.into(),
+            status: status_text(code).to_owned(),
+        }
+    }
+
+    /// 400: the request is malformed (it did not decode, or failed validation).
+    pub fn bad_request(id: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(id, 400, detail)
+    }
+
+    /// 401: the caller is not authenticated.
+    pub fn unauthorized(id: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(id, 401, detail)
+    }
+
+    /// 403: the caller may not do this.
+    pub fn forbidden(id: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(id, 403, detail)
+    }
+
+    /// 404: the thing asked for does not exist (a record, a service, an endpoint).
+    pub fn not_found(id: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(id, 404, detail)
+    }
+
+    /// 408: the call's deadline passed.
+    pub fn timeout(id: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(id, 408, detail)
+    }
+
+    /// 409: the request conflicts with the current state.
+    pub fn conflict(id: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(id, 409, detail)
+    }
+
+    /// 500: something failed inside the service (a handler panicked, a response did not encode).
+    pub fn internal(id: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(id, 500, detail)
+    }
+
+    /// 503: the service cannot take the call now (overloaded, draining, or no node reachable);
+    /// the call was not run and can be retried elsewhere.
+    pub fn unavailable(id: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(id, 503, detail)
+    }
+
+    /// Whether this is a 408.
+    pub fn is_timeout(&self) -> bool {
+        self.code == 408
+    }
+}
+
+/// The reason phrase of an HTTP-like code.
+fn status_text(code: u16) -> &'static str {
+    match code {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        499 => "Client Closed Request",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+/// Runtime failures seen by the front door (starting a service, a stream's transport), with the
+/// nearest code.
+impl From<micro_runtime::Error> for ServiceError {
+    fn from(err: micro_runtime::Error) -> Self {
+        use micro_runtime::Error as E;
+        let code = match &err {
+            E::Timeout(_) => 408,
+            E::NotFound(_) | E::NotExposed(_) => 404,
+            E::NameTaken(_) => 409,
+            E::Untrusted { .. } => 403,
+            E::StreamClosed(_) | E::StreamCancelled(_) => 499,
+            E::Unavailable(_)
+            | E::MailboxFull { .. }
+            | E::NoRoute(_)
+            | E::NodeLost(_)
+            | E::NodeStopped(_)
+            | E::ActorStopped(_) => 503,
+            _ => 500,
+        };
+        ServiceError::new("micro", code, err.to_string())
+    }
+}
+
+/// Registry failures, with the nearest code (an unknown service is a 404).
+impl From<micro_registry::RegistryError> for ServiceError {
+    fn from(err: micro_registry::RegistryError) -> Self {
+        match err {
+            micro_registry::RegistryError::Runtime(runtime) => {
+                let mut mapped = ServiceError::from(runtime);
+                mapped.id = "micro.registry".to_owned();
+                mapped
+            }
+            micro_registry::RegistryError::NotFound(name) => {
+                ServiceError::not_found("micro.registry", format!("service {name:?} not found"))
+            }
+            other => ServiceError::internal("micro.registry", other.to_string()),
+        }
+    }
+}

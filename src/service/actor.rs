@@ -1,0 +1,218 @@
+//! The endpoint actor: one per endpoint per node, supervised under its service. It admits each
+//! call (or refuses it with 503) and runs it in a task of its own, so a slow, cancelled or
+//! panicking handler never blocks or kills the actor.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use micro_runtime::{Actor, ActorError, Context, StreamSender, stream_channel};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::endpoint::Handler;
+use super::stats::{CallGuard, Counters, Drain};
+use crate::error::SERVER_ID;
+use crate::wire::{Answer, EndpointMsg, Head, StreamItem};
+use crate::wrapper::Next;
+use crate::{BoxFuture, CallContext, Request, Response, ServiceError, Wrapper};
+
+/// Room for requests between a stream's caller and its handler.
+pub(crate) const STREAM_BUFFER: usize = 64;
+
+/// What every incarnation of an endpoint actor shares (the factory clones it).
+pub(crate) struct EndpointShared {
+    pub(crate) service: Arc<str>,
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) handler: Handler,
+    pub(crate) limit: usize,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) drain: Arc<Drain>,
+    pub(crate) wrappers: Arc<[Arc<dyn Wrapper>]>,
+}
+
+pub(crate) struct EndpointActor(pub(crate) Arc<EndpointShared>);
+
+impl Actor for EndpointActor {
+    type Msg = EndpointMsg;
+
+    async fn handle(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        msg: EndpointMsg,
+    ) -> Result<(), ActorError> {
+        match msg {
+            EndpointMsg::Call { head, body, reply } => {
+                let shared = &self.0;
+                match CallGuard::admit(&shared.counters, &shared.drain, shared.limit) {
+                    Ok(guard) => {
+                        let deadline = earliest(reply.deadline(), &head);
+                        let request = Request {
+                            service: shared.service.clone(),
+                            endpoint: shared.endpoint.clone(),
+                            content_type: head.content_type.0,
+                            metadata: head.metadata,
+                            body,
+                            deadline,
+                        };
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            let outcome = shared.serve(request, deadline).await;
+                            guard.finished(outcome.is_err());
+                            let _ = reply.send(outcome.map(|r| Answer {
+                                metadata: r.metadata,
+                                body: r.body,
+                            }));
+                        });
+                    }
+                    Err(why) => {
+                        let _ = reply.send(Err(ServiceError::unavailable(SERVER_ID, why)));
+                    }
+                }
+            }
+            EndpointMsg::Open {
+                head,
+                responses,
+                reply,
+            } => {
+                let shared = &self.0;
+                match CallGuard::admit(&shared.counters, &shared.drain, shared.limit) {
+                    Ok(guard) => {
+                        let deadline = earliest(None, &head);
+                        let (requests_tx, requests) = stream_channel(STREAM_BUFFER);
+                        if reply.send(Ok(requests_tx)).is_err() {
+                            // The caller gave up before the stream opened.
+                            return Ok(());
+                        }
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            let outcome = shared.stream(head, requests, responses, deadline).await;
+                            guard.finished(outcome.is_err());
+                        });
+                    }
+                    Err(why) => {
+                        let _ = reply.send(Err(ServiceError::unavailable(SERVER_ID, why)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EndpointShared {
+    /// Runs one unary call through the wrappers and the handler, bounded by its deadline and the
+    /// service's stop; a panic becomes a 500.
+    async fn serve(
+        &self,
+        request: Request,
+        deadline: Option<Instant>,
+    ) -> Result<Response, ServiceError> {
+        let Handler::Unary(handler) = &self.handler else {
+            return Err(ServiceError::bad_request(
+                &*self.service,
+                format!("{} is a streaming endpoint", self.endpoint),
+            ));
+        };
+        let invoke = |request: Request| -> BoxFuture<'_, Result<Response, ServiceError>> {
+            let ctx = CallContext::new(
+                request.service,
+                request.endpoint,
+                request.metadata,
+                request.deadline,
+            );
+            handler.call(ctx, request.content_type, request.body)
+        };
+        let run = async {
+            if self.wrappers.is_empty() {
+                invoke(request).await
+            } else {
+                Next::new(&self.wrappers, &invoke).run(request).await
+            }
+        };
+        self.bounded(run, deadline).await
+    }
+
+    /// Runs one streaming call; ends the response stream after the handler, with its error.
+    async fn stream(
+        &self,
+        head: Head,
+        requests: micro_runtime::StreamReceiver<StreamItem>,
+        responses: StreamSender<StreamItem>,
+        deadline: Option<Instant>,
+    ) -> Result<(), ServiceError> {
+        let Handler::Stream(handler) = &self.handler else {
+            let err = ServiceError::bad_request(
+                &*self.service,
+                format!("{} is a unary endpoint", self.endpoint),
+            );
+            crate::stream::close(&Arc::new(Mutex::new(Some(responses))), Err(err.clone())).await;
+            return Err(err);
+        };
+        let responses = Arc::new(Mutex::new(Some(responses)));
+        let ctx = CallContext::new(
+            self.service.clone(),
+            self.endpoint.clone(),
+            head.metadata,
+            deadline,
+        );
+        let run = handler.open(ctx, head.content_type.0, requests, responses.clone());
+        let outcome = self.bounded(run, deadline).await;
+        crate::stream::close(&responses, outcome.clone()).await;
+        outcome
+    }
+
+    /// Awaits a handler's future unless its deadline passes (408) or the service stops (503)
+    /// first, in which case the future is dropped: the handler is cancelled.
+    async fn bounded<T>(
+        &self,
+        run: impl std::future::Future<Output = Result<T, ServiceError>>,
+        deadline: Option<Instant>,
+    ) -> Result<T, ServiceError> {
+        let mut aborted = self.drain.aborted();
+        let expired = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        let span = tracing::debug_span!("micro.endpoint", service = %self.service, endpoint = %self.endpoint);
+        let run = AssertUnwindSafe(run).catch_unwind().instrument(span);
+        tokio::select! {
+            outcome = run => outcome.unwrap_or_else(|panic| {
+                let why = panic_message(&*panic);
+                tracing::error!(service = %self.service, endpoint = %self.endpoint, panic = %why, "handler panicked");
+                Err(ServiceError::internal(&*self.service, format!("handler panicked: {why}")))
+            }),
+            () = expired => Err(ServiceError::timeout(
+                &*self.service,
+                format!("{}: the deadline passed; the handler was cancelled", self.endpoint),
+            )),
+            _ = aborted.wait_for(|aborted| *aborted) => Err(ServiceError::unavailable(
+                SERVER_ID,
+                "the service stopped before the call finished",
+            )),
+        }
+    }
+}
+
+/// The earlier of the reply port's deadline and the one the head announces.
+fn earliest(reply: Option<Instant>, head: &Head) -> Option<Instant> {
+    let announced = head.timeout().map(|t| Instant::now() + t);
+    match (reply, announced) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}

@@ -1,0 +1,309 @@
+//! [`Endpoint`]: one typed handler of a service — unary, or one of the three streaming shapes —
+//! and the adapters that turn it into bytes in, bytes out.
+
+use std::any::type_name;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use micro_runtime::{ContentType, StreamReceiver};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::stream::SharedSender;
+use crate::wire::StreamItem;
+use crate::{BoxFuture, CallContext, Incoming, Outgoing, Response, ServiceError};
+
+/// The shape of an endpoint's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One request, one response.
+    Unary,
+    /// One request, a stream of responses.
+    ServerStream,
+    /// A stream of requests, one response.
+    ClientStream,
+    /// Streams both ways.
+    Bidi,
+}
+
+impl Shape {
+    /// How the registry describes it (endpoint metadata `stream`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shape::Unary => "unary",
+            Shape::ServerStream => "server",
+            Shape::ClientStream => "client",
+            Shape::Bidi => "bidi",
+        }
+    }
+}
+
+/// A unary handler, bytes in and bytes out.
+pub(crate) trait UnaryHandler: Send + Sync + 'static {
+    fn call(
+        &self,
+        ctx: CallContext,
+        content_type: ContentType,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Response, ServiceError>>;
+}
+
+/// A streaming handler of any shape, over raw streams.
+pub(crate) trait StreamHandler: Send + Sync + 'static {
+    fn open(
+        &self,
+        ctx: CallContext,
+        content_type: ContentType,
+        requests: StreamReceiver<StreamItem>,
+        responses: SharedSender,
+    ) -> BoxFuture<'static, Result<(), ServiceError>>;
+}
+
+#[derive(Clone)]
+pub(crate) enum Handler {
+    Unary(Arc<dyn UnaryHandler>),
+    Stream(Arc<dyn StreamHandler>),
+}
+
+/// One endpoint of a [`Service`](crate::Service): a name like `"Greeter.Hello"`, an async
+/// handler from a typed request to a typed response (or a [`ServiceError`]), and options.
+///
+/// ```
+/// use micro::{CallContext, Endpoint, ServiceError};
+///
+/// let hello = Endpoint::unary("Greeter.Hello", |_ctx: CallContext, name: String| async move {
+///     Ok::<_, ServiceError>(format!("Hello {name}"))
+/// })
+/// .idempotent();
+/// assert_eq!(hello.name(), "Greeter.Hello");
+/// ```
+#[derive(Clone)]
+pub struct Endpoint {
+    pub(crate) name: Arc<str>,
+    pub(crate) shape: Shape,
+    pub(crate) handler: Handler,
+    pub(crate) request_type: &'static str,
+    pub(crate) response_type: &'static str,
+    pub(crate) idempotent: bool,
+    pub(crate) max_concurrent: Option<usize>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("shape", &self.shape)
+            .field("request", &self.request_type)
+            .field("response", &self.response_type)
+            .field("idempotent", &self.idempotent)
+            .field("max_concurrent", &self.max_concurrent)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    fn new<Req, Resp>(name: &str, shape: Shape, handler: Handler) -> Self {
+        Endpoint {
+            name: name.into(),
+            shape,
+            handler,
+            request_type: type_name::<Req>(),
+            response_type: type_name::<Resp>(),
+            idempotent: false,
+            max_concurrent: None,
+        }
+    }
+
+    /// A unary endpoint: `handler(ctx, request)` answers one request with one response.
+    pub fn unary<Req, Resp, F, Fut>(name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
+    {
+        let typed = TypedUnary {
+            handler,
+            _types: PhantomData::<fn(Req) -> Resp>,
+        };
+        Self::new::<Req, Resp>(name, Shape::Unary, Handler::Unary(Arc::new(typed)))
+    }
+
+    /// A server-streaming endpoint: `handler(ctx, request, responses)` sends any number of
+    /// responses to one request; the stream ends when it returns (with its error, if any).
+    pub fn server_stream<Req, Resp, F, Fut>(name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Req, Outgoing<Resp>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ServiceError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let open = move |ctx: CallContext, ct, requests, responses: SharedSender| {
+            let handler = handler.clone();
+            let id: Arc<str> = ctx.service().into();
+            let mut incoming = Incoming::<Req>::new(requests, ct, ctx.deadline(), id.clone());
+            let outgoing = Outgoing::new(responses, ct, id.clone());
+            Box::pin(async move {
+                let request = match incoming.recv().await {
+                    Some(request) => request?,
+                    None => {
+                        return Err(ServiceError::bad_request(
+                            &*id,
+                            "the stream carried no request",
+                        ));
+                    }
+                };
+                handler(ctx, request, outgoing).await
+            }) as BoxFuture<'static, _>
+        };
+        Self::new::<Req, Resp>(name, Shape::ServerStream, stream_handler(open))
+    }
+
+    /// A client-streaming endpoint: `handler(ctx, requests)` reads a stream of requests and
+    /// answers with one response.
+    pub fn client_stream<Req, Resp, F, Fut>(name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Incoming<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let open = move |ctx: CallContext, ct, requests, responses: SharedSender| {
+            let handler = handler.clone();
+            let id: Arc<str> = ctx.service().into();
+            let incoming = Incoming::<Req>::new(requests, ct, ctx.deadline(), id.clone());
+            let mut outgoing = Outgoing::<Resp>::new(responses, ct, id);
+            Box::pin(async move {
+                let response = handler(ctx, incoming).await?;
+                outgoing.send(&response).await
+            }) as BoxFuture<'static, _>
+        };
+        Self::new::<Req, Resp>(name, Shape::ClientStream, stream_handler(open))
+    }
+
+    /// A bidirectional endpoint: `handler(ctx, requests, responses)` reads and sends as it
+    /// likes; the response stream ends when it returns.
+    pub fn bidi_stream<Req, Resp, F, Fut>(name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Incoming<Req>, Outgoing<Resp>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ServiceError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let open = move |ctx: CallContext, ct, requests, responses: SharedSender| {
+            let id: Arc<str> = ctx.service().into();
+            let incoming = Incoming::<Req>::new(requests, ct, ctx.deadline(), id.clone());
+            let outgoing = Outgoing::<Resp>::new(responses, ct, id);
+            Box::pin(handler(ctx, incoming, outgoing)) as BoxFuture<'static, _>
+        };
+        Self::new::<Req, Resp>(name, Shape::Bidi, stream_handler(open))
+    }
+
+    /// Marks the endpoint idempotent: calling it twice does no more harm than once, so a client
+    /// may retry it on another node even when it cannot know whether the first attempt ran.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// At most `calls` at once on each node; past it, callers get 503 (retryable elsewhere).
+    pub fn max_concurrent(mut self, calls: usize) -> Self {
+        self.max_concurrent = Some(calls.max(1));
+        self
+    }
+
+    /// The endpoint's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+}
+
+struct TypedUnary<F, Types> {
+    handler: F,
+    _types: PhantomData<Types>,
+}
+
+impl<Req, Resp, F, Fut> UnaryHandler for TypedUnary<F, fn(Req) -> Resp>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
+{
+    fn call(
+        &self,
+        ctx: CallContext,
+        content_type: ContentType,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Response, ServiceError>> {
+        let request: Req = match content_type.decode(&body) {
+            Ok(request) => request,
+            Err(err) => {
+                let err = ServiceError::bad_request(ctx.service(), err.to_string());
+                return Box::pin(std::future::ready(Err(err)));
+            }
+        };
+        let answer = (self.handler)(ctx.clone(), request);
+        Box::pin(async move {
+            let response = answer.await?;
+            let body = content_type
+                .encode(&response)
+                .map_err(|e| ServiceError::internal(ctx.service(), e.to_string()))?;
+            Ok(Response {
+                metadata: ctx.take_reply_metadata(),
+                body: Bytes::from(body),
+            })
+        })
+    }
+}
+
+struct FnStream<F>(F);
+
+impl<F> StreamHandler for FnStream<F>
+where
+    F: Fn(
+            CallContext,
+            ContentType,
+            StreamReceiver<StreamItem>,
+            SharedSender,
+        ) -> BoxFuture<'static, Result<(), ServiceError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    fn open(
+        &self,
+        ctx: CallContext,
+        content_type: ContentType,
+        requests: StreamReceiver<StreamItem>,
+        responses: SharedSender,
+    ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        (self.0)(ctx, content_type, requests, responses)
+    }
+}
+
+fn stream_handler<F>(open: F) -> Handler
+where
+    F: Fn(
+            CallContext,
+            ContentType,
+            StreamReceiver<StreamItem>,
+            SharedSender,
+        ) -> BoxFuture<'static, Result<(), ServiceError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Handler::Stream(Arc::new(FnStream(open)))
+}

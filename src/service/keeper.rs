@@ -1,0 +1,82 @@
+//! The registration keeper: an actor in each service's tree that refreshes the registration
+//! before its TTL runs out.
+
+use std::time::Duration;
+
+use micro_registry::Registry;
+use micro_runtime::{Actor, ActorError, Context};
+use tokio::task::JoinHandle;
+
+#[derive(Clone)]
+pub(crate) struct Keeper {
+    registry: Registry,
+    registration: micro_registry::Service,
+    ttl: Duration,
+    interval: Duration,
+    ticker: Option<std::sync::Arc<AbortOnDrop>>,
+}
+
+pub(crate) struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(crate) enum KeeperMsg {
+    Refresh,
+}
+
+impl Keeper {
+    pub(crate) fn new(
+        registry: Registry,
+        registration: micro_registry::Service,
+        ttl: Duration,
+        interval: Duration,
+    ) -> Self {
+        Keeper {
+            registry,
+            registration,
+            ttl,
+            interval,
+            ticker: None,
+        }
+    }
+}
+
+impl Actor for Keeper {
+    type Msg = KeeperMsg;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        let me = ctx.addr();
+        let interval = self.interval;
+        self.ticker = Some(std::sync::Arc::new(AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is now: the service registered itself
+            loop {
+                tick.tick().await;
+                if me.send(KeeperMsg::Refresh).is_err() {
+                    break;
+                }
+            }
+        }))));
+        Ok(())
+    }
+
+    async fn handle(&mut self, _ctx: &mut Context<Self>, msg: KeeperMsg) -> Result<(), ActorError> {
+        match msg {
+            KeeperMsg::Refresh => {
+                if let Err(err) = self
+                    .registry
+                    .register(&self.registration, Some(self.ttl))
+                    .await
+                {
+                    tracing::warn!(service = %self.registration.name, error = %err, "refreshing the registration failed");
+                }
+            }
+        }
+        Ok(())
+    }
+}

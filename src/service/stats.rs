@@ -1,0 +1,183 @@
+//! What a running service counts, and what its built-in `Debug.Health` and `Debug.Stats`
+//! endpoints answer.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+/// The built-in health endpoint every service answers.
+pub const HEALTH_ENDPOINT: &str = "Debug.Health";
+/// The built-in stats endpoint every service answers.
+pub const STATS_ENDPOINT: &str = "Debug.Stats";
+
+/// What `Debug.Health` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `"serving"`, or `"draining"` once the service is stopping.
+    pub status: String,
+    /// The service's name.
+    pub service: String,
+    /// Its version.
+    pub version: String,
+    /// The node it runs on (its id).
+    pub node: String,
+    /// Milliseconds since the service started.
+    pub uptime_ms: u64,
+}
+
+/// What `Debug.Stats` answers: totals and one line per endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStats {
+    /// The service's name.
+    pub service: String,
+    /// Its version.
+    pub version: String,
+    /// The node it runs on (its id).
+    pub node: String,
+    /// Milliseconds since the service started.
+    pub uptime_ms: u64,
+    /// Calls answered (successes and errors), over all endpoints.
+    pub requests: u64,
+    /// Calls answered with an error.
+    pub errors: u64,
+    /// Calls running now.
+    pub in_flight: u64,
+    /// Calls refused at once (over an endpoint's concurrency limit, or while draining).
+    pub rejected: u64,
+    /// Per endpoint.
+    pub endpoints: Vec<EndpointStats>,
+}
+
+/// One endpoint's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointStats {
+    /// The endpoint's name.
+    pub name: String,
+    /// Calls answered.
+    pub requests: u64,
+    /// Calls answered with an error.
+    pub errors: u64,
+    /// Calls running now.
+    pub in_flight: u64,
+    /// Calls refused at once.
+    pub rejected: u64,
+}
+
+/// One endpoint's live counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) rejected: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self, name: &str) -> EndpointStats {
+        EndpointStats {
+            name: name.to_owned(),
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed) as u64,
+            rejected: self.rejected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A service's calls in flight, for a graceful stop: refuse new calls, wait for running ones,
+/// then cancel what is left.
+#[derive(Debug)]
+pub(crate) struct Drain {
+    pub(crate) closing: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    abort: watch::Sender<bool>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            closing: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            abort: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Drain {
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn aborted(&self) -> watch::Receiver<bool> {
+        self.abort.subscribe()
+    }
+
+    /// Waits until no call runs (true), or gives up after `timeout` (false).
+    pub(crate) async fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let idle = self.idle.notified();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.in_flight() == 0;
+            }
+        }
+    }
+
+    /// Cancels every call still running.
+    pub(crate) fn abort(&self) {
+        self.abort.send_replace(true);
+    }
+}
+
+/// Held by a running call: counts it in its endpoint and its service until dropped.
+pub(crate) struct CallGuard {
+    counters: std::sync::Arc<Counters>,
+    drain: std::sync::Arc<Drain>,
+}
+
+impl CallGuard {
+    /// Admits a call, or says why not (the service is draining, or the endpoint is at its limit).
+    pub(crate) fn admit(
+        counters: &std::sync::Arc<Counters>,
+        drain: &std::sync::Arc<Drain>,
+        limit: usize,
+    ) -> Result<Self, &'static str> {
+        if drain.closing.load(Ordering::Acquire) {
+            counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err("the service is stopping");
+        }
+        if counters.in_flight.fetch_add(1, Ordering::AcqRel) >= limit {
+            counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+            counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err("the endpoint is at its concurrency limit");
+        }
+        drain.in_flight.fetch_add(1, Ordering::AcqRel);
+        Ok(CallGuard {
+            counters: counters.clone(),
+            drain: drain.clone(),
+        })
+    }
+
+    /// Counts the call's outcome.
+    pub(crate) fn finished(&self, failed: bool) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.drain.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drain.idle.notify_waiters();
+        }
+    }
+}

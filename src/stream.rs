@@ -1,0 +1,197 @@
+//! The two ends of a streaming call, the same on both sides: [`Outgoing`] sends typed messages,
+//! [`Incoming`] receives them. A clean end is the sender finishing; an error ends a stream too.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use micro_runtime::{ContentType, StreamReceiver, StreamSender};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::ServiceError;
+use crate::wire::StreamItem;
+
+/// A stream sender shared between a handler and the server task that ends the stream after it.
+pub(crate) type SharedSender = Arc<Mutex<Option<StreamSender<StreamItem>>>>;
+
+/// Sends the messages of a stream: requests on the client, responses in a handler.
+///
+/// Backpressure holds end to end: [`send`](Outgoing::send) waits while the other side is behind.
+/// [`finish`](Outgoing::finish) ends the stream cleanly (so does dropping it on the client);
+/// [`cancel`](Outgoing::cancel) ends it with an error on the other side. In a handler the
+/// stream ends when the handler returns, with its error if it failed.
+pub struct Outgoing<T> {
+    sender: SharedSender,
+    content_type: ContentType,
+    id: Arc<str>,
+    _message: PhantomData<fn(&T)>,
+}
+
+impl<T> fmt::Debug for Outgoing<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("id", &self.id)
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize> Outgoing<T> {
+    pub(crate) fn new(sender: SharedSender, content_type: ContentType, id: Arc<str>) -> Self {
+        Outgoing {
+            sender,
+            content_type,
+            id,
+            _message: PhantomData,
+        }
+    }
+
+    /// Sends one message, waiting while the receiver is behind. Fails with 499 once the other
+    /// side closed or cancelled the stream, or 503 if its node was lost. (The message is encoded
+    /// before the wait, so it need not outlive the call.)
+    pub fn send(
+        &mut self,
+        message: &T,
+    ) -> impl std::future::Future<Output = Result<(), ServiceError>> + Send + '_ {
+        let body = self
+            .content_type
+            .encode(message)
+            .map_err(|e| ServiceError::bad_request(&*self.id, e.to_string()));
+        async move {
+            let body = body?;
+            let mut sender = self.sender.lock().await;
+            match sender.as_mut() {
+                Some(tx) => tx
+                    .send(StreamItem::Data(Bytes::from(body)))
+                    .await
+                    .map_err(|e| stream_error(&self.id, e)),
+                None => Err(ServiceError::new(&*self.id, 499, "the stream has ended")),
+            }
+        }
+    }
+
+    /// Ends the stream cleanly: the other side sees its end after the messages already sent.
+    pub async fn finish(self) -> Result<(), ServiceError> {
+        let taken = self.sender.lock().await.take();
+        match taken {
+            Some(tx) => tx.finish().await.map_err(|e| stream_error(&self.id, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the stream with an error on the other side (a 499 carrying `reason`).
+    pub async fn cancel(self, reason: &str) {
+        if let Some(tx) = self.sender.lock().await.take() {
+            tx.cancel(reason);
+        }
+    }
+}
+
+/// Ends a shared stream after its handler: with the handler's error, or cleanly.
+pub(crate) async fn close(sender: &SharedSender, outcome: Result<(), ServiceError>) {
+    let taken = sender.lock().await.take();
+    if let Some(mut tx) = taken {
+        if let Err(err) = outcome {
+            let _ = tx.send(StreamItem::Error(err)).await;
+        }
+        let _ = tx.finish().await;
+    }
+}
+
+/// Receives the messages of a stream: responses on the client, requests in a handler.
+///
+/// [`recv`](Incoming::recv) yields messages until the sender finishes (`None`); an error (the
+/// other side failed or cancelled, the deadline passed, its node was lost) ends the stream.
+/// Dropping it tells the sender, whose next send fails.
+pub struct Incoming<T> {
+    receiver: StreamReceiver<StreamItem>,
+    content_type: ContentType,
+    deadline: Option<Instant>,
+    id: Arc<str>,
+    ended: bool,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Incoming<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("id", &self.id)
+            .field("content_type", &self.content_type)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: DeserializeOwned> Incoming<T> {
+    pub(crate) fn new(
+        receiver: StreamReceiver<StreamItem>,
+        content_type: ContentType,
+        deadline: Option<Instant>,
+        id: Arc<str>,
+    ) -> Self {
+        Incoming {
+            receiver,
+            content_type,
+            deadline,
+            id,
+            ended: false,
+            _message: PhantomData,
+        }
+    }
+
+    /// The next message; `None` once the sender finished. After an error, `None`.
+    pub async fn recv(&mut self) -> Option<Result<T, ServiceError>> {
+        if self.ended {
+            return None;
+        }
+        let next = match self.deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    self.ended = true;
+                    return Some(Err(ServiceError::timeout(
+                        &*self.id,
+                        "the stream's deadline passed",
+                    )));
+                }
+            },
+            None => self.receiver.recv().await,
+        };
+        let item = match next {
+            None => {
+                self.ended = true;
+                return None;
+            }
+            Some(Ok(StreamItem::Data(body))) => self
+                .content_type
+                .decode(&body)
+                .map_err(|e| ServiceError::bad_request(&*self.id, e.to_string())),
+            Some(Ok(StreamItem::Error(err))) => Err(err),
+            Some(Err(err)) => Err(stream_error(&self.id, err)),
+        };
+        if item.is_err() {
+            self.ended = true;
+        }
+        Some(item)
+    }
+
+    /// Every message until the end, or the first error.
+    pub async fn collect(mut self) -> Result<Vec<T>, ServiceError> {
+        let mut all = Vec::new();
+        while let Some(item) = self.recv().await {
+            all.push(item?);
+        }
+        Ok(all)
+    }
+}
+
+/// A transport failure on a stream, as a service error.
+fn stream_error(id: &str, err: micro_runtime::Error) -> ServiceError {
+    let mut mapped = ServiceError::from(err);
+    mapped.id = id.to_owned();
+    mapped
+}

@@ -1,0 +1,141 @@
+//! A cluster for service tests: a client node that hosts the registry, and replica nodes that
+//! run a service registered in it. Every node listens on 127.0.0.1 and talks over QUIC.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use micro::registry::{MemoryRegistry, Registry};
+use micro::{
+    CallContext, Client, ClientBuilder, Endpoint, Node, RunningService, Service, ServiceError,
+};
+use serde::{Deserialize, Serialize};
+
+pub(crate) const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Greeting {
+    pub(crate) text: String,
+    pub(crate) node: String,
+}
+
+pub(crate) async fn node(name: &str) -> Node {
+    Node::builder()
+        .name(name)
+        .listen(LOOPBACK)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// The client node (with the registry) and the replica nodes.
+pub(crate) struct Cluster {
+    pub(crate) client_node: Node,
+    pub(crate) registry: Registry,
+    pub(crate) replicas: Vec<Node>,
+    pub(crate) services: Vec<RunningService>,
+}
+
+impl Cluster {
+    /// `replicas` nodes named `replica-0…`, each running `service(index)`.
+    pub(crate) async fn start(replicas: usize, service: impl Fn(usize) -> Service) -> Cluster {
+        micro_testkit::init_tracing();
+        let client_node = node("client").await;
+        let registry = Registry::new(client_node.spawn(MemoryRegistry::spec()).await.unwrap());
+        let mut nodes = Vec::new();
+        let mut services = Vec::new();
+        for i in 0..replicas {
+            let replica = node(&format!("replica-{i}")).await;
+            let running = service(i)
+                .registry(registry.clone())
+                .start(&replica)
+                .await
+                .unwrap();
+            nodes.push(replica);
+            services.push(running);
+        }
+        Cluster {
+            client_node,
+            registry,
+            replicas: nodes,
+            services,
+        }
+    }
+
+    pub(crate) fn client(&self) -> ClientBuilder {
+        Client::builder(&self.client_node).registry(self.registry.clone())
+    }
+
+    pub(crate) async fn shutdown(self) {
+        for node in self.replicas.iter().rev() {
+            let _ = node.shutdown().await;
+        }
+        let _ = self.client_node.shutdown().await;
+    }
+}
+
+/// Sets a flag when dropped: tells whether a handler's future was dropped (cancelled).
+pub(crate) struct DropFlag(pub(crate) Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The greeter the tests run: `Greeter.Hello` (idempotent; answers with its node's name),
+/// `Greeter.Fail` (a 409), `Greeter.Panic`, `Greeter.Slow` (sleeps the given milliseconds),
+/// `Greeter.Headers` (echoes the request headers back).
+pub(crate) fn greeter(node_name: &str) -> Service {
+    let me = node_name.to_owned();
+    Service::new("greeter")
+        .version("1.0.0")
+        .endpoint(
+            Endpoint::unary("Greeter.Hello", move |_: CallContext, hello: Hello| {
+                let node = me.clone();
+                async move {
+                    Ok::<_, ServiceError>(Greeting {
+                        text: format!("Hello {}", hello.name),
+                        node,
+                    })
+                }
+            })
+            .idempotent(),
+        )
+        .endpoint(Endpoint::unary(
+            "Greeter.Fail",
+            |_: CallContext, (): ()| async {
+                Err::<(), _>(ServiceError::conflict("greeter", "ada already exists"))
+            },
+        ))
+        .endpoint(Endpoint::unary(
+            "Greeter.Panic",
+            |_: CallContext, boom: bool| async move {
+                assert!(!boom, "the handler was told to panic");
+                Ok::<_, ServiceError>("fine".to_owned())
+            },
+        ))
+        .endpoint(
+            Endpoint::unary("Greeter.Slow", |_: CallContext, millis: u64| async move {
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                Ok::<_, ServiceError>(millis)
+            })
+            .idempotent(),
+        )
+        .endpoint(Endpoint::unary(
+            "Greeter.Headers",
+            |ctx: CallContext, (): ()| async move {
+                for (key, value) in ctx.metadata() {
+                    ctx.set_header(format!("echo-{key}"), value.clone());
+                }
+                Ok::<_, ServiceError>(())
+            },
+        ))
+}

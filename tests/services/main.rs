@@ -1,0 +1,11 @@
+//! Services end to end: replicas of a service on several nodes over real QUIC (loopback), a
+//! client calling them by name, and everything between — balancing, retries, deadlines,
+//! headers, errors, codecs, overload, streaming, graceful stops.
+
+#![allow(clippy::unwrap_used)]
+
+mod balancing;
+mod calls;
+mod common;
+mod failover;
+mod streams;
