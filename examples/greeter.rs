@@ -1,0 +1,197 @@
+//! A Greeter service and its client: discovery, load balancing, headers, tracing, typed errors,
+//! health and a graceful stop.
+//!
+//! It runs three ways (on 127.0.0.1 only):
+//!
+//! - `cargo run --example greeter`: one process. A client node hosts a memory registry; two
+//!   server nodes run the `greeter` service registered in it. The client calls `Greeter.Hello`
+//!   round-robin across both, with a header and a trace id, meets a typed 404, asks the built-in
+//!   `Debug.Health`, then stops one server gracefully and keeps calling the other. It exits by
+//!   itself.
+//! - `cargo run --example greeter -- server`: a server node that hosts the registry, exposes it to
+//!   other nodes, and serves until Ctrl-C or SIGTERM (then deregisters, drains and stops).
+//! - `cargo run --example greeter -- client ADDR`: a client node that links to that server,
+//!   uses its registry, calls `Greeter.Hello` a few times and exits.
+
+use std::net::SocketAddr;
+
+use micro::registry::{MemoryRegistry, Registry, RegistryMsg};
+use micro::{
+    CallContext, CallOptions, Client, Endpoint, HEALTH_ENDPOINT, Health, Node, Selector, Service,
+    ServiceError, TRACE_ID_HEADER, Tracing,
+};
+use serde::{Deserialize, Serialize};
+
+type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+#[derive(Serialize, Deserialize)]
+struct HelloRequest {
+    name: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HelloReply {
+    message: String,
+}
+
+/// The greeter as served by node `me`. `Greeter.Hello` is idempotent, so the client may retry it
+/// on another node; `Greeter.Whois` answers a typed 404 for anyone it does not know.
+fn greeter(me: &str) -> Service {
+    let me = me.to_owned();
+    Service::new("greeter")
+        .version("1.0.0")
+        .wrap(Tracing::server())
+        .endpoint(
+            Endpoint::unary(
+                "Greeter.Hello",
+                move |ctx: CallContext, req: HelloRequest| {
+                    let me = me.clone();
+                    async move {
+                        let hello = match ctx.header("lang") {
+                            Some("fr") => "Bonjour",
+                            _ => "Hello",
+                        };
+                        ctx.set_header("served-by", me.clone());
+                        Ok::<_, ServiceError>(HelloReply {
+                            message: format!("{hello} {} (from {me})", req.name),
+                        })
+                    }
+                },
+            )
+            .idempotent(),
+        )
+        .endpoint(Endpoint::unary(
+            "Greeter.Whois",
+            |_: CallContext, name: String| async move {
+                match name.as_str() {
+                    "Ada" => Ok("Ada Lovelace, first programmer".to_owned()),
+                    _ => Err(ServiceError::not_found(
+                        "greeter",
+                        format!("no one named {name:?}"),
+                    )),
+                }
+            },
+        ))
+}
+
+async fn node(name: &str) -> Result<Node> {
+    Ok(Node::builder().name(name).listen(LOOPBACK).start().await?)
+}
+
+async fn hello(client: &Client, name: &str) -> Result<String> {
+    let request = HelloRequest { name: name.into() };
+    let reply: HelloReply = client.call("greeter", "Greeter.Hello", &request).await?;
+    Ok(reply.message)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => all_in_one().await,
+        ["server"] => server().await,
+        ["client", addr] => client(addr.parse()?).await,
+        _ => Err("usage: greeter [server | client ADDR]".into()),
+    }
+}
+
+/// Everything in one process: a client node with the registry, two server nodes.
+async fn all_in_one() -> Result<()> {
+    let client_node = node("client").await?;
+    let registry = Registry::new(client_node.spawn(MemoryRegistry::spec()).await?);
+
+    let mut servers = Vec::new();
+    for name in ["server-1", "server-2"] {
+        let server = node(name).await?;
+        let service = greeter(name)
+            .registry(registry.clone())
+            .start(&server)
+            .await?;
+        let address = server.local_addr().ok_or("the node does not listen")?;
+        println!("{name} serves greeter on {address}");
+        servers.push((server, service));
+    }
+
+    let client = Client::builder(&client_node)
+        .registry(registry)
+        .strategy(Selector::RoundRobin)
+        .wrap(Tracing::client())
+        .build()
+        .await?;
+
+    println!("\nround-robin across both nodes:");
+    for name in ["Ada", "Grace", "Barbara", "Edsger"] {
+        println!("  {}", hello(&client, name).await?);
+    }
+
+    println!("\na header in, headers and the trace id back:");
+    let options = CallOptions::new().header("lang", "fr");
+    let request = HelloRequest { name: "Ada".into() };
+    let reply = client
+        .call_with::<_, HelloReply>("greeter", "Greeter.Hello", &request, options)
+        .await?;
+    println!("  {}", reply.message.message);
+    println!("  served-by: {}", reply.metadata["served-by"]);
+    println!("  {TRACE_ID_HEADER}: {}", reply.metadata[TRACE_ID_HEADER]);
+
+    println!("\ntyped errors:");
+    let who: String = client.call("greeter", "Greeter.Whois", &"Ada").await?;
+    println!("  Whois Ada: {who}");
+    match client
+        .call::<_, String>("greeter", "Greeter.Whois", &"Zed")
+        .await
+    {
+        Ok(who) => println!("  Whois Zed: {who}?"),
+        Err(err) => println!("  Whois Zed: code {} from {:?}: {err}", err.code, err.id),
+    }
+
+    let health: Health = client.call("greeter", HEALTH_ENDPOINT, &()).await?;
+    println!(
+        "\n{HEALTH_ENDPOINT}: {} (version {}, up {} ms)",
+        health.status, health.version, health.uptime_ms
+    );
+
+    println!("\nstopping server-1 gracefully (deregister, drain, stop):");
+    servers[0].1.stop().await?;
+    for name in ["Alan", "Margaret", "Donald"] {
+        println!("  {}", hello(&client, name).await?);
+    }
+
+    for (server, _) in servers.iter().rev() {
+        server.shutdown().await?;
+    }
+    client_node.shutdown().await?;
+    println!("\nall nodes stopped");
+    Ok(())
+}
+
+/// A server node that also hosts the registry and lets other nodes use it.
+async fn server() -> Result<()> {
+    let node = node("greeter-server").await?;
+    let registry = Registry::new(node.spawn(MemoryRegistry::spec()).await?);
+    node.expose::<RegistryMsg>("registry")?;
+    let service = greeter(node.name()).registry(registry).start(&node).await?;
+    let address = node.local_addr().ok_or("the node does not listen")?;
+    println!("greeter server listening on {address}");
+    println!("try: cargo run --example greeter -- client {address}");
+    service.stop_on_signal().await?;
+    node.shutdown().await?;
+    println!("stopped");
+    Ok(())
+}
+
+/// A client node that uses the registry of the server at `addr`.
+async fn client(addr: SocketAddr) -> Result<()> {
+    let node = node("greeter-client").await?;
+    let peer = node.connect(addr).await?;
+    let registry = Registry::new(node.lookup_remote::<RegistryMsg>(peer, "registry").await?);
+    let client = Client::builder(&node).registry(registry).build().await?;
+    for name in ["Ada", "Grace", "Barbara"] {
+        println!("{}", hello(&client, name).await?);
+    }
+    node.shutdown().await?;
+    Ok(())
+}
