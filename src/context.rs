@@ -24,11 +24,17 @@ pub const TRACE_ID_HEADER: &str = "Micro-Trace-Id";
 /// ```
 #[derive(Debug, Clone)]
 pub struct CallContext {
+    /// One allocation per call, shared by the clones the handler adapter keeps.
+    call: Arc<Call>,
+}
+
+#[derive(Debug)]
+struct Call {
     service: Arc<str>,
     endpoint: Arc<str>,
-    metadata: Arc<Metadata>,
+    metadata: Metadata,
     deadline: Option<Instant>,
-    reply_metadata: Arc<Mutex<Metadata>>,
+    reply_metadata: Mutex<Metadata>,
 }
 
 impl CallContext {
@@ -39,32 +45,34 @@ impl CallContext {
         deadline: Option<Instant>,
     ) -> Self {
         CallContext {
-            service,
-            endpoint,
-            metadata: Arc::new(metadata),
-            deadline,
-            reply_metadata: Arc::default(),
+            call: Arc::new(Call {
+                service,
+                endpoint,
+                metadata,
+                deadline,
+                reply_metadata: Mutex::default(),
+            }),
         }
     }
 
     /// The service's name.
     pub fn service(&self) -> &str {
-        &self.service
+        &self.call.service
     }
 
     /// The endpoint's name, e.g. `"Greeter.Hello"`.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.call.endpoint
     }
 
     /// The caller's headers.
     pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+        &self.call.metadata
     }
 
     /// One of the caller's headers.
     pub fn header(&self, key: &str) -> Option<&str> {
-        self.metadata.get(key).map(String::as_str)
+        self.call.metadata.get(key).map(String::as_str)
     }
 
     /// The call's trace id, if the caller (or a [`Tracing`](crate::Tracing) wrapper) set one.
@@ -74,25 +82,27 @@ impl CallContext {
 
     /// When the caller stops waiting; the handler is cancelled then.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.call.deadline
     }
 
     /// Time left before the deadline.
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
+        self.call
+            .deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
-    /// Sets a header on the response.
+    /// Sets a header on the response (unary calls; a stream's responses carry no headers).
     pub fn set_header(&self, key: impl Into<String>, value: impl Into<String>) {
-        if let Ok(mut headers) = self.reply_metadata.lock() {
+        if let Ok(mut headers) = self.call.reply_metadata.lock() {
             headers.insert(key.into(), value.into());
         }
     }
 
     /// The response headers set so far (taken by the server when the handler returns).
     pub(crate) fn take_reply_metadata(&self) -> Metadata {
-        self.reply_metadata
+        self.call
+            .reply_metadata
             .lock()
             .map(|mut headers| std::mem::take(&mut *headers))
             .unwrap_or_default()

@@ -70,19 +70,25 @@ pub(crate) enum StreamItem {
     Error(ServiceError),
 }
 
-/// A content type on the wire, by its MIME name.
+/// A content type on the wire: empty for bincode (the default, one byte), else its MIME name.
 #[derive(Clone, Copy)]
 pub(crate) struct WireContentType(pub(crate) ContentType);
 
 impl Serialize for WireContentType {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.0.as_str())
+        match self.0 {
+            ContentType::Bincode => serializer.serialize_str(""),
+            other => serializer.serialize_str(other.as_str()),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for WireContentType {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        if name.is_empty() {
+            return Ok(WireContentType(ContentType::Bincode));
+        }
         ContentType::parse(&name)
             .map(WireContentType)
             .map_err(serde::de::Error::custom)

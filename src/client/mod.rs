@@ -6,6 +6,7 @@ mod retry;
 mod select;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use micro_registry::{Registry, RegistryCache};
 use micro_runtime::{Addr, ContentType, Node, NodeId, stream_channel};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 pub use retry::{RetryBudget, RetryPolicy};
@@ -199,7 +200,7 @@ impl ClientBuilder {
                 budget: self.budget,
                 ejection: self.ejection,
                 timeout: self.timeout,
-                in_flight: Semaphore::new(self.max_in_flight),
+                in_flight: AtomicUsize::new(0),
                 max_in_flight: self.max_in_flight,
                 wrappers: self.wrappers.into(),
                 epoch: Instant::now(),
@@ -236,7 +237,9 @@ struct Inner {
     budget: RetryBudget,
     ejection: Ejection,
     timeout: Duration,
-    in_flight: Semaphore,
+    /// Calls in flight now (a counter, not a semaphore: nobody waits for a slot, and releasing
+    /// a semaphore permit takes a lock that two threads contend for on every call).
+    in_flight: AtomicUsize,
     max_in_flight: usize,
     wrappers: Arc<[Arc<dyn Wrapper>]>,
     epoch: Instant,
@@ -249,6 +252,25 @@ impl std::fmt::Debug for Inner {
             .field("strategy", &self.strategy)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
+    }
+}
+
+/// A call's place under the client's in-flight cap, given back on drop.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn take(count: &'a AtomicUsize, cap: usize) -> Option<Self> {
+        if count.fetch_add(1, Ordering::AcqRel) >= cap {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlight(count))
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -339,7 +361,7 @@ impl Client {
         options: CallOptions,
     ) -> Result<Response, ServiceError> {
         let inner = &self.inner;
-        let _permit = inner.in_flight.try_acquire().map_err(|_| {
+        let _slot = InFlight::take(&inner.in_flight, inner.max_in_flight).ok_or_else(|| {
             ServiceError::unavailable(
                 CLIENT_ID,
                 format!(
@@ -350,22 +372,27 @@ impl Client {
         })?;
         let deadline = Instant::now() + options.timeout.unwrap_or(inner.timeout);
         let view = self.view(service).await?;
+        let endpoint = endpoint_of(&view, endpoint)?;
         let request = Request {
             service: view.name.clone(),
-            endpoint: match view.endpoints.get(endpoint) {
-                Some(e) => e.name.clone(),
-                None => endpoint.into(),
-            },
+            endpoint: endpoint.name.clone(),
             content_type: options.content_type,
             metadata: options.metadata.clone(),
             body,
             deadline: Some(deadline),
         };
         if inner.wrappers.is_empty() {
-            return self.send_with_retries(&view, request, &options).await;
+            return self
+                .send_with_retries(&view, endpoint, request, &options)
+                .await;
         }
         let send = |request: Request| -> BoxFuture<'_, Result<Response, ServiceError>> {
-            Box::pin(self.send_with_retries(&view, request, &options))
+            // A wrapper may have changed the endpoint.
+            Box::pin(async {
+                let endpoint = endpoint_of(&view, &request.endpoint)?;
+                self.send_with_retries(&view, endpoint, request, &options)
+                    .await
+            })
         };
         Next::new(&inner.wrappers, &send).run(request).await
     }
@@ -374,11 +401,11 @@ impl Client {
     async fn send_with_retries(
         &self,
         view: &ServiceView,
+        endpoint: &EndpointView,
         request: Request,
         options: &CallOptions,
     ) -> Result<Response, ServiceError> {
         let inner = &self.inner;
-        let endpoint = endpoint_of(view, &request.endpoint)?;
         if endpoint.stream {
             return Err(ServiceError::bad_request(
                 CLIENT_ID,
@@ -397,9 +424,9 @@ impl Client {
         inner.budget.deposit();
         let mut tried: Vec<usize> = Vec::new();
         let mut attempt = 0u32;
+        let now_ms = || millis_since(inner.epoch);
         loop {
-            let now_ms = millis_since(inner.epoch);
-            let Some(slot) = view.pick(endpoint, strategy, &options.filter, &tried, now_ms) else {
+            let Some(slot) = view.pick(endpoint, strategy, &options.filter, &tried, &now_ms) else {
                 return Err(ServiceError::unavailable(
                     CLIENT_ID,
                     format!("no node of {} matches the call's filter", view.name),
@@ -418,11 +445,11 @@ impl Client {
                 Err(Failure::NotSent(error)) => error,
                 Err(Failure::Unknown(error)) if idempotent => error,
                 Err(Failure::Unknown(error)) => {
-                    node.health.failed(&inner.ejection, now_ms);
+                    node.health.failed(&inner.ejection, now_ms());
                     return Err(error);
                 }
             };
-            if node.health.failed(&inner.ejection, now_ms) {
+            if node.health.failed(&inner.ejection, now_ms()) {
                 tracing::info!(service = %view.name, node = %node.id, "ejecting a failing node for a while");
             }
             attempt += 1;
@@ -582,9 +609,9 @@ impl Client {
         inner.budget.deposit();
         let mut tried = Vec::new();
         let mut attempt = 0u32;
+        let now_ms = || millis_since(inner.epoch);
         loop {
-            let now_ms = millis_since(inner.epoch);
-            let Some(slot) = view.pick(endpoint, strategy, &options.filter, &tried, now_ms) else {
+            let Some(slot) = view.pick(endpoint, strategy, &options.filter, &tried, &now_ms) else {
                 return Err(ServiceError::unavailable(
                     CLIENT_ID,
                     format!("no node of {} matches the call's filter", view.name),
@@ -608,7 +635,7 @@ impl Client {
                 Err(Failure::NotSent(error)) => error,
                 Err(Failure::Unknown(error) | Failure::Final(error)) => return Err(error),
             };
-            node.health.failed(&inner.ejection, now_ms);
+            node.health.failed(&inner.ejection, now_ms());
             attempt += 1;
             if attempt > retries || Instant::now() >= open_by || !inner.budget.withdraw() {
                 return Err(error);

@@ -1,7 +1,7 @@
 //! Retries: which failures may be retried, how long to wait between attempts, and a budget that
 //! keeps retries from multiplying load when a whole service is failing.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -57,20 +57,24 @@ impl RetryPolicy {
 /// Limits retries to a fraction of calls (like Finagle's retry budget): each call deposits
 /// `ratio` of a token, each retry withdraws one; a reserve of `per_second` tokens a second
 /// lets a quiet client still retry. When a service is down, retries stay near `ratio` of the
-/// load instead of multiplying it by the retry count.
+/// load instead of multiplying it by the retry count. Lock-free: every call deposits, so it
+/// must cost no more than an atomic add.
 #[derive(Debug)]
 pub struct RetryBudget {
-    ratio: f64,
-    per_second: f64,
-    cap: f64,
-    state: Mutex<BudgetState>,
+    /// Thousandths of a token per call.
+    ratio: i64,
+    /// Thousandths of a token per millisecond of quiet (= tokens per second).
+    per_ms: i64,
+    /// The most the budget holds, in thousandths.
+    cap: i64,
+    tokens: AtomicI64,
+    /// When the time-based refill last ran, in ms after `epoch`.
+    refilled_ms: AtomicU64,
+    epoch: Instant,
 }
 
-#[derive(Debug)]
-struct BudgetState {
-    tokens: f64,
-    refilled: Instant,
-}
+/// A whole token, in the budget's thousandths.
+const TOKEN: i64 = 1000;
 
 impl Default for RetryBudget {
     fn default() -> Self {
@@ -81,44 +85,107 @@ impl Default for RetryBudget {
 impl RetryBudget {
     /// A budget of `ratio` retries per call plus `per_second` retries a second.
     pub fn new(ratio: f64, per_second: f64) -> Self {
-        let ratio = ratio.max(0.0);
+        let ratio = (ratio.max(0.0) * TOKEN as f64) as i64;
         let per_second = per_second.max(0.0);
-        let cap = (per_second * 10.0).max(100.0 * ratio).max(1.0);
+        let cap = ((per_second * 10.0)
+            .max(100.0 * ratio as f64 / TOKEN as f64)
+            .max(1.0)
+            * TOKEN as f64) as i64;
         RetryBudget {
             ratio,
-            per_second,
+            per_ms: per_second as i64,
             cap,
-            state: Mutex::new(BudgetState {
-                tokens: per_second,
-                refilled: Instant::now(),
-            }),
+            tokens: AtomicI64::new((per_second * TOKEN as f64) as i64),
+            refilled_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 
     /// A call was made.
     pub(crate) fn deposit(&self) {
-        if self.ratio == 0.0 {
+        if self.ratio == 0 {
             return;
         }
-        if let Ok(mut state) = self.state.lock() {
-            state.tokens = (state.tokens + self.ratio).min(self.cap);
+        if self.tokens.fetch_add(self.ratio, Ordering::Relaxed) + self.ratio > self.cap {
+            self.tokens.fetch_min(self.cap, Ordering::Relaxed);
         }
     }
 
     /// Takes a token for a retry; false when the budget is spent.
     pub(crate) fn withdraw(&self) -> bool {
-        let Ok(mut state) = self.state.lock() else {
-            return false;
-        };
-        let now = Instant::now();
-        let refill = now.duration_since(state.refilled).as_secs_f64() * self.per_second;
-        state.tokens = (state.tokens + refill).min(self.cap);
-        state.refilled = now;
-        if state.tokens >= 1.0 {
-            state.tokens -= 1.0;
-            true
-        } else {
-            false
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.refilled_ms.load(Ordering::Relaxed);
+        if now_ms > last
+            && self
+                .refilled_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let quiet = i64::try_from(now_ms - last).unwrap_or(i64::MAX);
+            let refill = quiet.saturating_mul(self.per_ms);
+            if self
+                .tokens
+                .fetch_add(refill, Ordering::Relaxed)
+                .saturating_add(refill)
+                > self.cap
+            {
+                self.tokens.fetch_min(self.cap, Ordering::Relaxed);
+            }
+        }
+        self.tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t >= TOKEN).then(|| t - TOKEN)
+            })
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_allows_a_fraction_of_calls_as_retries() {
+        // No time-based reserve: only deposits count.
+        let budget = RetryBudget::new(0.2, 0.0);
+        assert!(!budget.withdraw(), "an empty budget refuses");
+        for _ in 0..50 {
+            budget.deposit();
+        }
+        let granted = (0..50).filter(|_| budget.withdraw()).count();
+        assert_eq!(granted, 10, "a fifth of 50 calls");
+    }
+
+    #[test]
+    fn the_reserve_refills_with_time_and_the_budget_is_capped() {
+        let budget = RetryBudget::new(0.0, 10.0);
+        let granted = (0..100).filter(|_| budget.withdraw()).count();
+        assert!(
+            (10..=11).contains(&granted),
+            "the first second's reserve: {granted}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let later = (0..100).filter(|_| budget.withdraw()).count();
+        assert!(
+            (2..=5).contains(&later),
+            "about 3 tokens after 300 ms: {later}"
+        );
+
+        let capped = RetryBudget::new(1.0, 0.0);
+        for _ in 0..10_000 {
+            capped.deposit();
+        }
+        assert_eq!((0..10_000).filter(|_| capped.withdraw()).count(), 100);
+    }
+
+    #[test]
+    fn backoff_starts_at_once_then_grows_within_bounds() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.delay(1), Duration::ZERO);
+        for (retry, base) in [(2, 10), (3, 20), (4, 40), (9, 200)] {
+            let d = policy.delay(retry);
+            let base = Duration::from_millis(base);
+            assert!(d >= base / 2 && d <= base, "retry {retry}: {d:?}");
         }
     }
 }

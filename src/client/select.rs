@@ -191,59 +191,42 @@ impl ServiceView {
     }
 
     /// Picks a slot of `endpoint`'s nodes: accepted by `filter`, not ejected (unless all are),
-    /// not in `tried` (unless all are). `None` when the filter leaves nothing.
+    /// not in `tried` (unless all are). `None` when the filter leaves nothing. (No allocation:
+    /// it runs on every call.)
     pub(crate) fn pick(
         &self,
         endpoint: &EndpointView,
         strategy: Selector,
         filter: &Filter,
         tried: &[usize],
-        now_ms: u64,
+        now_ms: &dyn Fn() -> u64,
     ) -> Option<usize> {
-        let mut candidates: Vec<usize> = (0..endpoint.nodes.len())
-            .filter(|&slot| filter.is_any() || filter.accepts(&self.nodes[endpoint.nodes[slot]]))
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        let untried: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|s| !tried.contains(s))
-            .collect();
-        if !untried.is_empty() {
-            candidates = untried;
-        }
-        let healthy: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|&s| !self.nodes[endpoint.nodes[s]].health.is_ejected(now_ms))
-            .collect();
-        if !healthy.is_empty() {
-            candidates = healthy;
-        }
-        let chosen = match strategy {
-            Selector::Random => candidates[rand::random_range(0..candidates.len())],
-            Selector::RoundRobin => {
-                let turn = endpoint.next.fetch_add(1, Ordering::Relaxed);
-                candidates[turn % candidates.len()]
-            }
+        let node = |slot: usize| &self.nodes[endpoint.nodes[slot]];
+        let accepted = |slot: usize| filter.is_any() || filter.accepts(node(slot));
+        let untried = |slot: usize| accepted(slot) && !tried.contains(&slot);
+        let healthy = |slot: usize| untried(slot) && !node(slot).health.is_ejected(now_ms);
+        let slots = 0..endpoint.nodes.len();
+        // The strictest test that leaves someone: healthy and untried, then untried, then any.
+        let tests: [&dyn Fn(usize) -> bool; 3] = [&healthy, &untried, &accepted];
+        let (test, count) = tests.into_iter().find_map(|test| {
+            let count = slots.clone().filter(|&s| test(s)).count();
+            (count > 0).then_some((test, count))
+        })?;
+        let nth = |n: usize| slots.clone().filter(|&s| test(s)).nth(n);
+        match strategy {
+            Selector::Random => nth(rand::random_range(0..count)),
+            Selector::RoundRobin => nth(endpoint.next.fetch_add(1, Ordering::Relaxed) % count),
             Selector::LeastOutstanding => {
-                let start = rand::random_range(0..candidates.len());
-                let mut best = candidates[start];
-                let mut least = usize::MAX;
-                for k in 0..candidates.len() {
-                    let slot = candidates[(start + k) % candidates.len()];
-                    let outstanding = self.nodes[endpoint.nodes[slot]].health.outstanding();
-                    if outstanding < least {
-                        least = outstanding;
-                        best = slot;
-                    }
-                }
-                best
+                // The least loaded, ties broken by a random starting point.
+                let start = rand::random_range(0..count);
+                let candidates = slots.clone().filter(|&s| test(s));
+                candidates
+                    .clone()
+                    .skip(start)
+                    .chain(candidates.take(start))
+                    .min_by_key(|&s| node(s).health.outstanding())
             }
-        };
-        Some(chosen)
+        }
     }
 }
 
@@ -291,8 +274,10 @@ impl NodeHealth {
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn is_ejected(&self, now_ms: u64) -> bool {
-        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+    /// Whether the node is ejected now; `now_ms` is read only for a node ever ejected.
+    pub(crate) fn is_ejected(&self, now_ms: impl FnOnce() -> u64) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && until > now_ms()
     }
 
     pub(crate) fn succeeded(&self) {

@@ -5,12 +5,12 @@
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures::FutureExt;
 use micro_runtime::{Actor, ActorError, Context, StreamSender, stream_channel};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::endpoint::Handler;
 use super::stats::{CallGuard, Counters, Drain};
@@ -57,15 +57,7 @@ impl Actor for EndpointActor {
                             body,
                             deadline,
                         };
-                        let shared = shared.clone();
-                        tokio::spawn(async move {
-                            let outcome = shared.serve(request, deadline).await;
-                            guard.finished(outcome.is_err());
-                            let _ = reply.send(outcome.map(|r| Answer {
-                                metadata: r.metadata,
-                                body: r.body,
-                            }));
-                        });
+                        shared.clone().serve(request, guard, reply);
                     }
                     Err(why) => {
                         let _ = reply.send(Err(ServiceError::unavailable(SERVER_ID, why)));
@@ -105,18 +97,40 @@ impl Actor for EndpointActor {
 impl EndpointShared {
     /// Runs one unary call through the wrappers and the handler, bounded by its deadline and the
     /// service's stop; a panic becomes a 500.
-    async fn serve(
-        &self,
+    ///
+    /// The call runs here, in the endpoint actor, until it first waits, and only then in a task
+    /// of its own: a handler that answers at once costs no task and no thread wake-up. (Futures
+    /// register their wakers anew at every poll, so the task's first poll replaces what this one
+    /// registered with its no-op waker.)
+    fn serve(self: Arc<Self>, request: Request, guard: CallGuard, reply: AnswerPort) {
+        let deadline = request.deadline;
+        let mut call = self.start(request);
+        let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(&mut first))) {
+            Ok(Poll::Ready(outcome)) => answer(&guard, reply, outcome),
+            Ok(Poll::Pending) => {
+                tokio::spawn(async move {
+                    let outcome = self.bounded(call, deadline).await;
+                    answer(&guard, reply, outcome);
+                });
+            }
+            Err(panic) => answer(&guard, reply, Err(self.panicked(&*panic))),
+        }
+    }
+
+    /// The call's future: the handler, inside the wrappers if there are any.
+    fn start(
+        self: &Arc<Self>,
         request: Request,
-        deadline: Option<Instant>,
-    ) -> Result<Response, ServiceError> {
+    ) -> BoxFuture<'static, Result<Response, ServiceError>> {
         let Handler::Unary(handler) = &self.handler else {
-            return Err(ServiceError::bad_request(
+            let err = ServiceError::bad_request(
                 &*self.service,
                 format!("{} is a streaming endpoint", self.endpoint),
-            ));
+            );
+            return Box::pin(std::future::ready(Err(err)));
         };
-        let invoke = |request: Request| -> BoxFuture<'_, Result<Response, ServiceError>> {
+        let invoke = |request: Request| -> BoxFuture<'static, Result<Response, ServiceError>> {
             let ctx = CallContext::new(
                 request.service,
                 request.endpoint,
@@ -125,14 +139,28 @@ impl EndpointShared {
             );
             handler.call(ctx, request.content_type, request.body)
         };
-        let run = async {
-            if self.wrappers.is_empty() {
-                invoke(request).await
-            } else {
-                Next::new(&self.wrappers, &invoke).run(request).await
-            }
-        };
-        self.bounded(run, deadline).await
+        if self.wrappers.is_empty() {
+            return invoke(request);
+        }
+        let (handler, wrappers) = (handler.clone(), self.wrappers.clone());
+        Box::pin(async move {
+            let invoke = |request: Request| -> BoxFuture<'_, Result<Response, ServiceError>> {
+                let ctx = CallContext::new(
+                    request.service,
+                    request.endpoint,
+                    request.metadata,
+                    request.deadline,
+                );
+                handler.call(ctx, request.content_type, request.body)
+            };
+            Next::new(&wrappers, &invoke).run(request).await
+        })
+    }
+
+    fn panicked(&self, panic: &(dyn Any + Send)) -> ServiceError {
+        let why = panic_message(panic);
+        tracing::error!(service = %self.service, endpoint = %self.endpoint, panic = %why, "handler panicked");
+        ServiceError::internal(&*self.service, format!("handler panicked: {why}"))
     }
 
     /// Runs one streaming call; ends the response stream after the handler, with its error.
@@ -171,31 +199,44 @@ impl EndpointShared {
         run: impl std::future::Future<Output = Result<T, ServiceError>>,
         deadline: Option<Instant>,
     ) -> Result<T, ServiceError> {
-        let mut aborted = self.drain.aborted();
+        // Built lazily and polled after the handler (`biased`): a handler that is ready at once
+        // never touches the timer wheel or the stop signal.
         let expired = async {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
         };
-        let span = tracing::debug_span!("micro.endpoint", service = %self.service, endpoint = %self.endpoint);
-        let run = AssertUnwindSafe(run).catch_unwind().instrument(span);
+        let stopped = async {
+            let mut aborted = self.drain.aborted();
+            let _ = aborted.wait_for(|aborted| *aborted).await;
+        };
+        let run = AssertUnwindSafe(run).catch_unwind();
         tokio::select! {
-            outcome = run => outcome.unwrap_or_else(|panic| {
-                let why = panic_message(&*panic);
-                tracing::error!(service = %self.service, endpoint = %self.endpoint, panic = %why, "handler panicked");
-                Err(ServiceError::internal(&*self.service, format!("handler panicked: {why}")))
-            }),
+            biased;
+            outcome = run => outcome.unwrap_or_else(|panic| Err(self.panicked(&*panic))),
             () = expired => Err(ServiceError::timeout(
                 &*self.service,
                 format!("{}: the deadline passed; the handler was cancelled", self.endpoint),
             )),
-            _ = aborted.wait_for(|aborted| *aborted) => Err(ServiceError::unavailable(
+            () = stopped => Err(ServiceError::unavailable(
                 SERVER_ID,
                 "the service stopped before the call finished",
             )),
         }
     }
+}
+
+/// Where a unary call's answer goes.
+type AnswerPort = micro_runtime::Reply<Result<Answer, ServiceError>>;
+
+/// Counts a unary call's outcome and answers it.
+fn answer(guard: &CallGuard, reply: AnswerPort, outcome: Result<Response, ServiceError>) {
+    guard.finished(outcome.is_err());
+    let _ = reply.send(outcome.map(|r| Answer {
+        metadata: r.metadata,
+        body: r.body,
+    }));
 }
 
 /// The earlier of the reply port's deadline and the one the head announces.

@@ -11,6 +11,8 @@ use crate::Error;
 
 /// Upper bound on what one decoded value may claim to allocate (guards against garbage lengths).
 const BINCODE_LIMIT: usize = 16 * 1024 * 1024;
+/// Initial room for an encoded value.
+const ENCODE_CAPACITY: usize = 128;
 
 /// How a message body is encoded. The content type travels with every frame (by its MIME name),
 /// so any caller can talk to any server in the encoding it prefers.
@@ -140,8 +142,14 @@ impl ContentType {
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, Error> {
         context::clear_missing();
         let result = match self {
-            ContentType::Bincode => bincode::serde::encode_to_vec(value, config())
-                .map_err(|e| Error::codec(self.as_str(), e)),
+            ContentType::Bincode => {
+                // Sized for a typical message up front: growing from empty costs several
+                // reallocations per value.
+                let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+                bincode::serde::encode_into_std_write(value, &mut out, config())
+                    .map(|_| out)
+                    .map_err(|e| Error::codec(self.as_str(), e))
+            }
             ContentType::Json => {
                 serde_json::to_vec(value).map_err(|e| Error::codec(self.as_str(), e))
             }

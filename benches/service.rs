@@ -1,0 +1,281 @@
+//! Service benchmark: an end-to-end service call (resolve in the registry cache, select a node,
+//! call its endpoint actor, a handler in its own task) against a raw remote `ask` to an exposed
+//! actor, over the same QUIC link between two nodes of this process, in one run.
+//!
+//! Both serve the same shape: [`Req`] `{id, name}` (a 16-byte name) → [`Resp`] `{id, len}`.
+//! - `remote_ask`: `Addr::ask` to an actor on the server node that answers in its handler;
+//! - `micro_service`: `Client::call("bench", "Bench.Echo", &req)` with the default options
+//!   (random selection, retries on, a 5 s deadline), served by an endpoint of a `Service`.
+//!
+//! Per round: `c1`, [`C1_N`] sequential calls (requests/s, p50 latency) and `c64`, [`C64_N`]
+//! calls over [`C64_TASKS`] tasks (requests/s). One warm-up round is discarded; [`ROUNDS`]
+//! measured rounds alternate which goes first; medians are reported, then the ratio lines.
+//! Run from the workspace root with `cargo bench --bench service` (it listens on 127.0.0.1
+//! only; run it under `../shared/tools/netns-run` on a machine whose network must stay quiet).
+
+#![allow(clippy::unwrap_used)]
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use micro::prelude::*;
+use micro::registry::{MemoryRegistry, Registry, RegistryMsg};
+use micro::{CallContext, Client, Endpoint, Service, ServiceError};
+use serde::{Deserialize, Serialize};
+
+type BenchResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
+
+const WORKERS: usize = 2;
+const C1_N: usize = 4_000;
+const C64_N: usize = 40_000;
+const C64_TASKS: usize = 64;
+const ROUNDS: usize = 6;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Req {
+    id: u64,
+    name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Resp {
+    id: u64,
+    len: u64,
+}
+
+fn serve(req: &Req) -> Resp {
+    Resp {
+        id: req.id,
+        len: req.name.len() as u64,
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum EchoMsg {
+    Ask(Req, Reply<Resp>),
+}
+
+impl RemoteMessage for EchoMsg {
+    const TYPE_NAME: &'static str = "bench.Echo";
+}
+
+struct Echo;
+
+impl Actor for Echo {
+    type Msg = EchoMsg;
+    async fn handle(&mut self, _: &mut Context<Self>, msg: EchoMsg) -> Result<(), ActorError> {
+        let EchoMsg::Ask(req, reply) = msg;
+        let _ = reply.send(serve(&req));
+        Ok(())
+    }
+}
+
+/// What a round calls: the raw actor or the service.
+#[derive(Clone)]
+enum Caller {
+    Ask(Addr<EchoMsg>),
+    Service(Client),
+}
+
+impl Caller {
+    fn name(&self) -> &'static str {
+        match self {
+            Caller::Ask(_) => "remote_ask",
+            Caller::Service(_) => "micro_service",
+        }
+    }
+
+    fn call(&self, req: Req) -> impl Future<Output = BenchResult<Resp>> + Send + '_ {
+        async move {
+            let id = req.id;
+            let resp = match self {
+                Caller::Ask(addr) => {
+                    addr.ask(|r| EchoMsg::Ask(req, r), Duration::from_secs(5))
+                        .await?
+                }
+                Caller::Service(client) => client.call("bench", "Bench.Echo", &req).await?,
+            };
+            if resp.id != id {
+                return Err("a reply to another request".into());
+            }
+            Ok(resp)
+        }
+    }
+}
+
+struct Sample {
+    c1_rps: f64,
+    c1_p50_us: f64,
+    c64_rps: f64,
+}
+
+fn request(id: u64) -> Req {
+    Req {
+        id,
+        name: "sixteen-byte-nam".to_owned(),
+    }
+}
+
+async fn round(caller: &Caller) -> BenchResult<Sample> {
+    let mut latencies = Vec::with_capacity(C1_N);
+    let started = Instant::now();
+    for i in 0..C1_N {
+        let t = Instant::now();
+        caller.call(request(i as u64)).await?;
+        latencies.push(t.elapsed());
+    }
+    let c1_rps = C1_N as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    let c1_p50_us = latencies[latencies.len() / 2].as_secs_f64() * 1e6;
+
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..C64_TASKS {
+        let caller = caller.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..C64_N / C64_TASKS {
+                caller.call(request((t * C64_N + i) as u64)).await?;
+            }
+            Ok::<_, Box<dyn StdError + Send + Sync>>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let c64_rps = C64_N as f64 / started.elapsed().as_secs_f64();
+    Ok(Sample {
+        c1_rps,
+        c1_p50_us,
+        c64_rps,
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+async fn setup() -> BenchResult<(Caller, Caller, Vec<Node>)> {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = Node::builder()
+        .name("server")
+        .listen(loopback)
+        .start()
+        .await?;
+    let client_node = Node::builder()
+        .name("client")
+        .listen(loopback)
+        .start()
+        .await?;
+
+    // The raw actor.
+    server.spawn(ChildSpec::new(|| Echo).named("echo")).await?;
+    server.expose::<EchoMsg>("echo")?;
+    let peer = client_node
+        .connect(server.local_addr().ok_or("no address")?)
+        .await?;
+    let echo = client_node.lookup_remote::<EchoMsg>(peer, "echo").await?;
+
+    // The service, registered in a registry on the server node that the client reaches remotely.
+    let registry = server.spawn(MemoryRegistry::spec()).await?;
+    server.expose::<RegistryMsg>("registry")?;
+    Service::new("bench")
+        .endpoint(Endpoint::unary(
+            "Bench.Echo",
+            |_: CallContext, req: Req| async move { Ok::<_, ServiceError>(serve(&req)) },
+        ))
+        .registry(Registry::new(registry))
+        .start(&server)
+        .await?;
+    let remote_registry = client_node
+        .lookup_remote::<RegistryMsg>(peer, "registry")
+        .await?;
+    let client = Client::builder(&client_node)
+        .registry(Registry::new(remote_registry))
+        .build()
+        .await?;
+    Ok((
+        Caller::Ask(echo),
+        Caller::Service(client),
+        vec![client_node, server],
+    ))
+}
+
+fn main() -> BenchResult<()> {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "service bench: {WORKERS} workers, c1 {C1_N} calls, c64 {C64_N} calls over {C64_TASKS} tasks, {ROUNDS} rounds after a warm-up; load average {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (ask, service, nodes) = setup().await?;
+        let mut ask_samples = Vec::new();
+        let mut service_samples = Vec::new();
+        // SERVICE_BENCH_ONLY=micro_service (or remote_ask) runs one side only, for profiling.
+        let only = std::env::var("SERVICE_BENCH_ONLY").ok();
+        for r in 0..=ROUNDS {
+            let order = if r % 2 == 0 {
+                [&ask, &service]
+            } else {
+                [&service, &ask]
+            };
+            for caller in order {
+                if only.as_deref().is_some_and(|o| o != caller.name()) {
+                    continue;
+                }
+                let sample = round(caller).await?;
+                if r > 0 {
+                    match caller {
+                        Caller::Ask(_) => ask_samples.push(sample),
+                        Caller::Service(_) => service_samples.push(sample),
+                    }
+                }
+            }
+        }
+        println!(
+            "{:<14} {:>12} {:>12} {:>12}",
+            "stack", "c1 req/s", "c1 p50 µs", "c64 req/s"
+        );
+        let mut figures = Vec::new();
+        for (caller, samples) in [(&ask, &ask_samples), (&service, &service_samples)] {
+            if samples.is_empty() {
+                continue;
+            }
+            let c1 = median(samples.iter().map(|s| s.c1_rps).collect());
+            let p50 = median(samples.iter().map(|s| s.c1_p50_us).collect());
+            let c64 = median(samples.iter().map(|s| s.c64_rps).collect());
+            println!(
+                "{:<14} {:>12.0} {:>12.1} {:>12.0}",
+                caller.name(),
+                c1,
+                p50,
+                c64
+            );
+            figures.push((c1, c64));
+        }
+        if figures.len() < 2 {
+            return Ok(());
+        }
+        println!(
+            "ratio call_rps_c1 micro_service/remote_ask = {:.2}",
+            figures[1].0 / figures[0].0
+        );
+        println!(
+            "ratio call_rps_c64 micro_service/remote_ask = {:.2}",
+            figures[1].1 / figures[0].1
+        );
+        for node in nodes {
+            let _ = node.shutdown().await;
+        }
+        Ok::<_, Box<dyn StdError + Send + Sync>>(())
+    })
+}
