@@ -16,7 +16,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::error::Error as StdError;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -87,21 +86,19 @@ impl Caller {
         }
     }
 
-    fn call(&self, req: Req) -> impl Future<Output = BenchResult<Resp>> + Send + '_ {
-        async move {
-            let id = req.id;
-            let resp = match self {
-                Caller::Ask(addr) => {
-                    addr.ask(|r| EchoMsg::Ask(req, r), Duration::from_secs(5))
-                        .await?
-                }
-                Caller::Service(client) => client.call("bench", "Bench.Echo", &req).await?,
-            };
-            if resp.id != id {
-                return Err("a reply to another request".into());
+    async fn call(&self, req: Req) -> BenchResult<Resp> {
+        let id = req.id;
+        let resp = match self {
+            Caller::Ask(addr) => {
+                addr.ask(|r| EchoMsg::Ask(req, r), Duration::from_secs(5))
+                    .await?
             }
-            Ok(resp)
+            Caller::Service(client) => client.call("bench", "Bench.Echo", &req).await?,
+        };
+        if resp.id != id {
+            return Err("a reply to another request".into());
         }
+        Ok(resp)
     }
 }
 

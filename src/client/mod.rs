@@ -13,6 +13,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use micro_registry::{Registry, RegistryCache};
 use micro_runtime::{Addr, ContentType, Node, NodeId, stream_channel};
+use rustc_hash::FxBuildHasher;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
@@ -192,7 +193,7 @@ impl ClientBuilder {
             inner: Arc::new(Inner {
                 node: self.node,
                 cache,
-                views: DashMap::new(),
+                views: DashMap::default(),
                 health: DashMap::new(),
                 resolving: Mutex::new(()),
                 strategy: self.strategy,
@@ -228,7 +229,8 @@ pub struct Client {
 struct Inner {
     node: Node,
     cache: RegistryCache,
-    views: DashMap<String, Arc<ServiceView>>,
+    /// Keyed by service name; FxHash, as the lookup runs on every call.
+    views: DashMap<String, Arc<ServiceView>, FxBuildHasher>,
     health: DashMap<NodeId, Arc<NodeHealth>>,
     /// Serializes first lookups of endpoint addresses, so a burst of calls dials once.
     resolving: Mutex<()>,

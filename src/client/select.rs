@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use micro_runtime::{Addr, NodeId};
+use rustc_hash::FxBuildHasher;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
@@ -100,7 +101,7 @@ pub(crate) struct ServiceView {
     pub(crate) generation: u64,
     pub(crate) name: Arc<str>,
     pub(crate) nodes: Vec<NodeView>,
-    pub(crate) endpoints: HashMap<String, EndpointView>,
+    pub(crate) endpoints: HashMap<String, EndpointView, FxBuildHasher>,
 }
 
 impl ServiceView {
@@ -113,7 +114,7 @@ impl ServiceView {
         health: &dyn Fn(NodeId) -> Arc<NodeHealth>,
     ) -> Self {
         let mut nodes: Vec<NodeView> = Vec::new();
-        let mut endpoints: HashMap<String, EndpointView> = HashMap::new();
+        let mut endpoints: HashMap<String, EndpointView, FxBuildHasher> = HashMap::default();
         for version in versions {
             for node in &version.nodes {
                 let Some(id) = u128::from_str_radix(&node.id, 16)
