@@ -313,3 +313,78 @@ impl NodeHealth {
 pub(crate) fn millis_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view_of(nodes: usize) -> ServiceView {
+        let mut versions = Vec::new();
+        let mut service = micro_registry::Service::new("svc", "1");
+        service
+            .endpoints
+            .push(micro_registry::Endpoint::new("Svc.Do", "Req", "Resp"));
+        for i in 0..nodes {
+            let mut node = micro_registry::ServiceNode::new(format!("{:032x}", i + 1), "");
+            node.metadata.insert("zone".into(), if i == 0 { "eu" } else { "us" }.into());
+            service.nodes.push(node);
+        }
+        versions.push(service);
+        ServiceView::build("svc", 0, &versions, None, &|_| Arc::default())
+    }
+
+    #[test]
+    fn round_robin_visits_every_node_in_turn() {
+        let view = view_of(3);
+        let endpoint = &view.endpoints["Svc.Do"];
+        let picks: Vec<_> = (0..6)
+            .map(|_| view.pick(endpoint, Selector::RoundRobin, &Filter::any(), &[], &|| 0))
+            .collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2].map(Some));
+    }
+
+    #[test]
+    fn ejected_and_tried_nodes_are_skipped_unless_nothing_else_is_left() {
+        let view = view_of(3);
+        let endpoint = &view.endpoints["Svc.Do"];
+        let policy = Ejection::default();
+        let health = |slot: usize| &view.nodes[endpoint.nodes[slot]].health;
+        for _ in 0..policy.after_failures {
+            health(0).failed(&policy, 1_000);
+        }
+        assert!(health(0).is_ejected(|| 1_500));
+        assert!(!health(0).is_ejected(|| 2_001), "an ejection lasts a second at first");
+        for _ in 0..50 {
+            let pick = view.pick(endpoint, Selector::Random, &Filter::any(), &[1], &|| 1_500);
+            assert_eq!(pick, Some(2), "0 is ejected and 1 was tried");
+        }
+        // Everyone tried or ejected: fall back to what the filter allows.
+        let pick = view.pick(endpoint, Selector::Random, &Filter::any(), &[1, 2], &|| 1_500);
+        assert_eq!(pick, Some(0));
+        // A filter that matches nobody leaves nothing.
+        let none = Filter::any().meta("zone", "mars");
+        assert_eq!(view.pick(endpoint, Selector::Random, &none, &[], &|| 0), None);
+        let eu = Filter::any().meta("zone", "eu");
+        assert_eq!(view.pick(endpoint, Selector::Random, &eu, &[], &|| 1_500), Some(0));
+        // A second ejection in a row lasts twice as long.
+        for _ in 0..policy.after_failures {
+            health(0).failed(&policy, 3_000);
+        }
+        assert!(health(0).is_ejected(|| 4_500));
+        health(0).succeeded();
+    }
+
+    #[test]
+    fn least_outstanding_prefers_the_idle_node() {
+        let view = view_of(3);
+        let endpoint = &view.endpoints["Svc.Do"];
+        let health = |slot: usize| &view.nodes[endpoint.nodes[slot]].health;
+        health(0).begin();
+        health(0).begin();
+        health(2).begin();
+        for _ in 0..20 {
+            let pick = view.pick(endpoint, Selector::LeastOutstanding, &Filter::any(), &[], &|| 0);
+            assert_eq!(pick, Some(1));
+        }
+    }
+}

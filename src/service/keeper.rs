@@ -65,6 +65,16 @@ impl Actor for Keeper {
         Ok(())
     }
 
+    /// A graceful stop of the node (or of the service's tree) withdraws the registration, so
+    /// callers stop choosing this node at once rather than when the TTL runs out. The keeper is
+    /// the last child of its service, so it stops first, before the endpoints.
+    async fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let registry = self.registry.clone().with_timeout(Duration::from_secs(1));
+        if let Err(err) = registry.deregister(&self.registration).await {
+            tracing::debug!(service = %self.registration.name, error = %err, "deregistering on stop failed; the registration will expire");
+        }
+    }
+
     async fn handle(&mut self, _ctx: &mut Context<Self>, msg: KeeperMsg) -> Result<(), ActorError> {
         match msg {
             KeeperMsg::Refresh => {
