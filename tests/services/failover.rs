@@ -175,3 +175,87 @@ async fn a_killed_replica_process_loses_no_idempotent_call() {
     let _ = LOOPBACK;
     cluster.shutdown().await;
 }
+
+const SIGNALLED: &str = "MICRO_TEST_SERVICE_SIGNALLED";
+
+/// The child: a replica that runs until SIGTERM, then stops gracefully.
+#[tokio::test]
+#[ignore = "entry point of the child process in sigterm_deregisters_drains_and_exits"]
+async fn child_until_signal() {
+    let Ok(parent) = std::env::var(SIGNALLED) else {
+        return;
+    };
+    let node = crate::common::node("replica-signalled").await;
+    let parent_id = node.connect(parent.parse().unwrap()).await.unwrap();
+    let registry = Registry::new(
+        node.lookup_remote::<RegistryMsg>(parent_id, "registry")
+            .await
+            .unwrap(),
+    );
+    let service = greeter("replica-signalled")
+        .registry(registry)
+        .start(&node)
+        .await
+        .unwrap();
+    println!("MICRO_CHILD_READY");
+    std::io::stdout().flush().unwrap();
+    service.stop_on_signal().await.unwrap();
+    println!("MICRO_CHILD_STOPPED");
+    std::io::stdout().flush().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_deregisters_drains_and_exits() {
+    let cluster = Cluster::start(0, |i| greeter(&format!("replica-{i}"))).await;
+    cluster
+        .client_node
+        .expose::<RegistryMsg>("registry")
+        .unwrap();
+    let parent = cluster.client_node.local_addr().unwrap();
+    let mut child = micro_testkit::test_child("failover::child_until_signal")
+        .env(SIGNALLED, parent.to_string())
+        .spawn()
+        .unwrap();
+    micro_testkit::wait_for_line(&mut child, "MICRO_CHILD_READY").await;
+    let client = cluster.client().build().await.unwrap();
+
+    // A call in flight when the signal arrives still gets its answer.
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .call::<_, u64>("greeter", "Greeter.Slow", &500u64)
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(
+        within_for(Duration::from_secs(10), "the call in flight", in_flight)
+            .await
+            .unwrap()
+            .unwrap(),
+        500
+    );
+    // Deregistered at once, not when the 30 s TTL runs out.
+    eventually("the registration is withdrawn", || {
+        let registry = cluster.registry.clone();
+        async move { registry.get_service("greeter").await.is_err() }
+    })
+    .await;
+    let status = within_for(Duration::from_secs(10), "the child exits", async {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "{status}");
+    cluster.shutdown().await;
+}
