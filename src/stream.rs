@@ -3,9 +3,12 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures::Stream;
 use micro_runtime::{ContentType, StreamReceiver, StreamSender};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -102,7 +105,8 @@ pub(crate) async fn close(sender: &SharedSender, outcome: Result<(), ServiceErro
     }
 }
 
-/// Receives the messages of a stream: responses on the client, requests in a handler.
+/// Receives the messages of a stream: responses on the client, requests in a handler. It is a
+/// `futures::Stream` too, for `StreamExt` combinators.
 ///
 /// [`recv`](Incoming::recv) yields messages until the sender finishes (`None`); an error (the
 /// other side failed or cancelled, the deadline passed, its node was lost) ends the stream.
@@ -111,6 +115,8 @@ pub struct Incoming<T> {
     receiver: StreamReceiver<StreamItem>,
     content_type: ContentType,
     deadline: Option<Instant>,
+    /// The deadline's timer, made on the first poll that waits (for the `Stream` impl).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     id: Arc<str>,
     ended: bool,
     _message: PhantomData<fn() -> T>,
@@ -137,6 +143,7 @@ impl<T: DeserializeOwned> Incoming<T> {
             receiver,
             content_type,
             deadline,
+            timer: None,
             id,
             ended: false,
             _message: PhantomData,
@@ -145,26 +152,37 @@ impl<T: DeserializeOwned> Incoming<T> {
 
     /// The next message; `None` once the sender finished. After an error, `None`.
     pub async fn recv(&mut self) -> Option<Result<T, ServiceError>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message (what [`recv`](Incoming::recv) and the `Stream` impl do).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, ServiceError>>> {
         if self.ended {
-            return None;
+            return Poll::Ready(None);
         }
-        let next = match self.deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    self.ended = true;
-                    return Some(Err(ServiceError::timeout(
-                        &*self.id,
-                        "the stream's deadline passed",
-                    )));
+        let next = match Pin::new(&mut self.receiver).poll_next(cx) {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                let Some(deadline) = self.deadline else {
+                    return Poll::Pending;
+                };
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-            },
-            None => self.receiver.recv().await,
+                self.ended = true;
+                return Poll::Ready(Some(Err(ServiceError::timeout(
+                    &*self.id,
+                    "the stream's deadline passed",
+                ))));
+            }
         };
         let item = match next {
             None => {
                 self.ended = true;
-                return None;
+                return Poll::Ready(None);
             }
             Some(Ok(StreamItem::Data(body))) => self
                 .content_type
@@ -176,7 +194,7 @@ impl<T: DeserializeOwned> Incoming<T> {
         if item.is_err() {
             self.ended = true;
         }
-        Some(item)
+        Poll::Ready(Some(item))
     }
 
     /// Every message until the end, or the first error.
@@ -186,6 +204,14 @@ impl<T: DeserializeOwned> Incoming<T> {
             all.push(item?);
         }
         Ok(all)
+    }
+}
+
+impl<T: DeserializeOwned> Stream for Incoming<T> {
+    type Item = Result<T, ServiceError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
     }
 }
 

@@ -326,7 +326,8 @@ mod tests {
             .push(micro_registry::Endpoint::new("Svc.Do", "Req", "Resp"));
         for i in 0..nodes {
             let mut node = micro_registry::ServiceNode::new(format!("{:032x}", i + 1), "");
-            node.metadata.insert("zone".into(), if i == 0 { "eu" } else { "us" }.into());
+            node.metadata
+                .insert("zone".into(), if i == 0 { "eu" } else { "us" }.into());
             service.nodes.push(node);
         }
         versions.push(service);
@@ -353,19 +354,30 @@ mod tests {
             health(0).failed(&policy, 1_000);
         }
         assert!(health(0).is_ejected(|| 1_500));
-        assert!(!health(0).is_ejected(|| 2_001), "an ejection lasts a second at first");
+        assert!(
+            !health(0).is_ejected(|| 2_001),
+            "an ejection lasts a second at first"
+        );
         for _ in 0..50 {
             let pick = view.pick(endpoint, Selector::Random, &Filter::any(), &[1], &|| 1_500);
             assert_eq!(pick, Some(2), "0 is ejected and 1 was tried");
         }
         // Everyone tried or ejected: fall back to what the filter allows.
-        let pick = view.pick(endpoint, Selector::Random, &Filter::any(), &[1, 2], &|| 1_500);
+        let pick = view.pick(endpoint, Selector::Random, &Filter::any(), &[1, 2], &|| {
+            1_500
+        });
         assert_eq!(pick, Some(0));
         // A filter that matches nobody leaves nothing.
         let none = Filter::any().meta("zone", "mars");
-        assert_eq!(view.pick(endpoint, Selector::Random, &none, &[], &|| 0), None);
+        assert_eq!(
+            view.pick(endpoint, Selector::Random, &none, &[], &|| 0),
+            None
+        );
         let eu = Filter::any().meta("zone", "eu");
-        assert_eq!(view.pick(endpoint, Selector::Random, &eu, &[], &|| 1_500), Some(0));
+        assert_eq!(
+            view.pick(endpoint, Selector::Random, &eu, &[], &|| 1_500),
+            Some(0)
+        );
         // A second ejection in a row lasts twice as long.
         for _ in 0..policy.after_failures {
             health(0).failed(&policy, 3_000);
@@ -383,7 +395,13 @@ mod tests {
         health(0).begin();
         health(2).begin();
         for _ in 0..20 {
-            let pick = view.pick(endpoint, Selector::LeastOutstanding, &Filter::any(), &[], &|| 0);
+            let pick = view.pick(
+                endpoint,
+                Selector::LeastOutstanding,
+                &Filter::any(),
+                &[],
+                &|| 0,
+            );
             assert_eq!(pick, Some(1));
         }
     }

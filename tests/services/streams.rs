@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt;
 use micro::{CallContext, CallOptions, Endpoint, Incoming, Outgoing, Service, ServiceError};
 use micro_testkit::{eventually, within};
 
@@ -149,9 +150,14 @@ async fn the_client_dropping_a_response_stream_stops_the_server_handler() {
         .server_stream::<u64, u64>("counter", "Counter.Count", &u64::MAX, CallOptions::new())
         .await
         .unwrap();
-    for expected in 0..10 {
-        assert_eq!(counted.recv().await.unwrap().unwrap(), expected);
-    }
+    // `Incoming` is a `futures::Stream`.
+    let first: Vec<u64> = counted
+        .by_ref()
+        .take(10)
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(first, (0..10).collect::<Vec<_>>());
     drop(counted);
     settled(&cluster).await;
     cluster.shutdown().await;
