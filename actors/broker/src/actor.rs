@@ -200,21 +200,19 @@ impl Actor for BrokerActor {
 
     async fn handle(&mut self, ctx: &mut Context<Self>, msg: BrokerMsg) -> Result<(), ActorError> {
         match msg {
-            BrokerMsg::Deliver {
-                from,
-                envelope,
-                subs,
-                attempt,
-                confirm,
-            } => {
-                self.core.accept_remote(envelope, subs, attempt, confirm);
-                let received = {
+            BrokerMsg::Deliver { from, batch } => {
+                self.core.count_frame_received();
+                let n = batch.len() as u64;
+                for delivery in batch {
+                    self.core.accept_remote(from, delivery);
+                }
+                let (before, received) = {
                     let mut counts = lock(&self.core.received);
                     let count = counts.entry(from).or_insert(0);
-                    *count += 1;
-                    *count
+                    *count += n;
+                    (*count - n, *count)
                 };
-                if received % CREDIT_EVERY == 0
+                if before / CREDIT_EVERY != received / CREDIT_EVERY
                     && let Some(peer) = self.core.peer(from)
                 {
                     let _ = peer.addr.send(BrokerMsg::Credit {
@@ -223,6 +221,7 @@ impl Actor for BrokerActor {
                     });
                 }
             }
+            BrokerMsg::Confirmed { token, result } => self.core.confirmed(token, result),
             BrokerMsg::Credit { node, received } => {
                 if let Some(peer) = self.core.peer(node) {
                     peer.confirm(received);

@@ -5,10 +5,8 @@
 //! is the only writer of the interest tables, so snapshots and deltas sent to peers stay ordered.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
-use std::task::Poll;
 use std::time::Duration;
 
 use micro_runtime::{Addr, Node, NodeId, SupervisorRef};
@@ -16,15 +14,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use crate::protocol::{BrokerMsg, Interest, Outcome};
+use crate::protocol::{BrokerMsg, Dispatch, Interest, Outcome};
 use crate::queue::{Confirm, Item, Pushed, RemoteConfirm, SubQueue, lock};
 use crate::{Backpressure, BrokerError, Envelope, Redelivery};
 
 /// Tuning of a broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
-    /// Deliver frames sent to one peer and not yet confirmed by it before publishers wait
-    /// (flow control, so a fast publisher never overruns a peer's bounded inbox).
+    /// Deliveries sent to one peer and not yet confirmed by it before publishers wait (flow
+    /// control, so a fast publisher never overruns a peer's bounded inbox).
     pub window: u64,
     /// How long a publish waits for room in that window before it fails with
     /// [`BrokerError::Overloaded`].
@@ -47,7 +45,7 @@ impl Default for BrokerConfig {
     }
 }
 
-/// A peer receiver confirms every this many Deliver frames.
+/// A receiving broker confirms every this many deliveries from a peer.
 pub(crate) const CREDIT_EVERY: u64 = 512;
 
 /// Counters of a broker, for the user to read.
@@ -57,10 +55,14 @@ pub struct BrokerStats {
     pub published: u64,
     /// Published messages no subscriber anywhere wanted.
     pub unrouted: u64,
-    /// Deliver frames sent to other nodes (one per node per message).
+    /// Deliver frames sent to other nodes (each carries a batch of messages, at most one
+    /// delivery per message per node).
     pub frames_sent: u64,
     /// Deliver frames received from other nodes.
     pub frames_received: u64,
+    /// Messages handed to other nodes: one per message per interested node, however many
+    /// subscribers it has there (redeliveries included).
+    pub remote_deliveries: u64,
     /// Deliveries that could not be sent because the subscriber's node was unreachable and no
     /// other group member was left (at-most-once: lost, and counted here).
     pub undeliverable: u64,
@@ -88,6 +90,7 @@ struct Counters {
     unrouted: AtomicU64,
     frames_sent: AtomicU64,
     frames_received: AtomicU64,
+    remote_deliveries: AtomicU64,
     undeliverable: AtomicU64,
     stale: AtomicU64,
     redelivered: AtomicU64,
@@ -159,21 +162,61 @@ impl TopicInterest {
     }
 }
 
-/// The way out to one peer's broker, with its flow-control window.
+/// Deliveries queued for one peer that one frame carries at most.
+const MAX_BATCH: usize = 512;
+/// Payload bytes one frame carries at most (more only for a single large message).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// The way out to one peer's broker: an outbox that a flusher task turns into batched Deliver
+/// frames (in order), and the flow-control window (in deliveries).
 pub(crate) struct PeerOut {
     pub(crate) addr: Addr<BrokerMsg>,
+    node: NodeId,
+    core: Weak<Core>,
     sent: AtomicU64,
     confirmed: AtomicU64,
     room: Notify,
+    outbox: Mutex<std::collections::VecDeque<Dispatch>>,
+    scheduled: std::sync::atomic::AtomicBool,
+    wake: Arc<Notify>,
+    _flusher: AbortOnDrop,
+}
+
+/// A task aborted when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl PeerOut {
-    fn new(addr: Addr<BrokerMsg>) -> Arc<Self> {
-        Arc::new(PeerOut {
-            addr,
-            sent: AtomicU64::new(0),
-            confirmed: AtomicU64::new(0),
-            room: Notify::new(),
+    fn new(node: NodeId, addr: Addr<BrokerMsg>, core: Weak<Core>) -> Arc<Self> {
+        Arc::new_cyclic(|weak: &Weak<PeerOut>| {
+            let wake = Arc::new(Notify::new());
+            let flusher = {
+                let (weak, wake) = (weak.clone(), wake.clone());
+                tokio::spawn(async move {
+                    loop {
+                        wake.notified().await;
+                        let Some(out) = weak.upgrade() else { return };
+                        out.flush();
+                    }
+                })
+            };
+            PeerOut {
+                addr,
+                node,
+                core,
+                sent: AtomicU64::new(0),
+                confirmed: AtomicU64::new(0),
+                room: Notify::new(),
+                outbox: Mutex::new(std::collections::VecDeque::new()),
+                scheduled: std::sync::atomic::AtomicBool::new(false),
+                wake,
+                _flusher: AbortOnDrop(flusher),
+            }
         })
     }
 
@@ -186,6 +229,55 @@ impl PeerOut {
     pub(crate) fn confirm(&self, received: u64) {
         self.confirmed.fetch_max(received, Ordering::AcqRel);
         self.room.notify_waiters();
+    }
+
+    /// Queues a delivery; the flusher sends it (with whatever else is queued by then).
+    fn enqueue(&self, delivery: Dispatch) {
+        lock(&self.outbox).push_back(delivery);
+        self.sent.fetch_add(1, Ordering::AcqRel);
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Sends everything queued, in order, in frames of at most [`MAX_BATCH`] deliveries.
+    fn flush(&self) {
+        self.scheduled.store(false, Ordering::Release);
+        loop {
+            let batch: Vec<Dispatch> = {
+                let mut outbox = lock(&self.outbox);
+                let mut bytes = 0;
+                let mut take = 0;
+                for delivery in outbox.iter().take(MAX_BATCH) {
+                    bytes += delivery.envelope.body.len();
+                    if take > 0 && bytes > MAX_BATCH_BYTES {
+                        break;
+                    }
+                    take += 1;
+                }
+                outbox.drain(..take).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let deliveries = batch.len() as u64;
+            let core = self.core.upgrade();
+            let Some(core) = core else { return };
+            let sent = self.addr.send(BrokerMsg::Deliver {
+                from: core.me,
+                batch,
+            });
+            match sent {
+                Ok(()) => bump(&core.counters.frames_sent),
+                Err(err) => {
+                    // Handed over by the publisher, lost at the link: counted.
+                    tracing::debug!(peer = %self.node, %err, deliveries, "batch not sent");
+                    core.counters
+                        .undeliverable
+                        .fetch_add(deliveries, Ordering::Relaxed);
+                }
+            }
+        }
     }
 }
 
@@ -216,16 +308,20 @@ struct Pending {
     deadline: Instant,
 }
 
+/// Where a remote node's confirmation is awaited.
+type ConfirmSender = oneshot::Sender<Result<(), BrokerError>>;
+
 /// Waits of one publish for blocking subscribers.
 enum Wait {
     Local(Arc<SubQueue>, Instant, oneshot::Receiver<()>),
-    Remote(NodeId, Confirmation),
+    /// A remote node's confirmation: (node, token, answer, how long it may take).
+    Remote(
+        NodeId,
+        u64,
+        oneshot::Receiver<Result<(), BrokerError>>,
+        Duration,
+    ),
 }
-
-/// A remote blocking subscriber's answer, asked for as the frame was sent.
-type Confirmation = std::pin::Pin<
-    Box<dyn Future<Output = Result<Result<(), BrokerError>, micro_runtime::Error>> + Send>,
->;
 
 pub(crate) struct Core {
     myself: Weak<Core>,
@@ -243,6 +339,9 @@ pub(crate) struct Core {
     pending: Mutex<HashMap<(u64, Slot), Pending>>,
     /// Deliver frames received from each peer (flow-control credit), kept across broker restarts.
     pub(crate) received: Mutex<crate::actor::Received>,
+    /// Publishers waiting for a remote blocking subscriber: token → (node, who waits).
+    confirms: Mutex<HashMap<u64, (NodeId, ConfirmSender)>>,
+    next_token: AtomicU64,
     counters: Counters,
 }
 
@@ -263,6 +362,8 @@ impl Core {
             peers: RwLock::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             received: Mutex::new(HashMap::new()),
+            confirms: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
             counters: Counters::default(),
         })
     }
@@ -366,6 +467,8 @@ impl Core {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&node);
+        // Publishers waiting for that node's confirmation learn it is gone.
+        lock(&self.confirms).retain(|_, (peer, _)| *peer != node);
         self.move_pending(|p| p.node == node);
     }
 
@@ -375,7 +478,7 @@ impl Core {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .entry(node)
-            .or_insert_with(|| PeerOut::new(addr));
+            .or_insert_with(|| PeerOut::new(node, addr, self.myself.clone()));
     }
 
     pub(crate) fn has_peer(&self, node: NodeId) -> bool {
@@ -625,7 +728,7 @@ impl Core {
                 }
                 if tokio::time::timeout_at(deadline, room).await.is_err() {
                     return Err(BrokerError::Overloaded(format!(
-                        "{} frames unconfirmed by node {node}",
+                        "{} deliveries unconfirmed by node {node}",
                         peer.in_flight()
                     )));
                 }
@@ -638,50 +741,29 @@ impl Core {
         }
         let subs: Vec<u64> = targets.iter().map(|t| t.sub).collect();
         let block = targets.iter().filter_map(|t| t.block).max();
-        let envelope = (**env).clone();
-        match block {
+        let confirm = match block {
             Some(timeout) if wait => {
+                let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                lock(&self.confirms).insert(token, (node, tx));
                 // The subscriber's node answers at its own deadline; allow for the trip.
-                let bound = timeout + Duration::from_secs(2);
-                let addr = peer.addr.clone();
-                let me = self.me;
-                let mut confirmation: Confirmation = Box::pin(async move {
-                    addr.ask(
-                        |reply| BrokerMsg::Deliver {
-                            from: me,
-                            envelope,
-                            subs,
-                            attempt,
-                            confirm: Some(reply),
-                        },
-                        bound,
-                    )
-                    .await
-                });
-                // The first poll sends the frame (now, in publish order); an error there means
-                // nothing was sent.
-                let first =
-                    std::future::poll_fn(|cx| Poll::Ready(confirmation.as_mut().poll(cx))).await;
-                match first {
-                    Poll::Ready(Err(err)) => return Err(BrokerError::Runtime(err)),
-                    Poll::Ready(Ok(answer)) => {
-                        waits.push(Wait::Remote(node, Box::pin(std::future::ready(Ok(answer)))))
-                    }
-                    Poll::Pending => waits.push(Wait::Remote(node, confirmation)),
-                }
+                waits.push(Wait::Remote(
+                    node,
+                    token,
+                    rx,
+                    timeout + Duration::from_secs(2),
+                ));
+                Some(token)
             }
-            _ => {
-                peer.addr.send(BrokerMsg::Deliver {
-                    from: self.me,
-                    envelope,
-                    subs,
-                    attempt,
-                    confirm: None,
-                })?;
-            }
-        }
-        peer.sent.fetch_add(1, Ordering::AcqRel);
-        bump(&self.counters.frames_sent);
+            _ => None,
+        };
+        peer.enqueue(Dispatch {
+            envelope: env.clone(),
+            subs,
+            attempt,
+            confirm,
+        });
+        bump(&self.counters.remote_deliveries);
         Ok(())
     }
 
@@ -705,14 +787,22 @@ impl Core {
                         }
                     }
                 }
-                Wait::Remote(node, confirmation) => match confirmation.await {
-                    Ok(answer) => answer,
-                    Err(err) => Err(BrokerError::Runtime(err)),
+                Wait::Remote(node, token, rx, bound) => {
+                    let answer = match tokio::time::timeout(bound, rx).await {
+                        Ok(Ok(answer)) => answer,
+                        Ok(Err(_)) => Err(BrokerError::Runtime(micro_runtime::Error::NodeLost(
+                            node.to_string(),
+                        ))),
+                        Err(_) => {
+                            lock(&self.confirms).remove(&token);
+                            Err(BrokerError::Runtime(micro_runtime::Error::Timeout(bound)))
+                        }
+                    };
+                    if let Err(err) = &answer {
+                        tracing::debug!(%node, %err, topic = %env.topic, "remote subscriber refused");
+                    }
+                    answer
                 }
-                .map_err(|err| {
-                    tracing::debug!(%node, %err, topic = %env.topic, "remote subscriber refused");
-                    err
-                }),
             };
             if result.is_ok() {
                 result = outcome;
@@ -723,17 +813,22 @@ impl Core {
 
     // ---- receiving from peers ----
 
-    /// A Deliver frame from a peer: fan out to the local subscriptions it names.
-    pub(crate) fn accept_remote(
-        &self,
-        env: Envelope,
-        subs: Vec<u64>,
-        attempt: u32,
-        confirm: Option<micro_runtime::Reply<Result<(), BrokerError>>>,
-    ) {
-        bump(&self.counters.frames_received);
-        let env = Arc::new(env);
-        let confirm = confirm.map(RemoteConfirm::new);
+    /// A delivery from a peer: fan out to the local subscriptions it names.
+    pub(crate) fn accept_remote(&self, from: NodeId, delivery: Dispatch) {
+        let Dispatch {
+            envelope: env,
+            subs,
+            attempt,
+            confirm,
+        } = delivery;
+        let confirm = confirm.map(|token| {
+            let peer = self.peer(from);
+            RemoteConfirm::new(move |result| {
+                if let Some(peer) = peer {
+                    let _ = peer.addr.send(BrokerMsg::Confirmed { token, result });
+                }
+            })
+        });
         for sub in subs {
             let Some(queue) = self.local_queue(sub) else {
                 bump(&self.counters.stale);
@@ -763,6 +858,17 @@ impl Core {
         if let Some(confirm) = confirm {
             confirm.accepted();
         }
+    }
+
+    /// A peer answered a delivery that asked for confirmation.
+    pub(crate) fn confirmed(&self, token: u64, result: Result<(), BrokerError>) {
+        if let Some((_, tx)) = lock(&self.confirms).remove(&token) {
+            let _ = tx.send(result);
+        }
+    }
+
+    pub(crate) fn count_frame_received(&self) {
+        bump(&self.counters.frames_received);
     }
 
     // ---- acknowledgements ----
@@ -888,17 +994,13 @@ impl Core {
             }
             None => {
                 if let Some(peer) = self.peer(target.node) {
-                    let sent = peer.addr.send(BrokerMsg::Deliver {
-                        from: self.me,
-                        envelope: (*env).clone(),
+                    peer.enqueue(Dispatch {
+                        envelope: env,
                         subs: vec![target.sub],
                         attempt,
                         confirm: None,
                     });
-                    if sent.is_ok() {
-                        peer.sent.fetch_add(1, Ordering::AcqRel);
-                        bump(&self.counters.frames_sent);
-                    }
+                    bump(&self.counters.remote_deliveries);
                 }
                 // Not sent: the next timeout tries again.
             }
@@ -949,6 +1051,7 @@ impl Core {
             unrouted: get(&c.unrouted),
             frames_sent: get(&c.frames_sent),
             frames_received: get(&c.frames_received),
+            remote_deliveries: get(&c.remote_deliveries),
             undeliverable: get(&c.undeliverable),
             stale: get(&c.stale),
             redelivered: get(&c.redelivered),

@@ -116,6 +116,6 @@ pub use core::{BrokerConfig, BrokerStats, TopicInterest};
 pub use error::{BrokerError, HandlerError};
 pub use message::{Envelope, Event, Headers};
 pub use options::{Backpressure, Delivery, PublishOptions, Redelivery, SubscribeOptions};
-pub use protocol::{BrokerMsg, Interest, InterestChange, Outcome};
+pub use protocol::{BrokerMsg, Dispatch, Interest, InterestChange, Outcome};
 pub use queue::SubscriptionStats;
 pub use subscription::{Handler, SubMsg, SubscriberSpec, Subscription};

@@ -1,6 +1,8 @@
 //! The broker's typed protocol: what brokers of a cluster tell each other.
 
-use micro_runtime::{Addr, NodeId, RemoteMessage, Reply};
+use std::sync::Arc;
+
+use micro_runtime::{Addr, NodeId, RemoteMessage};
 use serde::{Deserialize, Serialize};
 
 use crate::{Backpressure, BrokerError, Envelope, Redelivery};
@@ -28,19 +30,21 @@ pub enum BrokerMsg {
         /// What changed.
         change: InterestChange,
     },
-    /// A message for subscriptions on this node: fanned out here.
+    /// Messages for subscriptions on this node, in publish order: fanned out here. A publisher
+    /// batches what it has queued for a node into one frame.
     Deliver {
-        /// The node that sent the frame (for flow control).
+        /// The node that sent the frame (for flow control and confirmations).
         from: NodeId,
-        /// The message.
-        envelope: Envelope,
-        /// The subscriptions on this node it is for.
-        subs: Vec<u64>,
-        /// Which delivery this is (1, or more when redelivered).
-        attempt: u32,
-        /// Set when a blocking subscriber is among `subs`: answered once all took the message,
-        /// or with the first refusal.
-        confirm: Option<Reply<Result<(), BrokerError>>>,
+        /// The deliveries.
+        batch: Vec<Dispatch>,
+    },
+    /// The answer to a delivery that asked for one (a blocking subscriber was among its targets):
+    /// every blocking target took the message, or the first refusal.
+    Confirmed {
+        /// The token the delivery carried.
+        token: u64,
+        /// The outcome.
+        result: Result<(), BrokerError>,
     },
     /// A subscriber's answer to an at-least-once delivery, sent to the publishing node.
     Ack {
@@ -68,6 +72,20 @@ pub enum BrokerMsg {
 
 impl RemoteMessage for BrokerMsg {
     const TYPE_NAME: &'static str = "micro.broker.v1";
+}
+
+/// One message for some subscriptions of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispatch {
+    /// The message (shared by the deliveries of one publish).
+    pub envelope: Arc<Envelope>,
+    /// The subscriptions on the receiving node it is for.
+    pub subs: Vec<u64>,
+    /// Which delivery this is (1, or more when redelivered).
+    pub attempt: u32,
+    /// Set when a blocking subscriber is among `subs`: answer with
+    /// [`BrokerMsg::Confirmed`] carrying this token.
+    pub confirm: Option<u64>,
 }
 
 /// One subscription as other nodes learn of it.

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use micro_runtime::{Addr, Reply};
+use micro_runtime::Addr;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -28,19 +28,22 @@ pub(crate) enum Confirm {
     Remote(Arc<RemoteConfirm>),
 }
 
+/// Sends a remote publisher its answer.
+type Answer = Box<dyn FnOnce(Result<(), BrokerError>) + Send>;
+
 /// The answer a remote publisher waits for: sent once every blocking subscriber of this node took
 /// the message, or at the first that could not.
 pub(crate) struct RemoteConfirm {
     remaining: AtomicUsize,
-    reply: Mutex<Option<Reply<Result<(), BrokerError>>>>,
+    answer: Mutex<Option<Answer>>,
 }
 
 impl RemoteConfirm {
-    pub(crate) fn new(reply: Reply<Result<(), BrokerError>>) -> Arc<Self> {
+    pub(crate) fn new(answer: impl FnOnce(Result<(), BrokerError>) + Send + 'static) -> Arc<Self> {
         Arc::new(RemoteConfirm {
             // One for the broker itself, released once it has pushed to every target.
             remaining: AtomicUsize::new(1),
-            reply: Mutex::new(Some(reply)),
+            answer: Mutex::new(Some(Box::new(answer))),
         })
     }
 
@@ -59,9 +62,9 @@ impl RemoteConfirm {
     }
 
     fn answer(&self, result: Result<(), BrokerError>) {
-        let reply = lock(&self.reply).take();
-        if let Some(reply) = reply {
-            let _ = reply.send(result);
+        let answer = lock(&self.answer).take();
+        if let Some(answer) = answer {
+            answer(result);
         }
     }
 }
