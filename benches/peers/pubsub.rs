@@ -62,6 +62,35 @@ fn payload(seq: u64) -> Vec<u8> {
     bytes
 }
 
+/// micro's message: the 64 bytes as one byte string (what `serde_bytes` does), as NATS carries
+/// them; a plain `Vec<u8>` would encode and decode byte by byte.
+struct Blob(Vec<u8>);
+
+impl serde::Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(v))
+            }
+        }
+        deserializer.deserialize_byte_buf(Bytes)
+    }
+}
+
 /// One round's figures of one stack.
 #[derive(Debug, Clone, Copy, Default)]
 struct Sample {
@@ -71,6 +100,9 @@ struct Sample {
     p50_us: f64,
     p99_us: f64,
 }
+
+/// Picks one figure out of a sample.
+type Metric = fn(&Sample) -> f64;
 
 /// A stack under test: its runtime and one function per round.
 struct Prepared {
@@ -109,9 +141,7 @@ impl Counter {
 
 /// Big enough that nothing is dropped in a round (checked after each).
 fn bench_queue() -> SubscribeOptions {
-    SubscribeOptions::new().backpressure(Backpressure::DropOldest {
-        capacity: 1 << 18,
-    })
+    SubscribeOptions::new().backpressure(Backpressure::DropOldest { capacity: 1 << 18 })
 }
 
 impl MicroCluster {
@@ -158,8 +188,8 @@ impl MicroCluster {
     ) -> BenchResult<micro_broker::Subscription> {
         let counter = counter.clone();
         let sub = self.brokers[i]
-            .subscribe_with(topic, bench_queue(), move |event: Event<Vec<u8>>| {
-                let ok = event.message.len() == PAYLOAD;
+            .subscribe_with(topic, bench_queue(), move |event: Event<Blob>| {
+                let ok = event.message.0.len() == PAYLOAD;
                 counter.count.fetch_add(u64::from(ok), Ordering::AcqRel);
                 if let Some(notify) = &counter.notify {
                     let _ = notify.send(());
@@ -172,7 +202,9 @@ impl MicroCluster {
 
     async fn wait_interest(&self, topic: &str, total: usize) -> BenchResult<()> {
         wait_until("interest known", || {
-            self.brokers.iter().all(|b| b.interest(topic).total() == total)
+            self.brokers
+                .iter()
+                .all(|b| b.interest(topic).total() == total)
         })
         .await
     }
@@ -190,7 +222,7 @@ impl MicroCluster {
         let broker = self.brokers[0].clone();
         let start = Instant::now();
         for seq in 0..n {
-            broker.publish(&topic, &payload(seq)).await?;
+            broker.publish(&topic, &Blob(payload(seq))).await?;
         }
         wait_until("every delivery handled", || counter.get() >= expected).await?;
         let rate = n as f64 / start.elapsed().as_secs_f64();
@@ -216,7 +248,7 @@ impl MicroCluster {
         let mut latencies = Vec::with_capacity(LAT_N);
         for seq in 0..LAT_N as u64 {
             let sent = Instant::now();
-            broker.publish(&topic, &payload(seq)).await?;
+            broker.publish(&topic, &Blob(payload(seq))).await?;
             rx.recv().await.ok_or("subscriber gone")?;
             latencies.push(sent.elapsed());
         }
@@ -540,7 +572,7 @@ fn main() -> BenchResult<()> {
             "ratio p50_us micro/nats = {:.2}  # latency, 1 remote subscriber (lower is better)",
             micro.p50_us / nats.p50_us
         );
-        let workloads: [(&str, fn(&Sample) -> f64); 3] = [
+        let workloads: [(&str, Metric); 3] = [
             ("1 local subscriber", |s| s.local1),
             ("1 remote subscriber", |s| s.remote1),
             ("10 subscribers on 3 nodes", |s| s.fanout10),

@@ -215,8 +215,14 @@ impl SubQueue {
         let mut inner = lock(&self.inner);
         let item = inner.items.pop_front()?;
         let capacity = self.policy.capacity();
-        let now = Instant::now();
-        while inner.items.len() < capacity {
+        let now = if inner.waiting.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        while let Some(now) = now
+            && inner.items.len() < capacity
+        {
             let Some(waiter) = inner.waiting.pop_front() else {
                 break;
             };
