@@ -70,7 +70,7 @@ fn billing(instance: &'static str, billed: Arc<AtomicU64>) -> SubscriberSpec {
         let billed = billed.clone();
         async move {
             let order = &event.message;
-            if order.order % 5 == 0 && event.attempt == 1 {
+            if order.order.is_multiple_of(5) && event.attempt == 1 {
                 println!(
                     "billing/{instance}: payment provider timed out on order {}",
                     order.order

@@ -63,8 +63,8 @@ pub struct BrokerStats {
     /// Messages handed to other nodes: one per message per interested node, however many
     /// subscribers it has there (redeliveries included).
     pub remote_deliveries: u64,
-    /// Deliveries that could not be sent because the subscriber's node was unreachable and no
-    /// other group member was left (at-most-once: lost, and counted here).
+    /// Deliveries lost on the way out: the subscriber's node was unreachable and no other group
+    /// member was left, or the link refused a batch already queued for it.
     pub undeliverable: u64,
     /// Deliveries that arrived for a subscription that no longer exists here.
     pub stale: u64,

@@ -24,8 +24,10 @@
 //! **At most once** (the default, [`Delivery::AtMostOnce`]):
 //! - a message is delivered to a subscription at most once: no duplicates, ever;
 //! - a group message is rerouted to another member only when its member's node is known to be
-//!   unreachable *before* sending (no link to it, or its interest already withdrawn); once a
-//!   frame is handed to a link it is never sent again, so a link that fails later loses it;
+//!   unreachable *before* sending (its broker forgotten after the link went down, or its interest
+//!   already withdrawn); once a message is queued for a node it is never sent again, so a link
+//!   that fails later loses it (a batch the link refuses is counted in
+//!   [`BrokerStats::undeliverable`]);
 //! - order is kept per publisher per topic for each subscriber: a subscriber sees one
 //!   publisher's messages of one topic in publish order (frames to one node share one ordered
 //!   lane; the subscriber's queue is FIFO). Messages of different publishers interleave;
