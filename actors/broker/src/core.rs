@@ -178,6 +178,8 @@ pub(crate) struct PeerOut {
     room: Notify,
     outbox: Mutex<std::collections::VecDeque<Dispatch>>,
     scheduled: std::sync::atomic::AtomicBool,
+    /// Held while batches are taken and sent.
+    sending: Mutex<()>,
     wake: Arc<Notify>,
     _flusher: AbortOnDrop,
 }
@@ -214,6 +216,7 @@ impl PeerOut {
                 room: Notify::new(),
                 outbox: Mutex::new(std::collections::VecDeque::new()),
                 scheduled: std::sync::atomic::AtomicBool::new(false),
+                sending: Mutex::new(()),
                 wake,
                 _flusher: AbortOnDrop(flusher),
             }
@@ -233,8 +236,20 @@ impl PeerOut {
 
     /// Queues a delivery; the flusher sends it (with whatever else is queued by then).
     fn enqueue(&self, delivery: Dispatch) {
-        lock(&self.outbox).push_back(delivery);
+        let queued = {
+            let mut outbox = lock(&self.outbox);
+            outbox.push_back(delivery);
+            outbox.len()
+        };
         self.sent.fetch_add(1, Ordering::AcqRel);
+        // A full batch is sent by the publisher that completed it (unless a flush is running);
+        // anything less by the flusher task, at once.
+        if queued >= MAX_BATCH
+            && let Ok(sending) = self.sending.try_lock()
+        {
+            self.send_batches(sending);
+            return;
+        }
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             self.wake.notify_one();
         }
@@ -243,6 +258,11 @@ impl PeerOut {
     /// Sends everything queued, in order, in frames of at most [`MAX_BATCH`] deliveries.
     fn flush(&self) {
         self.scheduled.store(false, Ordering::Release);
+        self.send_batches(lock(&self.sending));
+    }
+
+    /// Sends what is queued; the guard keeps one sender at a time, so batches leave in order.
+    fn send_batches(&self, _sending: std::sync::MutexGuard<'_, ()>) {
         loop {
             let batch: Vec<Dispatch> = {
                 let mut outbox = lock(&self.outbox);
