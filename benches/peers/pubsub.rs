@@ -303,10 +303,16 @@ struct NatsStack {
 
 impl NatsStack {
     async fn connect(url: &str) -> BenchResult<Self> {
-        let publisher = async_nats::connect(url).await?;
+        // Subscriptions buffer as much as micro's bench queues hold, so neither drops.
+        let connect = || {
+            async_nats::ConnectOptions::new()
+                .subscription_capacity(1 << 18)
+                .connect(url)
+        };
+        let publisher = connect().await?;
         let mut others = Vec::new();
         for _ in 0..2 {
-            others.push(async_nats::connect(url).await?);
+            others.push(connect().await?);
         }
         Ok(NatsStack {
             publisher,
