@@ -194,9 +194,11 @@ async fn a_queue_group_spreads_messages_and_delivers_each_once() {
     shutdown(members).await;
 }
 
+/// Acks are due within 2 s: long enough that a loaded machine causes no redelivery the tests do
+/// not expect (they count deliveries exactly), short enough for the crash test, which waits it.
 fn redelivery(attempts: u32) -> Redelivery {
     Redelivery {
-        ack_timeout: Duration::from_millis(300),
+        ack_timeout: Duration::from_secs(2),
         max_attempts: attempts,
         dead_letter: None,
     }
@@ -513,7 +515,7 @@ async fn a_blocking_subscriber_makes_publishers_wait_then_fail() {
     let held = gate.clone();
     let policy = Backpressure::Block {
         capacity: 1,
-        timeout: Duration::from_millis(200),
+        timeout: Duration::from_secs(1),
     };
     let slow = members[1]
         .1
