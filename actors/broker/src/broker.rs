@@ -6,6 +6,7 @@ use std::time::Duration;
 use micro_runtime::{Addr, ChildSpec, Node, NodeId, Strategy, SupervisorSpec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use crate::actor::{BROKER_NAME, BrokerActor, Kind, local};
 use crate::core::{BrokerConfig, BrokerStats, Core, TopicInterest};
@@ -165,9 +166,7 @@ impl Broker {
             body,
         };
         let span = tracing::trace_span!("publish", topic, id = env.id);
-        let _entered = span.enter();
-        drop(_entered);
-        self.core.publish(env).await
+        self.core.publish(env).instrument(span).await
     }
 
     /// Subscribes `handler` to `topic` (plain, at-most-once, drop-oldest beyond 4,096 queued).

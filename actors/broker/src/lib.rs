@@ -120,4 +120,4 @@ pub use message::{Envelope, Event, Headers};
 pub use options::{Backpressure, Delivery, PublishOptions, Redelivery, SubscribeOptions};
 pub use protocol::{BrokerMsg, Dispatch, Interest, InterestChange, Outcome};
 pub use queue::SubscriptionStats;
-pub use subscription::{Handler, SubMsg, SubscriberSpec, Subscription};
+pub use subscription::{Handler, SubscriberSpec, Subscription};

@@ -53,7 +53,7 @@ where
 
 /// What wakes a subscription's actor: there is something in its queue.
 #[derive(Debug)]
-pub enum SubMsg {
+pub(crate) enum SubMsg {
     /// Drain the queue.
     Drain,
 }

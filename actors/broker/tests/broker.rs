@@ -676,3 +676,75 @@ async fn a_declared_subscriber_starts_from_its_spec_and_survives_crashes() {
     ));
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_group_messages_move_to_a_survivor_when_their_node_is_lost() {
+    let mut members = cluster(3).await;
+    // Acks are due in a minute: within the test's bounds only the node loss can move them.
+    let patient = SubscribeOptions::new()
+        .queue("g")
+        .at_least_once(Redelivery {
+            ack_timeout: Duration::from_secs(60),
+            ..Redelivery::default()
+        });
+    let (survivor, handler) = recorder();
+    members[1]
+        .1
+        .subscribe_with("tasks", patient.clone(), handler)
+        .await
+        .unwrap();
+    let stuck = Arc::new(Semaphore::new(0));
+    let held = stuck.clone();
+    members[2]
+        .1
+        .subscribe_with("tasks", patient, move |_: Event<Tick>| {
+            let held = held.clone();
+            async move {
+                held.acquire().await?.forget();
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .await
+        .unwrap();
+    interest(&members, "tasks", 2).await;
+
+    for seq in 0..10 {
+        members[0]
+            .1
+            .publish("tasks", &tick("a", seq))
+            .await
+            .unwrap();
+    }
+    eventually("the survivor handled its share", || async {
+        count(&survivor) > 0 && members[0].1.stats().acked == count(&survivor) as u64
+    })
+    .await;
+    let before = count(&survivor);
+    assert!(before < 10, "the stuck member got some");
+
+    let (lost, _) = members.pop().unwrap();
+    lost.shutdown().await.unwrap();
+    eventually("every message handled by the survivor", || async {
+        let seqs: std::collections::BTreeSet<u64> = survivor
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.message.seq)
+            .collect();
+        seqs.len() == 10
+    })
+    .await;
+    let moved: Vec<u32> = survivor.lock().unwrap()[before..]
+        .iter()
+        .map(|e| e.attempt)
+        .collect();
+    assert!(
+        moved.iter().all(|&a| a == 2),
+        "moved as second attempts: {moved:?}"
+    );
+    eventually("nothing left unacknowledged", || async {
+        members[0].1.stats().pending == 0
+    })
+    .await;
+    shutdown(members).await;
+}
