@@ -244,8 +244,9 @@ impl Actor for BrokerActor {
                 if !self.core.has_peer(node) {
                     self.core.set_peer(node, broker.clone());
                 }
-                if answer {
-                    broker.send(self.hello(ctx.node(), false)?)?;
+                if answer && let Err(err) = broker.send(self.hello(ctx.node(), false)?) {
+                    // The link just went: its Down (or the next Up) settles things.
+                    tracing::debug!(peer = %node, %err, "hello not answered");
                 }
             }
             BrokerMsg::Interest { node, change } => match change {
@@ -278,7 +279,9 @@ impl Actor for BrokerActor {
                 Kind::PeerUp(peer) => self.peer_up(ctx.node(), peer),
                 Kind::PeerFound(peer, addr) => {
                     self.core.set_peer(peer, addr.clone());
-                    addr.send(self.hello(ctx.node(), true)?)?;
+                    if let Err(err) = addr.send(self.hello(ctx.node(), true)?) {
+                        tracing::debug!(%peer, %err, "hello not sent");
+                    }
                 }
                 Kind::PeerDown(peer) => {
                     tracing::debug!(%peer, "peer down: its interest is dropped");
