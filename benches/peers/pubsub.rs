@@ -26,7 +26,7 @@
 use std::error::Error as StdError;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -335,24 +335,48 @@ impl NatsStack {
         format!("bench.{}.{}", std::process::id(), self.subject)
     }
 
+    /// Waits until the server routes `subject` to every subscription: publishes probes (short
+    /// payloads, not counted) until each subscription has seen one. A flush only writes the SUB
+    /// to the socket; without this, the first messages can beat it to the server.
+    async fn until_subscribed(&self, subject: &str, probed: &[Arc<AtomicBool>]) -> BenchResult<()> {
+        let deadline = Instant::now() + DELIVERY_TIMEOUT;
+        while !probed.iter().all(|p| p.load(Ordering::Acquire)) {
+            if Instant::now() > deadline {
+                return Err("NATS subscriptions never became active".into());
+            }
+            self.publisher
+                .publish(subject.to_owned(), vec![0u8].into())
+                .await?;
+            self.publisher.flush().await?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
     async fn throughput(&mut self, placement: &[usize], n: u64) -> BenchResult<f64> {
         let subject = self.subject();
         let count = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
+        let mut probed = Vec::new();
         for &i in placement {
             let mut sub = self.client(i).subscribe(subject.clone()).await?;
             let count = count.clone();
+            let seen_probe = Arc::new(AtomicBool::new(false));
+            probed.push(seen_probe.clone());
             tasks.push(tokio::spawn(async move {
                 while let Some(msg) = sub.next().await {
-                    let ok = msg.payload.len() == PAYLOAD;
-                    count.fetch_add(u64::from(ok), Ordering::AcqRel);
+                    if msg.payload.len() == PAYLOAD {
+                        count.fetch_add(1, Ordering::AcqRel);
+                    } else {
+                        seen_probe.store(true, Ordering::Release);
+                    }
                 }
             }));
         }
-        // Subscriptions are registered with the server once each client has flushed.
         for &i in placement {
             self.client(i).flush().await?;
         }
+        self.until_subscribed(&subject, &probed).await?;
         let expected = n * placement.len() as u64;
         let start = Instant::now();
         for seq in 0..n {
@@ -379,59 +403,39 @@ impl NatsStack {
         let mut sub = self.client(1).subscribe(subject.clone()).await?;
         self.client(1).flush().await?;
         let (tx, mut rx) = mpsc::unbounded_channel();
+        let seen_probe = Arc::new(AtomicBool::new(false));
+        let probed = seen_probe.clone();
         let task = tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
                 if msg.payload.len() == PAYLOAD {
                     let _ = tx.send(());
+                } else {
+                    probed.store(true, Ordering::Release);
                 }
             }
         });
+        self.until_subscribed(&subject, &[seen_probe]).await?;
+        // Probes still in flight are not counted; let them pass.
+        tokio::time::sleep(Duration::from_millis(5)).await;
         let mut latencies = Vec::with_capacity(LAT_N);
-        let mut lost = 0;
         for seq in 0..LAT_N as u64 {
             let sent = Instant::now();
             self.publisher
                 .publish(subject.clone(), payload(seq).into())
                 .await?;
-            // NATS is at-most-once: a message it dropped never comes (seen here under load).
-            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-                Ok(got) => {
-                    got.ok_or("subscriber gone")?;
-                    latencies.push(sent.elapsed());
-                }
-                Err(_) => lost += 1,
-            }
+            rx.recv().await.ok_or("subscriber gone")?;
+            latencies.push(sent.elapsed());
         }
         task.abort();
-        if lost > 0 {
-            println!(
-                "note: NATS lost {lost} of {LAT_N} latency messages (left out of its figures)"
-            );
-        }
-        if latencies.is_empty() {
-            return Err("NATS delivered no latency message".into());
-        }
         Ok(percentiles(latencies))
     }
 
-    /// A throughput workload, run again once if NATS lost messages (it is at-most-once, and
-    /// under load its server may cut a client off as a slow consumer); the retry is printed.
-    async fn throughput_retried(&mut self, placement: &[usize], n: u64) -> BenchResult<f64> {
-        match self.throughput(placement, n).await {
-            Ok(rate) => Ok(rate),
-            Err(err) => {
-                println!("note: NATS workload run again after: {err}");
-                self.throughput(placement, n).await
-            }
-        }
-    }
-
     async fn round(&mut self) -> BenchResult<Sample> {
-        let local1 = phase("nats local1", self.throughput_retried(&[0], N)).await?;
-        let remote1 = phase("nats remote1", self.throughput_retried(&[1], N)).await?;
+        let local1 = phase("nats local1", self.throughput(&[0], N)).await?;
+        let remote1 = phase("nats remote1", self.throughput(&[1], N)).await?;
         let fanout10 = phase(
             "nats fanout10",
-            self.throughput_retried(&[0, 0, 0, 1, 1, 1, 1, 2, 2, 2], FANOUT_N),
+            self.throughput(&[0, 0, 0, 1, 1, 1, 1, 2, 2, 2], FANOUT_N),
         )
         .await?;
         let (p50_us, p99_us) = phase("nats latency", self.latency()).await?;
