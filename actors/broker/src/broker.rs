@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use micro_runtime::{Addr, ChildSpec, Node, NodeId, Strategy, SupervisorSpec};
+use micro_runtime::{Addr, ChildSpec, Intensity, Node, NodeId, Strategy, SupervisorSpec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
@@ -80,8 +80,10 @@ impl Broker {
     pub async fn start_with(node: &Node, config: BrokerConfig) -> Result<Broker, BrokerError> {
         let core = Core::new(node.clone(), config);
         let for_actor = core.clone();
+        // Generous: if `broker.sup` itself gave up, the subscriptions under it would go with it.
         let spec = SupervisorSpec::new(Strategy::OneForOne)
             .named("broker.sup")
+            .intensity(Intensity::new(20, Duration::from_secs(10)))
             .child(
                 ChildSpec::new(move || BrokerActor::new(for_actor.clone()))
                     .named(BROKER_NAME)
