@@ -69,6 +69,9 @@ pub use wrapper::{
 /// Service discovery: the registry actor, its backends (memory, mDNS) and a watch-fed cache.
 pub use micro_registry as registry;
 
+/// Pubsub: a broker actor on every node, queue groups, at-most-once or at-least-once delivery.
+pub use micro_broker as broker;
+
 /// The names most programs need, for `use micro::prelude::*`.
 pub mod prelude {
     pub use micro_runtime::{

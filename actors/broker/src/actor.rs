@@ -1,0 +1,301 @@
+//! The broker actor: exchanges interest with peer brokers, fans out what they send, settles
+//! acknowledgements and drives redelivery. One per node, named [`BROKER_NAME`] and exposed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use micro_runtime::{
+    Actor, ActorError, Addr, Context, Node, NodeId, PeerEvent, Reply, SupervisionEvent,
+};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::core::{CREDIT_EVERY, Core};
+use crate::protocol::{BrokerMsg, Interest, InterestChange};
+use crate::queue::{SubQueue, lock};
+
+/// The name of every node's broker actor (exposed to other nodes).
+pub const BROKER_NAME: &str = "broker";
+
+/// Prefix of the name of each subscription's supervisor; the subscription id follows.
+pub(crate) const SUB_PREFIX: &str = "broker.sub.";
+
+/// The broker's messages to itself and from its handle (opaque outside the crate).
+pub struct Local(pub(crate) Kind);
+
+pub(crate) enum Kind {
+    Subscribe {
+        queue: Arc<SubQueue>,
+        interest: Interest,
+        reply: Reply<()>,
+    },
+    Unsubscribe {
+        sub: u64,
+        reply: Reply<()>,
+    },
+    PeerUp(NodeId),
+    PeerFound(NodeId, Addr<BrokerMsg>),
+    PeerDown(NodeId),
+    /// A subscription's supervisor gave up.
+    SubFailed(u64),
+    Tick,
+    Core(Reply<Arc<Core>>),
+}
+
+pub(crate) fn local(kind: Kind) -> BrokerMsg {
+    BrokerMsg::Local(Local(kind))
+}
+
+/// A task aborted when dropped, so the broker's helpers end with it, even after a panic.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(crate) struct BrokerActor {
+    core: Arc<Core>,
+    tasks: Vec<AbortOnDrop>,
+}
+
+impl BrokerActor {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        BrokerActor {
+            core,
+            tasks: Vec::new(),
+        }
+    }
+
+    fn myself(node: &Node) -> Result<Addr<BrokerMsg>, micro_runtime::Error> {
+        node.lookup::<BrokerMsg>(BROKER_NAME)
+    }
+
+    fn hello(&self, node: &Node, answer: bool) -> Result<BrokerMsg, micro_runtime::Error> {
+        Ok(BrokerMsg::Hello {
+            node: self.core.me,
+            broker: Self::myself(node)?,
+            interest: self.core.local_interest(),
+            answer,
+        })
+    }
+
+    fn broadcast(&self, change: InterestChange) {
+        for (peer, out) in self.core.peer_list() {
+            let msg = BrokerMsg::Interest {
+                node: self.core.me,
+                change: change.clone(),
+            };
+            if let Err(err) = out.addr.send(msg) {
+                tracing::debug!(%peer, %err, "interest change not sent");
+            }
+        }
+    }
+
+    /// Finds the peer's broker (it may start a little after the link comes up), then says hello.
+    fn peer_up(&self, node: &Node, peer: NodeId) {
+        let Ok(me) = Self::myself(node) else { return };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(20);
+            for _ in 0..8 {
+                match node.lookup_remote::<BrokerMsg>(peer, BROKER_NAME).await {
+                    Ok(addr) => {
+                        let _ = me.send(local(Kind::PeerFound(peer, addr)));
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::debug!(%peer, %err, "peer broker not found yet");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+            // Its broker will say hello itself when it starts.
+        });
+    }
+
+    fn remove_local(&self, sub: u64) {
+        self.core.remove_interest(self.core.me, sub);
+        self.broadcast(InterestChange::Removed(sub));
+    }
+}
+
+impl Actor for BrokerActor {
+    type Msg = BrokerMsg;
+
+    async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        let node = ctx.node().clone();
+        node.expose::<BrokerMsg>(BROKER_NAME)?;
+        let me = Self::myself(&node)?;
+
+        let tick_to = me.clone();
+        let every = self.core.config.tick;
+        self.tasks.push(AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if tick_to.send(local(Kind::Tick)).is_err() {
+                    return;
+                }
+            }
+        })));
+
+        // Membership: peers up and down. A node that does not listen has no peers.
+        if let Ok(mut events) = node.peer_events() {
+            let to = me.clone();
+            let weak = node.clone();
+            self.tasks.push(AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    let msg = match events.recv().await {
+                        Ok(PeerEvent::Up { node, .. }) => local(Kind::PeerUp(node)),
+                        Ok(PeerEvent::Down { node, .. }) => local(Kind::PeerDown(node)),
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            // Missed some: say hello to everyone linked now.
+                            for info in weak.peers().into_iter().filter(|p| p.connected) {
+                                let _ = to.send(local(Kind::PeerUp(info.node)));
+                            }
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    };
+                    if to.send(msg).is_err() {
+                        return;
+                    }
+                }
+            })));
+        }
+
+        // Subscriptions whose supervisor gave up are withdrawn.
+        let mut supervision = node.supervision_events();
+        let to = me.clone();
+        self.tasks.push(AbortOnDrop(tokio::spawn(async move {
+            loop {
+                match supervision.recv().await {
+                    Ok(SupervisionEvent::SupervisorFailed { supervisor, .. }) => {
+                        if let Some(sub) = supervisor
+                            .strip_prefix(SUB_PREFIX)
+                            .and_then(|id| id.parse::<u64>().ok())
+                            && to.send(local(Kind::SubFailed(sub))).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })));
+
+        for info in node.peers().into_iter().filter(|p| p.connected) {
+            self.peer_up(&node, info.node);
+        }
+        tracing::debug!(node = %node.name(), "broker started");
+        Ok(())
+    }
+
+    async fn handle(&mut self, ctx: &mut Context<Self>, msg: BrokerMsg) -> Result<(), ActorError> {
+        match msg {
+            BrokerMsg::Deliver { from, batch } => {
+                self.core.count_frame_received();
+                let n = batch.len() as u64;
+                for delivery in batch {
+                    self.core.accept_remote(from, delivery);
+                }
+                let (before, received) = {
+                    let mut counts = lock(&self.core.received);
+                    let count = counts.entry(from).or_insert(0);
+                    *count += n;
+                    (*count - n, *count)
+                };
+                if before / CREDIT_EVERY != received / CREDIT_EVERY
+                    && let Some(peer) = self.core.peer(from)
+                {
+                    let _ = peer.addr.send(BrokerMsg::Credit {
+                        node: self.core.me,
+                        received,
+                    });
+                }
+            }
+            BrokerMsg::Confirmed { token, result } => self.core.confirmed(token, result),
+            BrokerMsg::Credit { node, received } => {
+                if let Some(peer) = self.core.peer(node) {
+                    peer.confirm(received);
+                }
+            }
+            BrokerMsg::Ack {
+                id,
+                sub,
+                group,
+                outcome,
+            } => self.core.settled(id, sub, group, outcome),
+            BrokerMsg::Hello {
+                node,
+                broker,
+                interest,
+                answer,
+            } => {
+                tracing::debug!(peer = %node, subscriptions = interest.len(), "hello");
+                self.core.replace_interest(node, interest);
+                if !self.core.has_peer(node) {
+                    self.core.set_peer(node, broker.clone());
+                }
+                if answer && let Err(err) = broker.send(self.hello(ctx.node(), false)?) {
+                    // The link just went: its Down (or the next Up) settles things.
+                    tracing::debug!(peer = %node, %err, "hello not answered");
+                }
+            }
+            BrokerMsg::Interest { node, change } => match change {
+                InterestChange::Added(interest) => self.core.add_interest(node, interest),
+                InterestChange::Removed(sub) => self.core.remove_interest(node, sub),
+            },
+            BrokerMsg::Local(Local(kind)) => match kind {
+                Kind::Tick => self.core.tick(),
+                Kind::Subscribe {
+                    queue,
+                    interest,
+                    reply,
+                } => {
+                    self.core.add_local(queue);
+                    self.core.add_interest(self.core.me, interest.clone());
+                    self.broadcast(InterestChange::Added(interest));
+                    let _ = reply.send(());
+                }
+                Kind::Unsubscribe { sub, reply } => {
+                    self.remove_local(sub);
+                    let _ = reply.send(());
+                }
+                Kind::SubFailed(sub) => {
+                    tracing::warn!(
+                        sub,
+                        "subscription gave up after repeated crashes; withdrawn"
+                    );
+                    self.remove_local(sub);
+                }
+                Kind::PeerUp(peer) => self.peer_up(ctx.node(), peer),
+                Kind::PeerFound(peer, addr) => {
+                    self.core.set_peer(peer, addr.clone());
+                    if let Err(err) = addr.send(self.hello(ctx.node(), true)?) {
+                        tracing::debug!(%peer, %err, "hello not sent");
+                    }
+                }
+                Kind::PeerDown(peer) => {
+                    tracing::debug!(%peer, "peer down: its interest is dropped");
+                    self.core.drop_peer(peer);
+                    lock(&self.core.received).remove(&peer);
+                }
+                Kind::Core(reply) => {
+                    let _ = reply.send(self.core.clone());
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+/// For `HashMap` in `Core` (frames received per peer).
+pub(crate) type Received = HashMap<NodeId, u64>;
