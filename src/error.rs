@@ -166,3 +166,24 @@ impl From<micro_registry::RegistryError> for ServiceError {
         }
     }
 }
+
+/// Broker failures (a service's subscribers), with the nearest code.
+impl From<micro_broker::BrokerError> for ServiceError {
+    fn from(err: micro_broker::BrokerError) -> Self {
+        use micro_broker::BrokerError as E;
+        match err {
+            E::Runtime(runtime) => {
+                let mut mapped = ServiceError::from(runtime);
+                mapped.id = "micro.broker".to_owned();
+                mapped
+            }
+            E::InvalidTopic(_) | E::Encode { .. } | E::Decode { .. } => {
+                ServiceError::bad_request("micro.broker", err.to_string())
+            }
+            E::Full { .. } | E::Overloaded(_) | E::Closed(_) => {
+                ServiceError::unavailable("micro.broker", err.to_string())
+            }
+            other => ServiceError::internal("micro.broker", other.to_string()),
+        }
+    }
+}

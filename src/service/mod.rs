@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use micro_broker::{Broker, BrokerError, SubscriberSpec, Subscription};
 use micro_registry::{MemoryRegistry, Registry, RegistryMsg, ServiceNode};
 use micro_runtime::{ChildSpec, Node, Strategy, SupervisorRef, SupervisorSpec};
 use tokio::time::Instant;
@@ -57,8 +58,10 @@ pub struct Service {
     metadata: Metadata,
     node_metadata: Metadata,
     endpoints: Vec<Endpoint>,
+    subscribers: Vec<SubscriberSpec>,
     wrappers: Vec<Arc<dyn Wrapper>>,
     registry: Option<Registry>,
+    broker: Option<Broker>,
     ttl: Duration,
     interval: Duration,
     drain_timeout: Duration,
@@ -81,8 +84,10 @@ impl Service {
             metadata: Metadata::new(),
             node_metadata: Metadata::new(),
             endpoints: Vec::new(),
+            subscribers: Vec::new(),
             wrappers: Vec::new(),
             registry: None,
+            broker: None,
             ttl: Duration::from_secs(30),
             interval: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
@@ -114,6 +119,21 @@ impl Service {
     /// Adds an endpoint.
     pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
         self.endpoints.push(endpoint);
+        self
+    }
+
+    /// Declares a subscriber (like Go Micro's `RegisterSubscriber`): it subscribes on the node's
+    /// broker when the service starts, each handler in its own supervised actor, and
+    /// unsubscribes when the service stops. A queue group in its options makes the service's
+    /// replicas share the topic's messages instead of each getting all of them.
+    pub fn subscriber(mut self, subscriber: SubscriberSpec) -> Self {
+        self.subscribers.push(subscriber);
+        self
+    }
+
+    /// The broker the subscribers use (default: the node's broker, started if there is none).
+    pub fn broker(mut self, broker: Broker) -> Self {
+        self.broker = Some(broker);
         self
     }
 
@@ -215,7 +235,15 @@ impl Service {
         for name in &names {
             node.expose::<EndpointMsg>(name)?;
         }
+        let subscriptions = match self.subscribe(node).await {
+            Ok(subscriptions) => subscriptions,
+            Err(err) => {
+                stop_tree(node, &tree, &names).await;
+                return Err(err);
+            }
+        };
         if let Err(err) = registry.register(&registration, Some(self.ttl)).await {
+            unsubscribe(subscriptions).await;
             stop_tree(node, &tree, &names).await;
             return Err(err.into());
         }
@@ -230,9 +258,32 @@ impl Service {
                 drain,
                 drain_timeout: self.drain_timeout,
                 stats: source,
+                subscriptions: tokio::sync::Mutex::new(subscriptions),
                 stopped: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Subscribes the declared subscribers; on a failure, undoes the ones made.
+    async fn subscribe(&self, node: &Node) -> Result<Vec<Subscription>, ServiceError> {
+        if self.subscribers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let broker = match self.broker.clone() {
+            Some(broker) => broker,
+            None => default_broker(node).await?,
+        };
+        let mut made = Vec::new();
+        for subscriber in &self.subscribers {
+            match broker.subscribe_spec(subscriber).await {
+                Ok(subscription) => made.push(subscription),
+                Err(err) => {
+                    unsubscribe(made).await;
+                    return Err(err.into());
+                }
+            }
+        }
+        Ok(made)
     }
 
     /// Starts the service, then runs until Ctrl-C or SIGTERM and stops gracefully.
@@ -272,6 +323,30 @@ impl Service {
 /// How a node's id is written in a registration (all 128 bits, hex).
 pub(crate) fn node_key(id: micro_runtime::NodeId) -> String {
     format!("{:032x}", id.as_u128())
+}
+
+/// The node's broker, started if there is none.
+async fn default_broker(node: &Node) -> Result<Broker, ServiceError> {
+    if let Ok(broker) = Broker::lookup(node).await {
+        return Ok(broker);
+    }
+    match Broker::start(node).await {
+        Ok(broker) => Ok(broker),
+        // Someone else started it in the meantime.
+        Err(BrokerError::Runtime(micro_runtime::Error::NameTaken(_))) => {
+            Ok(Broker::lookup(node).await?)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn unsubscribe(subscriptions: Vec<Subscription>) {
+    for subscription in subscriptions {
+        let topic = subscription.topic().to_owned();
+        if let Err(err) = subscription.unsubscribe().await {
+            tracing::warn!(%topic, error = %err, "unsubscribing failed");
+        }
+    }
 }
 
 /// The node's `"registry"` actor, or a memory registry started under that name.
@@ -378,6 +453,7 @@ struct Running {
     drain: Arc<Drain>,
     drain_timeout: Duration,
     stats: Arc<StatsSource>,
+    subscriptions: tokio::sync::Mutex<Vec<Subscription>>,
     stopped: AtomicBool,
 }
 
@@ -401,9 +477,9 @@ impl RunningService {
         self.inner.stats.snapshot()
     }
 
-    /// Stops gracefully: refuses new calls (503, which clients retry elsewhere), deregisters,
-    /// waits up to the drain timeout for calls in flight, cancels what is left, and stops the
-    /// endpoint actors. Calling it again does nothing.
+    /// Stops gracefully: refuses new calls (503, which clients retry elsewhere), unsubscribes
+    /// its subscribers, deregisters, waits up to the drain timeout for calls in flight, cancels
+    /// what is left, and stops the endpoint actors. Calling it again does nothing.
     pub async fn stop(&self) -> Result<(), ServiceError> {
         let running = &self.inner;
         if running.stopped.swap(true, Ordering::AcqRel) {
@@ -411,6 +487,7 @@ impl RunningService {
         }
         let name = &running.registration.name;
         running.drain.closing.store(true, Ordering::Release);
+        unsubscribe(std::mem::take(&mut *running.subscriptions.lock().await)).await;
         let deregistered = running.registry.deregister(&running.registration).await;
         if let Err(err) = &deregistered {
             tracing::warn!(service = %name, error = %err, "deregistering failed; the registration will expire");

@@ -7,5 +7,6 @@
 mod balancing;
 mod calls;
 mod common;
+mod events;
 mod failover;
 mod streams;
