@@ -5,6 +5,7 @@
 mod retry;
 mod select;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -421,11 +422,34 @@ impl Client {
             .deadline
             .unwrap_or_else(|| Instant::now() + inner.timeout);
         let idempotent = options.idempotent.unwrap_or(endpoint.idempotent);
+        let request = &request;
+        self.retrying(view, endpoint, options, deadline, idempotent, |slot| {
+            self.attempt(view, endpoint, slot, request, deadline)
+        })
+        .await
+    }
+
+    /// Runs `attempt` on a node picked for it, and again on others as the retry policy, the
+    /// budget and the deadline allow; counts outcomes into the nodes' health (and ejections).
+    async fn retrying<T, F, Fut>(
+        &self,
+        view: &ServiceView,
+        endpoint: &EndpointView,
+        options: &CallOptions,
+        deadline: Instant,
+        idempotent: bool,
+        mut attempt: F,
+    ) -> Result<T, ServiceError>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let inner = &self.inner;
         let retries = options.retries.unwrap_or(inner.retry.max_retries);
         let strategy = options.strategy.unwrap_or(inner.strategy);
         inner.budget.deposit();
         let mut tried: Vec<usize> = Vec::new();
-        let mut attempt = 0u32;
+        let mut retry = 0u32;
         let now_ms = || millis_since(inner.epoch);
         loop {
             let Some(slot) = view.pick(endpoint, strategy, &options.filter, &tried, &now_ms) else {
@@ -436,12 +460,12 @@ impl Client {
             };
             let node = &view.nodes[endpoint.nodes[slot]];
             node.health.begin();
-            let outcome = self.attempt(view, endpoint, slot, &request, deadline).await;
+            let outcome = attempt(slot).await;
             node.health.end();
             let error = match outcome {
-                Ok(response) => {
+                Ok(done) => {
                     node.health.succeeded();
-                    return Ok(response);
+                    return Ok(done);
                 }
                 Err(Failure::Final(error)) => return Err(error),
                 Err(Failure::NotSent(error)) => error,
@@ -454,12 +478,12 @@ impl Client {
             if node.health.failed(&inner.ejection, now_ms()) {
                 tracing::info!(service = %view.name, node = %node.id, "ejecting a failing node for a while");
             }
-            attempt += 1;
-            if attempt > retries || Instant::now() >= deadline || !inner.budget.withdraw() {
+            retry += 1;
+            if retry > retries || Instant::now() >= deadline || !inner.budget.withdraw() {
                 return Err(error);
             }
-            tracing::debug!(service = %view.name, endpoint = %endpoint.name, attempt, error = %error, "retrying on another node");
-            let pause = inner.retry.delay(attempt);
+            tracing::debug!(service = %view.name, endpoint = %endpoint.name, retry, error = %error, "retrying on another node");
+            let pause = inner.retry.delay(retry);
             if !pause.is_zero() {
                 tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
             }
@@ -605,49 +629,21 @@ impl Client {
         let open_by = Instant::now() + options.timeout.unwrap_or(inner.timeout);
         let view = self.view(service).await?;
         let endpoint = endpoint_of(&view, endpoint)?;
-        let strategy = options.strategy.unwrap_or(inner.strategy);
-        let retries = options.retries.unwrap_or(inner.retry.max_retries);
+        let options = &options;
+        // Opening a stream is not idempotent: a lost answer is not retried.
+        let (requests, responses) = self
+            .retrying(&view, endpoint, options, open_by, false, |slot| {
+                self.open(&view, endpoint, slot, options, deadline, open_by)
+            })
+            .await?;
         let id: Arc<str> = view.name.clone();
-        inner.budget.deposit();
-        let mut tried = Vec::new();
-        let mut attempt = 0u32;
-        let now_ms = || millis_since(inner.epoch);
-        loop {
-            let Some(slot) = view.pick(endpoint, strategy, &options.filter, &tried, &now_ms) else {
-                return Err(ServiceError::unavailable(
-                    CLIENT_ID,
-                    format!("no node of {} matches the call's filter", view.name),
-                ));
-            };
-            let node = &view.nodes[endpoint.nodes[slot]];
-            let outcome = self
-                .open(&view, endpoint, slot, &options, deadline, open_by)
-                .await;
-            let error = match outcome {
-                Ok((requests, responses)) => {
-                    node.health.succeeded();
-                    let outgoing = Outgoing::new(
-                        Arc::new(Mutex::new(Some(requests))),
-                        options.content_type,
-                        id.clone(),
-                    );
-                    let incoming = Incoming::new(responses, options.content_type, deadline, id);
-                    return Ok((outgoing, incoming));
-                }
-                Err(Failure::NotSent(error)) => error,
-                Err(Failure::Unknown(error) | Failure::Final(error)) => return Err(error),
-            };
-            node.health.failed(&inner.ejection, now_ms());
-            attempt += 1;
-            if attempt > retries || Instant::now() >= open_by || !inner.budget.withdraw() {
-                return Err(error);
-            }
-            let pause = inner.retry.delay(attempt);
-            if !pause.is_zero() {
-                tokio::time::sleep_until((Instant::now() + pause).min(open_by)).await;
-            }
-            tried.push(slot);
-        }
+        let outgoing = Outgoing::new(
+            Arc::new(Mutex::new(Some(requests))),
+            options.content_type,
+            id.clone(),
+        );
+        let incoming = Incoming::new(responses, options.content_type, deadline, id);
+        Ok((outgoing, incoming))
     }
 
     async fn open(

@@ -12,7 +12,7 @@ use micro_runtime::{Actor, ActorError, Context, StreamSender, stream_channel};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::endpoint::Handler;
+use super::endpoint::{Handler, UnaryHandler};
 use super::stats::{CallGuard, Counters, Drain};
 use crate::error::SERVER_ID;
 use crate::wire::{Answer, EndpointMsg, Head, StreamItem};
@@ -130,30 +130,13 @@ impl EndpointShared {
             );
             return Box::pin(std::future::ready(Err(err)));
         };
-        let invoke = |request: Request| -> BoxFuture<'static, Result<Response, ServiceError>> {
-            let ctx = CallContext::new(
-                request.service,
-                request.endpoint,
-                request.metadata,
-                request.deadline,
-            );
-            handler.call(ctx, request.content_type, request.body)
-        };
         if self.wrappers.is_empty() {
-            return invoke(request);
+            return invoke(handler.as_ref(), request);
         }
         let (handler, wrappers) = (handler.clone(), self.wrappers.clone());
         Box::pin(async move {
-            let invoke = |request: Request| -> BoxFuture<'_, Result<Response, ServiceError>> {
-                let ctx = CallContext::new(
-                    request.service,
-                    request.endpoint,
-                    request.metadata,
-                    request.deadline,
-                );
-                handler.call(ctx, request.content_type, request.body)
-            };
-            Next::new(&wrappers, &invoke).run(request).await
+            let innermost = |request: Request| invoke(handler.as_ref(), request);
+            Next::new(&wrappers, &innermost).run(request).await
         })
     }
 
@@ -225,6 +208,20 @@ impl EndpointShared {
             )),
         }
     }
+}
+
+/// Calls a unary handler with what the request carries.
+fn invoke(
+    handler: &dyn UnaryHandler,
+    request: Request,
+) -> BoxFuture<'static, Result<Response, ServiceError>> {
+    let ctx = CallContext::new(
+        request.service,
+        request.endpoint,
+        request.metadata,
+        request.deadline,
+    );
+    handler.call(ctx, request.content_type, request.body)
 }
 
 /// Where a unary call's answer goes.

@@ -142,25 +142,28 @@ impl Endpoint {
         Fut: Future<Output = Result<(), ServiceError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let open = move |ctx: CallContext, ct, requests, responses: SharedSender| {
-            let handler = handler.clone();
-            let id: Arc<str> = ctx.service().into();
-            let mut incoming = Incoming::<Req>::new(requests, ct, ctx.deadline(), id.clone());
-            let outgoing = Outgoing::new(responses, ct, id.clone());
-            Box::pin(async move {
-                let request = match incoming.recv().await {
-                    Some(request) => request?,
-                    None => {
-                        return Err(ServiceError::bad_request(
-                            &*id,
-                            "the stream carried no request",
-                        ));
-                    }
-                };
-                handler(ctx, request, outgoing).await
-            }) as BoxFuture<'static, _>
-        };
-        Self::new::<Req, Resp>(name, Shape::ServerStream, stream_handler(open))
+        let endpoint = Self::bidi_stream(
+            name,
+            move |ctx: CallContext, mut requests: Incoming<Req>, responses: Outgoing<Resp>| {
+                let handler = handler.clone();
+                async move {
+                    let request = match requests.recv().await {
+                        Some(request) => request?,
+                        None => {
+                            return Err(ServiceError::bad_request(
+                                ctx.service(),
+                                "the stream carried no request",
+                            ));
+                        }
+                    };
+                    handler(ctx, request, responses).await
+                }
+            },
+        );
+        Endpoint {
+            shape: Shape::ServerStream,
+            ..endpoint
+        }
     }
 
     /// A client-streaming endpoint: `handler(ctx, requests)` reads a stream of requests and
@@ -173,17 +176,20 @@ impl Endpoint {
         Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let open = move |ctx: CallContext, ct, requests, responses: SharedSender| {
-            let handler = handler.clone();
-            let id: Arc<str> = ctx.service().into();
-            let incoming = Incoming::<Req>::new(requests, ct, ctx.deadline(), id.clone());
-            let mut outgoing = Outgoing::<Resp>::new(responses, ct, id);
-            Box::pin(async move {
-                let response = handler(ctx, incoming).await?;
-                outgoing.send(&response).await
-            }) as BoxFuture<'static, _>
-        };
-        Self::new::<Req, Resp>(name, Shape::ClientStream, stream_handler(open))
+        let endpoint = Self::bidi_stream(
+            name,
+            move |ctx: CallContext, requests: Incoming<Req>, mut responses: Outgoing<Resp>| {
+                let handler = handler.clone();
+                async move {
+                    let response = handler(ctx, requests).await?;
+                    responses.send(&response).await
+                }
+            },
+        );
+        Endpoint {
+            shape: Shape::ClientStream,
+            ..endpoint
+        }
     }
 
     /// A bidirectional endpoint: `handler(ctx, requests, responses)` reads and sends as it

@@ -93,6 +93,22 @@ async fn a_node_lost_mid_load_loses_no_idempotent_call() {
     cluster.shutdown().await;
 }
 
+/// In a child process: a greeter on a node of its own, registered in the registry the parent
+/// (at `parent`) exposes; says so on stdout.
+async fn start_child_replica(name: &str, parent: &str) -> (micro::Node, micro::RunningService) {
+    let node = crate::common::node(name).await;
+    let parent_id = node.connect(parent.parse().unwrap()).await.unwrap();
+    let registry = Registry::new(
+        node.lookup_remote::<RegistryMsg>(parent_id, "registry")
+            .await
+            .unwrap(),
+    );
+    let service = greeter(name).registry(registry).start(&node).await.unwrap();
+    println!("MICRO_CHILD_READY");
+    std::io::stdout().flush().unwrap();
+    (node, service)
+}
+
 /// The child: a replica in its own process, registered in the parent's registry.
 #[tokio::test]
 #[ignore = "entry point of the child process in a_killed_replica_process_loses_no_idempotent_call"]
@@ -100,20 +116,7 @@ async fn child_replica() {
     let Ok(parent) = std::env::var(PARENT) else {
         return;
     };
-    let node = crate::common::node("replica-child").await;
-    let parent_id = node.connect(parent.parse().unwrap()).await.unwrap();
-    let registry = Registry::new(
-        node.lookup_remote::<RegistryMsg>(parent_id, "registry")
-            .await
-            .unwrap(),
-    );
-    let _service = greeter("replica-child")
-        .registry(registry)
-        .start(&node)
-        .await
-        .unwrap();
-    println!("MICRO_CHILD_READY");
-    std::io::stdout().flush().unwrap();
+    let (_node, _service) = start_child_replica("replica-child", &parent).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
 }
 
@@ -185,20 +188,7 @@ async fn child_until_signal() {
     let Ok(parent) = std::env::var(SIGNALLED) else {
         return;
     };
-    let node = crate::common::node("replica-signalled").await;
-    let parent_id = node.connect(parent.parse().unwrap()).await.unwrap();
-    let registry = Registry::new(
-        node.lookup_remote::<RegistryMsg>(parent_id, "registry")
-            .await
-            .unwrap(),
-    );
-    let service = greeter("replica-signalled")
-        .registry(registry)
-        .start(&node)
-        .await
-        .unwrap();
-    println!("MICRO_CHILD_READY");
-    std::io::stdout().flush().unwrap();
+    let (_node, service) = start_child_replica("replica-signalled", &parent).await;
     service.stop_on_signal().await.unwrap();
     println!("MICRO_CHILD_STOPPED");
     std::io::stdout().flush().unwrap();
