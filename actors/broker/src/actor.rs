@@ -98,9 +98,16 @@ impl BrokerActor {
     fn peer_up(&self, node: &Node, peer: NodeId) {
         let Ok(me) = Self::myself(node) else { return };
         let node = node.clone();
+        let core = self.core.clone();
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(20);
             for _ in 0..8 {
+                // Stop once its hello came first, or once the link is gone: looking it up again
+                // would dial a node that left.
+                let linked = node.peers().iter().any(|p| p.node == peer && p.connected);
+                if core.has_peer(peer) || !linked {
+                    return;
+                }
                 match node.lookup_remote::<BrokerMsg>(peer, BROKER_NAME).await {
                     Ok(addr) => {
                         let _ = me.send(local(Kind::PeerFound(peer, addr)));
