@@ -4,9 +4,12 @@
 //! registry, pubsub broker, store, locks, config) and every service endpoint is a supervised actor
 //! exchanging typed messages, and remote actors are transparent over QUIC.
 //!
-//! This crate is the front door. Today it re-exports the runtime ([`micro_runtime`]): nodes,
-//! supervised actors with OTP restart strategies, typed addresses, reply ports and remote actors
-//! over QUIC; and the registry ([`registry`]). Services and the broker build on them.
+//! This crate is the front door. It holds services — [`Service`] (typed endpoints run by
+//! supervised endpoint actors, registered and kept alive in the registry, stopped gracefully) and
+//! [`Client`] (resolve, select, call, with retries, deadlines, headers and streams) with
+//! [`Wrapper`]s around both — and re-exports what they stand on: the runtime
+//! ([`micro_runtime`]: nodes, supervision, typed addresses, reply ports, remote actors over
+//! QUIC), the registry ([`registry`]) and the broker ([`broker`]).
 //!
 //! ```
 //! use micro::prelude::*;
@@ -74,6 +77,10 @@ pub use micro_broker as broker;
 
 /// The names most programs need, for `use micro::prelude::*`.
 pub mod prelude {
+    pub use crate::{
+        CallContext, CallOptions, Client, Endpoint, Incoming, Outgoing, Selector, Service,
+        ServiceError,
+    };
     pub use micro_runtime::{
         Actor, ActorError, Addr, Backoff, ChildSpec, Context, Error, ExitReason, Intensity, Node,
         RemoteMessage, Reply, Restart, Strategy, SupervisionEvent, SupervisorRef, SupervisorSpec,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use micro_broker::{Broker, BrokerError, SubscriberSpec, Subscription};
+use micro_broker::{Broker, BrokerError, SubscriberSpec, Subscription, SubscriptionStats};
 use micro_registry::{MemoryRegistry, Registry, RegistryMsg, ServiceNode};
 use micro_runtime::{ChildSpec, Node, Strategy, SupervisorRef, SupervisorSpec};
 use tokio::time::Instant;
@@ -475,6 +475,18 @@ impl RunningService {
     /// The service's counters now (what `Debug.Stats` answers).
     pub fn stats(&self) -> ServiceStats {
         self.inner.stats.snapshot()
+    }
+
+    /// Each declared subscriber's topic and counters (handled, dropped, crashed…), in
+    /// declaration order; empty once the service stopped.
+    pub async fn subscriber_stats(&self) -> Vec<(String, SubscriptionStats)> {
+        self.inner
+            .subscriptions
+            .lock()
+            .await
+            .iter()
+            .map(|s| (s.topic().to_owned(), s.stats()))
+            .collect()
     }
 
     /// Stops gracefully: refuses new calls (503, which clients retry elsewhere), unsubscribes

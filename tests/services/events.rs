@@ -90,6 +90,23 @@ async fn replicas_in_a_queue_group_share_events_and_a_stopped_one_leaves_the_gro
         2,
         "both replicas share the work: {by_node:?}"
     );
+    for service in &cluster.services {
+        let stats = service.subscriber_stats().await;
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].0, "orders.placed");
+    }
+    // The counters move when a handler returns, just after what it recorded.
+    eventually("the services' subscriber counters agree", || {
+        let services = cluster.services.clone();
+        async move {
+            let mut handled = 0;
+            for service in &services {
+                handled += service.subscriber_stats().await[0].1.handled;
+            }
+            handled == 100
+        }
+    })
+    .await;
 
     // Stopping a replica's service withdraws its subscription; the other takes everything.
     cluster.services[0].stop().await.unwrap();
