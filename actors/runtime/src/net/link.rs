@@ -10,6 +10,7 @@
 //! supervisor. The tasks of a connection belong to the actor's state and are aborted when it is
 //! dropped, even if it panics.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub(crate) const STREAM_FRAMES: u8 = 0;
 pub(crate) const STREAM_ITEMS: u8 = 1;
 
 type Lane = Arc<Mutex<mpsc::UnboundedReceiver<Vec<u8>>>>;
+/// What a dial gives: a connection that finished its hello, or why not.
+type DialOutcome = Result<(quinn::Connection, Hello), Error>;
 
 /// The sending side of a link to one peer.
 pub(crate) struct Link {
@@ -111,6 +114,7 @@ impl Link {
                     live: None,
                     draining: Vec::new(),
                     attempt: 0,
+                    dialing: false,
                 })
                 .named(format!("link:{}", self.peer))
                 .restart(Restart::Transient)
@@ -224,8 +228,10 @@ pub(crate) struct Attach {
 pub(crate) enum LinkMsg {
     /// A connection finished its hello; the reply says when the link is up on it.
     Attach(Box<Attach>, Reply<()>),
-    /// Dial the peer now (if not linked).
+    /// Dial the peer now (if not linked and not dialling already).
     Dial,
+    /// A dial started by `Dial` ended (to the address it dialled).
+    Dialed(Box<(DialOutcome, SocketAddr)>),
     /// The connection with this stable id ended.
     Lost(usize, String),
     /// A connection that lost the dedupe has drained: close it.
@@ -279,6 +285,9 @@ pub(crate) struct LinkActor {
     live: Option<Live>,
     draining: Vec<Draining>,
     attempt: u32,
+    /// A dial runs in a task of its own, so the actor can still stop (and take other messages)
+    /// while a handshake with a vanished peer waits for its timeout.
+    dialing: bool,
 }
 
 impl LinkActor {
@@ -402,8 +411,9 @@ impl LinkActor {
         }
     }
 
-    async fn dial(&mut self, ctx: &Context<Self>) -> Result<(), Error> {
-        if self.live.is_some() {
+    /// Starts dialling the peer in a task; [`LinkActor::dialed`] takes the outcome.
+    fn dial(&mut self, ctx: &Context<Self>) -> Result<(), Error> {
+        if self.live.is_some() || self.dialing {
             return Ok(());
         }
         let (node, net) = self.net()?;
@@ -411,7 +421,28 @@ impl LinkActor {
         let Some(addr) = net.known.get(&peer).map(|info| info.addr) else {
             return Err(Error::NoRoute(peer.to_string()));
         };
-        match net.dial(&node, addr).await {
+        self.dialing = true;
+        let me = ctx.addr();
+        tokio::spawn(async move {
+            let outcome = net.dial(&node, addr).await;
+            // If the link actor stopped meanwhile, the connection is dropped here: closed.
+            let _ = me.send(LinkMsg::Dialed(Box::new((outcome, addr))));
+        });
+        Ok(())
+    }
+
+    async fn dialed(
+        &mut self,
+        ctx: &Context<Self>,
+        outcome: DialOutcome,
+        addr: SocketAddr,
+    ) -> Result<(), Error> {
+        self.dialing = false;
+        let (node, net) = self.net()?;
+        let peer = self.link.peer;
+        match outcome {
+            // (If the peer dialled us meanwhile, `attach` keeps the same one of the two
+            // connections that the peer keeps.)
             Ok((conn, hello)) if hello.node == peer => {
                 self.attach(
                     ctx,
@@ -486,7 +517,13 @@ impl Actor for LinkActor {
                 }
             }
             LinkMsg::Dial => {
-                if let Err(err) = self.dial(ctx).await {
+                if let Err(err) = self.dial(ctx) {
+                    tracing::debug!(peer = %self.link.peer, error = %err, "cannot dial");
+                }
+            }
+            LinkMsg::Dialed(dialed) => {
+                let (outcome, addr) = *dialed;
+                if let Err(err) = self.dialed(ctx, outcome, addr).await {
                     tracing::debug!(peer = %self.link.peer, error = %err, "dial failed");
                 }
             }

@@ -488,19 +488,19 @@ impl SupState {
         for index in range.rev() {
             if let Some(running) = self.slots[index].running.take() {
                 let id = running.id;
-                self.shut_down(&self.slots[index], running).await;
+                let reason = self.shut_down(&self.slots[index], running).await;
                 self.emit(|| SupervisionEvent::ChildExited {
                     supervisor: self.label.to_string(),
                     child: self.slots[index].label(),
                     id,
-                    reason: ExitReason::Normal,
+                    reason,
                 });
             }
         }
     }
 
-    /// Stops one child: gracefully within its shutdown timeout, then by kill.
-    async fn shut_down(&self, slot: &Slot, running: Running) {
+    /// Stops one child: gracefully within its shutdown timeout, then by kill; says which.
+    async fn shut_down(&self, slot: &Slot, running: Running) -> ExitReason {
         let Running { id, cell, .. } = running;
         let reason = match cell
             .stop_and_wait(Some("shutdown".to_owned()), Some(slot.child.shutdown))
@@ -516,5 +516,6 @@ impl SupState {
             Err(_) => ExitReason::Normal,
         };
         self.node.forget(id, slot.child.name.as_deref(), &reason);
+        reason
     }
 }

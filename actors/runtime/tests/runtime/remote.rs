@@ -490,3 +490,33 @@ async fn a_plugged_in_codec_carries_messages_and_replies() {
     b.shutdown().await.unwrap();
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stops_without_waiting_for_a_dial_to_a_vanished_peer() {
+    let a = listening("a").await;
+    let b = listening("b").await;
+    b.spawn(ChildSpec::new(Kv::default).named("kv"))
+        .await
+        .unwrap();
+    b.expose::<KvMsg>("kv").unwrap();
+    let peer = a.connect(b.local_addr().unwrap()).await.unwrap();
+    let kv = a.lookup_remote::<KvMsg>(peer, "kv").await.unwrap();
+    b.shutdown().await.unwrap();
+    eventually("a sees b leave", || {
+        let linked = a.peers().iter().any(|p| p.node == peer && p.connected);
+        async move { !linked }
+    })
+    .await;
+
+    // A send to b dials its old address again; nothing answers, so the handshake waits.
+    let _ = kv.send(KvMsg::Put("k".into(), 1));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut events = a.supervision_events();
+    within("a's shutdown", a.shutdown()).await.unwrap();
+    // The link actor took its stop like any other child: nobody had to kill it.
+    while let Ok(event) = events.try_recv() {
+        if let micro_runtime::SupervisionEvent::ChildExited { child, reason, .. } = &event {
+            assert_ne!(*reason, ExitReason::Killed, "{child} had to be killed");
+        }
+    }
+}
