@@ -103,7 +103,8 @@ impl RetryBudget {
 
     /// A call was made.
     pub(crate) fn deposit(&self) {
-        if self.ratio == 0 {
+        // A full budget (the usual case) costs a load, not a write to a line every caller shares.
+        if self.ratio == 0 || self.tokens.load(Ordering::Relaxed) >= self.cap {
             return;
         }
         if self.tokens.fetch_add(self.ratio, Ordering::Relaxed) + self.ratio > self.cap {
