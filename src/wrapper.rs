@@ -75,6 +75,12 @@ pub trait Wrapper: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Response, ServiceError>>;
 }
 
+impl std::fmt::Debug for dyn Wrapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wrapper")
+    }
+}
+
 /// The innermost step of a chain: the handler, or the client's send.
 pub(crate) type Inner<'a> =
     dyn Fn(Request) -> BoxFuture<'a, Result<Response, ServiceError>> + Send + Sync + 'a;

@@ -196,7 +196,6 @@ impl ClientBuilder {
                 cache,
                 views: DashMap::default(),
                 health: DashMap::new(),
-                resolving: Mutex::new(()),
                 strategy: self.strategy,
                 retry: self.retry,
                 budget: self.budget,
@@ -233,8 +232,6 @@ struct Inner {
     /// Keyed by service name; FxHash, as the lookup runs on every call.
     views: DashMap<String, Arc<ServiceView>, FxBuildHasher>,
     health: DashMap<NodeId, Arc<NodeHealth>>,
-    /// Serializes first lookups of endpoint addresses, so a burst of calls dials once.
-    resolving: Mutex<()>,
     strategy: Selector,
     retry: RetryPolicy,
     budget: RetryBudget,
@@ -528,7 +525,9 @@ impl Client {
         }
     }
 
-    /// The endpoint actor on the node in `slot`: looked up once, then kept.
+    /// The endpoint actor on the node in `slot`: looked up once, then kept. The cell lets one
+    /// caller look it up while others wait on that cell only, so a node that does not answer
+    /// holds up no lookup of another.
     async fn endpoint_addr(
         &self,
         view: &ServiceView,
@@ -539,7 +538,6 @@ impl Client {
         if let Some(addr) = cell.get() {
             return Ok(addr.clone());
         }
-        let _one_at_a_time = self.inner.resolving.lock().await;
         let node = &view.nodes[endpoint.nodes[slot]];
         cell.get_or_try_init(|| self.lookup(node.id, node.address, &endpoint.actor))
             .await

@@ -68,12 +68,6 @@ pub struct Service {
     max_concurrent: usize,
 }
 
-impl std::fmt::Debug for dyn Wrapper {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Wrapper")
-    }
-}
-
 impl Service {
     /// A service named `name`, with no endpoints yet (besides the built-in `Debug.Health` and
     /// `Debug.Stats`).

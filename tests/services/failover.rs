@@ -109,6 +109,22 @@ async fn start_child_replica(name: &str, parent: &str) -> (micro::Node, micro::R
     (node, service)
 }
 
+/// In the parent: exposes the cluster's registry and starts the child test `entry`, telling it
+/// where (in the environment variable `var`); returns once the child's replica is registered.
+async fn spawn_child_replica(cluster: &Cluster, entry: &str, var: &str) -> std::process::Child {
+    cluster
+        .client_node
+        .expose::<RegistryMsg>("registry")
+        .unwrap();
+    let parent = cluster.client_node.local_addr().unwrap();
+    let mut child = micro_testkit::test_child(entry)
+        .env(var, parent.to_string())
+        .spawn()
+        .unwrap();
+    micro_testkit::wait_for_line(&mut child, "MICRO_CHILD_READY").await;
+    child
+}
+
 /// The child: a replica in its own process, registered in the parent's registry.
 #[tokio::test]
 #[ignore = "entry point of the child process in a_killed_replica_process_loses_no_idempotent_call"]
@@ -123,16 +139,7 @@ async fn child_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_process_loses_no_idempotent_call() {
     let cluster = Cluster::start(2, |i| greeter(&format!("replica-{i}"))).await;
-    cluster
-        .client_node
-        .expose::<RegistryMsg>("registry")
-        .unwrap();
-    let parent = cluster.client_node.local_addr().unwrap();
-    let mut child = micro_testkit::test_child("failover::child_replica")
-        .env(PARENT, parent.to_string())
-        .spawn()
-        .unwrap();
-    micro_testkit::wait_for_line(&mut child, "MICRO_CHILD_READY").await;
+    let mut child = spawn_child_replica(&cluster, "failover::child_replica", PARENT).await;
     let client = cluster
         .client()
         .strategy(Selector::RoundRobin)
@@ -197,16 +204,7 @@ async fn child_until_signal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_deregisters_drains_and_exits() {
     let cluster = Cluster::start(0, |i| greeter(&format!("replica-{i}"))).await;
-    cluster
-        .client_node
-        .expose::<RegistryMsg>("registry")
-        .unwrap();
-    let parent = cluster.client_node.local_addr().unwrap();
-    let mut child = micro_testkit::test_child("failover::child_until_signal")
-        .env(SIGNALLED, parent.to_string())
-        .spawn()
-        .unwrap();
-    micro_testkit::wait_for_line(&mut child, "MICRO_CHILD_READY").await;
+    let mut child = spawn_child_replica(&cluster, "failover::child_until_signal", SIGNALLED).await;
     let client = cluster.client().build().await.unwrap();
 
     // A call in flight when the signal arrives still gets its answer.
