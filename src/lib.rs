@@ -41,6 +41,7 @@
 //! # Ok(()) }
 //! ```
 
+mod body;
 mod client;
 mod context;
 mod error;

@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures::Stream;
 use micro_runtime::{ContentType, StreamReceiver, StreamSender};
 use serde::Serialize;
@@ -16,6 +15,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::ServiceError;
+use crate::body::Body;
 use crate::wire::StreamItem;
 
 /// A stream sender shared between a handler and the server task that ends the stream after it.
@@ -60,16 +60,14 @@ impl<T: Serialize> Outgoing<T> {
         &mut self,
         message: &T,
     ) -> impl std::future::Future<Output = Result<(), ServiceError>> + Send + '_ {
-        let body = self
-            .content_type
-            .encode(message)
+        let body = Body::encode(self.content_type, message)
             .map_err(|e| ServiceError::bad_request(&*self.id, e.to_string()));
         async move {
             let body = body?;
             let mut sender = self.sender.lock().await;
             match sender.as_mut() {
                 Some(tx) => tx
-                    .send(StreamItem::Data(Bytes::from(body)))
+                    .send(StreamItem::Data(body))
                     .await
                     .map_err(|e| stream_error(&self.id, e)),
                 None => Err(ServiceError::new(&*self.id, 499, "the stream has ended")),

@@ -3,14 +3,15 @@
 //!
 //! The envelope is encoded by the runtime (bincode); the request and response bodies inside it
 //! are encoded in the caller's content type, which the server answers in, so a JSON caller gets
-//! JSON back and a bincode caller bincode, from the same handler.
+//! JSON back and a bincode caller bincode, from the same handler. Bodies are [`Body`]s: a small
+//! one travels in place inside its message, with no allocation of its own on either node.
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use micro_runtime::{ContentType, RemoteMessage, Reply, StreamSender};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::body::Body;
 use crate::{Metadata, ServiceError};
 
 /// A message for an endpoint actor.
@@ -19,7 +20,7 @@ pub(crate) enum EndpointMsg {
     /// A unary call: one request, one answer.
     Call {
         head: Head,
-        body: Bytes,
+        body: Body,
         reply: Reply<Result<Answer, ServiceError>>,
     },
     /// Opens a stream: the caller's sender for responses goes in; the server's sender for
@@ -58,14 +59,14 @@ pub(crate) struct Answer {
     /// Headers set by the handler (and wrappers).
     pub(crate) metadata: Metadata,
     /// The response, in the request's content type.
-    pub(crate) body: Bytes,
+    pub(crate) body: Body,
 }
 
 /// One item of a streaming call, either way. The stream's clean end is the sender finishing.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum StreamItem {
     /// A message, in the call's content type.
-    Data(Bytes),
+    Data(Body),
     /// The other side failed; nothing follows.
     Error(ServiceError),
 }

@@ -24,9 +24,10 @@ pub use retry::{RetryBudget, RetryPolicy};
 pub use select::{Ejection, Filter, Selector};
 
 use self::select::{EndpointView, NodeHealth, ServiceView, millis_since};
+use crate::body::Body;
 use crate::error::{CLIENT_ID, SERVER_ID};
 use crate::service::default_registry;
-use crate::wire::{EndpointMsg, Head, StreamItem, WireContentType, millis};
+use crate::wire::{Answer, EndpointMsg, Head, StreamItem, WireContentType, millis};
 use crate::wrapper::Next;
 use crate::{BoxFuture, Incoming, Metadata, Outgoing, Request, Response, ServiceError, Wrapper};
 
@@ -274,6 +275,14 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A unary call's parts, as every attempt sends them.
+struct Outbound<'a> {
+    content_type: ContentType,
+    metadata: &'a Metadata,
+    body: &'a Body,
+    deadline: Instant,
+}
+
 /// How an attempt failed, for the retry decision.
 enum Failure {
     /// The request never reached a handler: retry anywhere.
@@ -336,18 +345,15 @@ impl Client {
         Resp: DeserializeOwned,
     {
         let content_type = options.content_type;
-        let body = content_type
-            .encode(request)
+        let body = Body::encode(content_type, request)
             .map_err(|e| ServiceError::bad_request(CLIENT_ID, e.to_string()))?;
-        let response = self
-            .call_raw(service, endpoint, Bytes::from(body), options)
-            .await?;
-        let message = content_type.decode(&response.body).map_err(|e| {
+        let answer = self.unary(service, endpoint, body, options).await?;
+        let message = content_type.decode(&answer.body).map_err(|e| {
             ServiceError::internal(CLIENT_ID, format!("the response did not decode: {e}"))
         })?;
         Ok(WithHeaders {
             message,
-            metadata: response.metadata,
+            metadata: answer.metadata,
         })
     }
 
@@ -360,6 +366,24 @@ impl Client {
         body: Bytes,
         options: CallOptions,
     ) -> Result<Response, ServiceError> {
+        let answer = self
+            .unary(service, endpoint, Body::from(body), options)
+            .await?;
+        Ok(Response {
+            metadata: answer.metadata,
+            body: answer.body.into_bytes(),
+        })
+    }
+
+    /// A unary call: through the wrappers if there are any (they see the body as `Bytes`),
+    /// else straight to [`send_with_retries`](Self::send_with_retries).
+    async fn unary(
+        &self,
+        service: &str,
+        endpoint: &str,
+        body: Body,
+        options: CallOptions,
+    ) -> Result<Answer, ServiceError> {
         let inner = &self.inner;
         let _slot = InFlight::take(&inner.in_flight, inner.max_in_flight).ok_or_else(|| {
             ServiceError::unavailable(
@@ -373,55 +397,75 @@ impl Client {
         let deadline = Instant::now() + options.timeout.unwrap_or(inner.timeout);
         let view = self.view(service).await?;
         let endpoint = endpoint_of(&view, endpoint)?;
+        if inner.wrappers.is_empty() {
+            let call = Outbound {
+                content_type: options.content_type,
+                metadata: &options.metadata,
+                body: &body,
+                deadline,
+            };
+            return self
+                .send_with_retries(&view, endpoint, &call, &options)
+                .await;
+        }
         let request = Request {
             service: view.name.clone(),
             endpoint: endpoint.name.clone(),
             content_type: options.content_type,
             metadata: options.metadata.clone(),
-            body,
+            body: body.into_bytes(),
             deadline: Some(deadline),
         };
-        if inner.wrappers.is_empty() {
-            return self
-                .send_with_retries(&view, endpoint, request, &options)
-                .await;
-        }
+        let (view, options) = (&view, &options);
         let send = |request: Request| -> BoxFuture<'_, Result<Response, ServiceError>> {
-            // A wrapper may have changed the endpoint.
-            Box::pin(async {
-                let endpoint = endpoint_of(&view, &request.endpoint)?;
-                self.send_with_retries(&view, endpoint, request, &options)
-                    .await
+            Box::pin(async move {
+                // A wrapper may have changed the endpoint, the headers or the body.
+                let endpoint = endpoint_of(view, &request.endpoint)?;
+                let body = Body::from(request.body);
+                let call = Outbound {
+                    content_type: request.content_type,
+                    metadata: &request.metadata,
+                    body: &body,
+                    deadline: request
+                        .deadline
+                        .unwrap_or_else(|| Instant::now() + inner.timeout),
+                };
+                let answer = self
+                    .send_with_retries(view, endpoint, &call, options)
+                    .await?;
+                Ok(Response {
+                    metadata: answer.metadata,
+                    body: answer.body.into_bytes(),
+                })
             })
         };
-        Next::new(&inner.wrappers, &send).run(request).await
+        let response = Next::new(&inner.wrappers, &send).run(request).await?;
+        Ok(Answer {
+            metadata: response.metadata,
+            body: Body::from(response.body),
+        })
     }
 
-    /// Sends one request, retrying on other nodes as the policy allows.
+    /// Sends one unary call, retrying on other nodes as the policy allows.
     async fn send_with_retries(
         &self,
         view: &ServiceView,
         endpoint: &EndpointView,
-        request: Request,
+        call: &Outbound<'_>,
         options: &CallOptions,
-    ) -> Result<Response, ServiceError> {
-        let inner = &self.inner;
+    ) -> Result<Answer, ServiceError> {
         if endpoint.stream {
             return Err(ServiceError::bad_request(
                 CLIENT_ID,
                 format!(
                     "{} is a streaming endpoint: use Client::stream",
-                    request.endpoint
+                    endpoint.name
                 ),
             ));
         }
-        let deadline = request
-            .deadline
-            .unwrap_or_else(|| Instant::now() + inner.timeout);
         let idempotent = options.idempotent.unwrap_or(endpoint.idempotent);
-        let request = &request;
-        self.retrying(view, endpoint, options, deadline, idempotent, |slot| {
-            self.attempt(view, endpoint, slot, request, deadline)
+        self.retrying(view, endpoint, options, call.deadline, idempotent, |slot| {
+            self.attempt(view, endpoint, slot, call)
         })
         .await
     }
@@ -494,28 +538,25 @@ impl Client {
         view: &ServiceView,
         endpoint: &EndpointView,
         slot: usize,
-        request: &Request,
-        deadline: Instant,
-    ) -> Result<Response, Failure> {
+        call: &Outbound<'_>,
+    ) -> Result<Answer, Failure> {
         let addr = self.endpoint_addr(view, endpoint, slot).await?;
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let remaining = call.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(Failure::Final(timeout_error(&view.name, &endpoint.name)));
         }
         let head = Head {
-            content_type: WireContentType(request.content_type),
-            metadata: request.metadata.clone(),
+            content_type: WireContentType(call.content_type),
+            metadata: call.metadata.clone(),
             timeout_ms: Some(millis(remaining)),
         };
-        let body = request.body.clone();
+        // In place or shared: the clone allocates nothing.
+        let body = call.body.clone();
         let answer = addr
             .ask(|reply| EndpointMsg::Call { head, body, reply }, remaining)
             .await;
         match answer {
-            Ok(Ok(answer)) => Ok(Response {
-                metadata: answer.metadata,
-                body: answer.body,
-            }),
+            Ok(Ok(answer)) => Ok(answer),
             // The server refused before running it (overload, draining): try elsewhere.
             Ok(Err(error)) if error.code == 503 && error.id == SERVER_ID => {
                 Err(Failure::NotSent(error))
@@ -528,20 +569,19 @@ impl Client {
     /// The endpoint actor on the node in `slot`: looked up once, then kept. The cell lets one
     /// caller look it up while others wait on that cell only, so a node that does not answer
     /// holds up no lookup of another.
-    async fn endpoint_addr(
+    async fn endpoint_addr<'v>(
         &self,
         view: &ServiceView,
-        endpoint: &EndpointView,
+        endpoint: &'v EndpointView,
         slot: usize,
-    ) -> Result<Addr<EndpointMsg>, Failure> {
+    ) -> Result<&'v Addr<EndpointMsg>, Failure> {
         let cell = &endpoint.addrs[slot];
         if let Some(addr) = cell.get() {
-            return Ok(addr.clone());
+            return Ok(addr);
         }
         let node = &view.nodes[endpoint.nodes[slot]];
         cell.get_or_try_init(|| self.lookup(node.id, node.address, &endpoint.actor))
             .await
-            .cloned()
     }
 
     async fn lookup(

@@ -202,6 +202,10 @@ impl ServiceView {
         tried: &[usize],
         now_ms: &dyn Fn() -> u64,
     ) -> Option<usize> {
+        if endpoint.nodes.len() == 1 && filter.is_any() {
+            // Every test below falls back to the only node.
+            return Some(0);
+        }
         let node = |slot: usize| &self.nodes[endpoint.nodes[slot]];
         let accepted = |slot: usize| filter.is_any() || filter.accepts(node(slot));
         let untried = |slot: usize| accepted(slot) && !tried.contains(&slot);

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use futures::FutureExt;
-use micro_runtime::{Actor, ActorError, Context, StreamSender, stream_channel};
+use micro_runtime::{Actor, ActorError, ContentType, Context, StreamSender, stream_channel};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::endpoint::{Handler, UnaryHandler};
-use super::stats::{CallGuard, Counters, Drain};
+use super::endpoint::Handler;
+use super::stats::{Accounts, CallGuard, Counters, Drain};
+use crate::body::Body;
 use crate::error::SERVER_ID;
 use crate::wire::{Answer, EndpointMsg, Head, StreamItem};
 use crate::wrapper::Next;
@@ -33,6 +34,15 @@ pub(crate) struct EndpointShared {
     pub(crate) wrappers: Arc<[Arc<dyn Wrapper>]>,
 }
 
+impl Accounts for EndpointShared {
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    fn drain(&self) -> &Drain {
+        &self.drain
+    }
+}
+
 pub(crate) struct EndpointActor(pub(crate) Arc<EndpointShared>);
 
 impl Actor for EndpointActor {
@@ -46,18 +56,15 @@ impl Actor for EndpointActor {
         match msg {
             EndpointMsg::Call { head, body, reply } => {
                 let shared = &self.0;
-                match CallGuard::admit(&shared.counters, &shared.drain, shared.limit) {
+                match CallGuard::admit(&**shared, shared.limit) {
                     Ok(guard) => {
-                        let deadline = earliest(reply.deadline(), &head);
-                        let request = Request {
-                            service: shared.service.clone(),
-                            endpoint: shared.endpoint.clone(),
+                        let call = Call {
+                            deadline: earliest(reply.deadline(), &head),
                             content_type: head.content_type.0,
                             metadata: head.metadata,
                             body,
-                            deadline,
                         };
-                        shared.clone().serve(request, guard, reply);
+                        shared.serve(call, guard, reply);
                     }
                     Err(why) => {
                         let _ = reply.send(Err(ServiceError::unavailable(SERVER_ID, why)));
@@ -70,7 +77,7 @@ impl Actor for EndpointActor {
                 reply,
             } => {
                 let shared = &self.0;
-                match CallGuard::admit(&shared.counters, &shared.drain, shared.limit) {
+                match CallGuard::admit(shared.clone(), shared.limit) {
                     Ok(guard) => {
                         let deadline = earliest(None, &head);
                         let (requests_tx, requests) = stream_channel(STREAM_BUFFER);
@@ -102,15 +109,17 @@ impl EndpointShared {
     /// of its own: a handler that answers at once costs no task and no thread wake-up. (Futures
     /// register their wakers anew at every poll, so the task's first poll replaces what this one
     /// registered with its no-op waker.)
-    fn serve(self: Arc<Self>, request: Request, guard: CallGuard, reply: AnswerPort) {
-        let deadline = request.deadline;
-        let mut call = self.start(request);
+    fn serve(self: &Arc<Self>, call: Call, guard: CallGuard<&Self>, reply: AnswerPort) {
+        let deadline = call.deadline;
+        let mut run = self.start(call);
         let mut first = std::task::Context::from_waker(std::task::Waker::noop());
-        match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(&mut first))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(&mut first))) {
             Ok(Poll::Ready(outcome)) => answer(&guard, reply, outcome),
             Ok(Poll::Pending) => {
+                let shared = self.clone();
+                let guard = guard.hold_by(shared.clone());
                 tokio::spawn(async move {
-                    let outcome = self.bounded(call, deadline).await;
+                    let outcome = shared.bounded(run, deadline).await;
                     answer(&guard, reply, outcome);
                 });
             }
@@ -118,11 +127,9 @@ impl EndpointShared {
         }
     }
 
-    /// The call's future: the handler, inside the wrappers if there are any.
-    fn start(
-        self: &Arc<Self>,
-        request: Request,
-    ) -> BoxFuture<'static, Result<Response, ServiceError>> {
+    /// The call's future: the handler, inside the wrappers if there are any (they see the body
+    /// as `Bytes`, which costs a copy of a small body; without them it is never converted).
+    fn start(&self, call: Call) -> BoxFuture<'static, Result<Answer, ServiceError>> {
         let Handler::Unary(handler) = &self.handler else {
             let err = ServiceError::bad_request(
                 &*self.service,
@@ -131,12 +138,45 @@ impl EndpointShared {
             return Box::pin(std::future::ready(Err(err)));
         };
         if self.wrappers.is_empty() {
-            return invoke(handler.as_ref(), request);
+            let ctx = CallContext::new(
+                self.service.clone(),
+                self.endpoint.clone(),
+                call.metadata,
+                call.deadline,
+            );
+            return handler.call(ctx, call.content_type, call.body);
         }
+        let request = Request {
+            service: self.service.clone(),
+            endpoint: self.endpoint.clone(),
+            content_type: call.content_type,
+            metadata: call.metadata,
+            body: call.body.into_bytes(),
+            deadline: call.deadline,
+        };
         let (handler, wrappers) = (handler.clone(), self.wrappers.clone());
         Box::pin(async move {
-            let innermost = |request: Request| invoke(handler.as_ref(), request);
-            Next::new(&wrappers, &innermost).run(request).await
+            let innermost = |request: Request| -> BoxFuture<'_, Result<Response, ServiceError>> {
+                let ctx = CallContext::new(
+                    request.service,
+                    request.endpoint,
+                    request.metadata,
+                    request.deadline,
+                );
+                let run = handler.call(ctx, request.content_type, Body::from(request.body));
+                Box::pin(async move {
+                    let answer = run.await?;
+                    Ok(Response {
+                        metadata: answer.metadata,
+                        body: answer.body.into_bytes(),
+                    })
+                })
+            };
+            let response = Next::new(&wrappers, &innermost).run(request).await?;
+            Ok(Answer {
+                metadata: response.metadata,
+                body: Body::from(response.body),
+            })
         })
     }
 
@@ -210,30 +250,25 @@ impl EndpointShared {
     }
 }
 
-/// Calls a unary handler with what the request carries.
-fn invoke(
-    handler: &dyn UnaryHandler,
-    request: Request,
-) -> BoxFuture<'static, Result<Response, ServiceError>> {
-    let ctx = CallContext::new(
-        request.service,
-        request.endpoint,
-        request.metadata,
-        request.deadline,
-    );
-    handler.call(ctx, request.content_type, request.body)
+/// A unary call as it arrived, admitted.
+struct Call {
+    content_type: ContentType,
+    metadata: crate::Metadata,
+    body: Body,
+    deadline: Option<Instant>,
 }
 
 /// Where a unary call's answer goes.
 type AnswerPort = micro_runtime::Reply<Result<Answer, ServiceError>>;
 
 /// Counts a unary call's outcome and answers it.
-fn answer(guard: &CallGuard, reply: AnswerPort, outcome: Result<Response, ServiceError>) {
+fn answer<A: Accounts>(
+    guard: &CallGuard<A>,
+    reply: AnswerPort,
+    outcome: Result<Answer, ServiceError>,
+) {
     guard.finished(outcome.is_err());
-    let _ = reply.send(outcome.map(|r| Answer {
-        metadata: r.metadata,
-        body: r.body,
-    }));
+    let _ = reply.send(outcome);
 }
 
 /// The earlier of the reply port's deadline and the one the head announces.

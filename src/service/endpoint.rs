@@ -7,14 +7,14 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use micro_runtime::{ContentType, StreamReceiver};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::body::Body;
 use crate::stream::SharedSender;
-use crate::wire::StreamItem;
-use crate::{BoxFuture, CallContext, Incoming, Outgoing, Response, ServiceError};
+use crate::wire::{Answer, StreamItem};
+use crate::{BoxFuture, CallContext, Incoming, Outgoing, ServiceError};
 
 /// The shape of an endpoint's calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +41,14 @@ impl Shape {
     }
 }
 
-/// A unary handler, bytes in and bytes out.
+/// A unary handler, an encoded body in and an encoded answer out.
 pub(crate) trait UnaryHandler: Send + Sync + 'static {
     fn call(
         &self,
         ctx: CallContext,
         content_type: ContentType,
-        body: Bytes,
-    ) -> BoxFuture<'static, Result<Response, ServiceError>>;
+        body: Body,
+    ) -> BoxFuture<'static, Result<Answer, ServiceError>>;
 }
 
 /// A streaming handler of any shape, over raw streams.
@@ -251,8 +251,8 @@ where
         &self,
         ctx: CallContext,
         content_type: ContentType,
-        body: Bytes,
-    ) -> BoxFuture<'static, Result<Response, ServiceError>> {
+        body: Body,
+    ) -> BoxFuture<'static, Result<Answer, ServiceError>> {
         let request: Req = match content_type.decode(&body) {
             Ok(request) => request,
             Err(err) => {
@@ -263,12 +263,11 @@ where
         let answer = (self.handler)(ctx.clone(), request);
         Box::pin(async move {
             let response = answer.await?;
-            let body = content_type
-                .encode(&response)
+            let body = Body::encode(content_type, &response)
                 .map_err(|e| ServiceError::internal(ctx.service(), e.to_string()))?;
-            Ok(Response {
+            Ok(Answer {
                 metadata: ctx.take_reply_metadata(),
-                body: Bytes::from(body),
+                body,
             })
         })
     }

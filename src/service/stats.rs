@@ -135,19 +135,41 @@ impl Drain {
     }
 }
 
-/// Held by a running call: counts it in its endpoint and its service until dropped.
-pub(crate) struct CallGuard {
-    counters: std::sync::Arc<Counters>,
-    drain: std::sync::Arc<Drain>,
+/// What a call is counted in: its endpoint's counters and its service's drain.
+pub(crate) trait Accounts {
+    fn counters(&self) -> &Counters;
+    fn drain(&self) -> &Drain;
 }
 
-impl CallGuard {
+impl<A: Accounts + ?Sized> Accounts for &A {
+    fn counters(&self) -> &Counters {
+        (**self).counters()
+    }
+    fn drain(&self) -> &Drain {
+        (**self).drain()
+    }
+}
+
+impl<A: Accounts + ?Sized> Accounts for std::sync::Arc<A> {
+    fn counters(&self) -> &Counters {
+        (**self).counters()
+    }
+    fn drain(&self) -> &Drain {
+        (**self).drain()
+    }
+}
+
+/// Held by a running call: counts it in its endpoint and its service until dropped. It reaches
+/// the counters by reference while the call is served in place (no shared reference count is
+/// touched per call), through an `Arc` once the call moves to a task of its own.
+pub(crate) struct CallGuard<A: Accounts> {
+    accounts: A,
+}
+
+impl<A: Accounts> CallGuard<A> {
     /// Admits a call, or says why not (the service is draining, or the endpoint is at its limit).
-    pub(crate) fn admit(
-        counters: &std::sync::Arc<Counters>,
-        drain: &std::sync::Arc<Drain>,
-        limit: usize,
-    ) -> Result<Self, &'static str> {
+    pub(crate) fn admit(accounts: A, limit: usize) -> Result<Self, &'static str> {
+        let (counters, drain) = (accounts.counters(), accounts.drain());
         if drain.closing.load(Ordering::Acquire) {
             counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err("the service is stopping");
@@ -158,26 +180,34 @@ impl CallGuard {
             return Err("the endpoint is at its concurrency limit");
         }
         drain.in_flight.fetch_add(1, Ordering::AcqRel);
-        Ok(CallGuard {
-            counters: counters.clone(),
-            drain: drain.clone(),
-        })
+        Ok(CallGuard { accounts })
+    }
+
+    /// The same call, now reaching its counters through `accounts` (counted once still).
+    pub(crate) fn hold_by<B: Accounts>(self, accounts: B) -> CallGuard<B> {
+        std::mem::forget(self);
+        CallGuard { accounts }
     }
 
     /// Counts the call's outcome.
     pub(crate) fn finished(&self, failed: bool) {
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let counters = self.accounts.counters();
+        counters.requests.fetch_add(1, Ordering::Relaxed);
         if failed {
-            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            counters.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-impl Drop for CallGuard {
+impl<A: Accounts> Drop for CallGuard<A> {
     fn drop(&mut self) {
-        self.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if self.drain.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.drain.idle.notify_waiters();
+        self.accounts
+            .counters()
+            .in_flight
+            .fetch_sub(1, Ordering::AcqRel);
+        let drain = self.accounts.drain();
+        if drain.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            drain.idle.notify_waiters();
         }
     }
 }

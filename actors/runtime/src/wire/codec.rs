@@ -164,6 +164,55 @@ impl ContentType {
         result.map_err(context::explain)
     }
 
+    /// Encodes a value into `out` when it fits: the length written, or `None` when the value
+    /// needs more room (then nothing useful is in `out`). For a caller with a small buffer of
+    /// its own — on the stack, say — that wants no allocation for small values. Same rules as
+    /// [`ContentType::encode`].
+    ///
+    /// ```
+    /// use micro_runtime::ContentType;
+    ///
+    /// let mut room = [0u8; 8];
+    /// let n = ContentType::Json.encode_into_slice(&[1, 2], &mut room).unwrap();
+    /// assert_eq!(n.map(|n| &room[..n]), Some(&b"[1,2]"[..]));
+    /// assert_eq!(ContentType::Json.encode_into_slice(&"too long here", &mut room).unwrap(), None);
+    /// ```
+    pub fn encode_into_slice<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, Error> {
+        context::clear_missing();
+        let result = match self {
+            ContentType::Bincode => match bincode::serde::encode_into_slice(value, out, config()) {
+                Ok(written) => Ok(Some(written)),
+                Err(bincode::error::EncodeError::UnexpectedEnd) => Ok(None),
+                Err(e) => Err(Error::codec(self.as_str(), e)),
+            },
+            ContentType::Json => {
+                let room = out.len();
+                let mut cursor = std::io::Cursor::new(out);
+                match serde_json::to_writer(&mut cursor, value) {
+                    // At most `room`, so it fits a usize.
+                    Ok(()) => Ok(Some(usize::try_from(cursor.position()).unwrap_or(room))),
+                    Err(e) if e.io_error_kind() == Some(std::io::ErrorKind::WriteZero) => Ok(None),
+                    Err(e) => Err(Error::codec(self.as_str(), e)),
+                }
+            }
+            ContentType::Custom(_) => {
+                let bytes = self.encode(value)?;
+                match out.get_mut(..bytes.len()) {
+                    Some(room) => {
+                        room.copy_from_slice(&bytes);
+                        Ok(Some(bytes.len()))
+                    }
+                    None => Ok(None),
+                }
+            }
+        };
+        result.map_err(context::explain)
+    }
+
     /// Decodes a value; trailing bytes are an error. See [`ContentType::encode`] for values
     /// holding handles.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, Error> {
