@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::Metadata;
+use crate::wire::Headers;
 
 /// The header that carries a call's trace id across nodes (see [`Tracing`](crate::Tracing)).
 pub const TRACE_ID_HEADER: &str = "Micro-Trace-Id";
@@ -32,16 +33,16 @@ pub struct CallContext {
 struct Call {
     service: Arc<str>,
     endpoint: Arc<str>,
-    metadata: Metadata,
+    metadata: Headers,
     deadline: Option<Instant>,
-    reply_metadata: Mutex<Metadata>,
+    reply_metadata: Mutex<Headers>,
 }
 
 impl CallContext {
     pub(crate) fn new(
         service: Arc<str>,
         endpoint: Arc<str>,
-        metadata: Metadata,
+        metadata: Headers,
         deadline: Option<Instant>,
     ) -> Self {
         CallContext {
@@ -67,12 +68,12 @@ impl CallContext {
 
     /// The caller's headers.
     pub fn metadata(&self) -> &Metadata {
-        &self.call.metadata
+        self.call.metadata.get()
     }
 
     /// One of the caller's headers.
     pub fn header(&self, key: &str) -> Option<&str> {
-        self.call.metadata.get(key).map(String::as_str)
+        self.call.metadata.get().get(key).map(String::as_str)
     }
 
     /// The call's trace id, if the caller (or a [`Tracing`](crate::Tracing) wrapper) set one.
@@ -100,7 +101,7 @@ impl CallContext {
     }
 
     /// The response headers set so far (taken by the server when the handler returns).
-    pub(crate) fn take_reply_metadata(&self) -> Metadata {
+    pub(crate) fn take_reply_metadata(&self) -> Headers {
         self.call
             .reply_metadata
             .lock()

@@ -42,8 +42,9 @@ pub(crate) struct Head {
     /// How the bodies are encoded, both ways.
     pub(crate) content_type: WireContentType,
     /// The caller's headers.
-    pub(crate) metadata: Metadata,
-    /// Time left when the call was sent (the server counts its deadline from arrival).
+    pub(crate) metadata: Headers,
+    /// Time left when the call was sent (the server counts its deadline from arrival). A unary
+    /// call leaves it out: its reply port carries the same deadline.
     pub(crate) timeout_ms: Option<u64>,
 }
 
@@ -57,9 +58,73 @@ impl Head {
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Answer {
     /// Headers set by the handler (and wrappers).
-    pub(crate) metadata: Metadata,
+    pub(crate) metadata: Headers,
     /// The response, in the request's content type.
     pub(crate) body: Body,
+}
+
+/// Headers as the service layer carries them: nothing at all when there are none — most calls —
+/// so that making, cloning and dropping them costs nothing. On the wire, a map like
+/// [`Metadata`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Headers(Option<Metadata>);
+
+/// The headers of a call that has none, to lend out.
+static NO_HEADERS: Metadata = Metadata::new();
+
+impl Headers {
+    /// A copy of `metadata` (nothing to copy when it is empty).
+    pub(crate) fn copy_of(metadata: &Metadata) -> Headers {
+        Headers((!metadata.is_empty()).then(|| metadata.clone()))
+    }
+
+    pub(crate) fn get(&self) -> &Metadata {
+        self.0.as_ref().unwrap_or(&NO_HEADERS)
+    }
+
+    pub(crate) fn insert(&mut self, key: String, value: String) {
+        self.0.get_or_insert_default().insert(key, value);
+    }
+
+    pub(crate) fn into_metadata(self) -> Metadata {
+        self.0.unwrap_or_default()
+    }
+}
+
+impl From<Metadata> for Headers {
+    fn from(metadata: Metadata) -> Headers {
+        Headers((!metadata.is_empty()).then_some(metadata))
+    }
+}
+
+impl Serialize for Headers {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HeadersVisitor)
+    }
+}
+
+struct HeadersVisitor;
+
+impl<'de> serde::de::Visitor<'de> for HeadersVisitor {
+    type Value = Headers;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map of headers")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+        let mut headers = Headers::default();
+        while let Some((key, value)) = map.next_entry::<String, String>()? {
+            headers.insert(key, value);
+        }
+        Ok(headers)
+    }
 }
 
 /// One item of a streaming call, either way. The stream's clean end is the sender finishing.

@@ -27,7 +27,7 @@ use self::select::{EndpointView, NodeHealth, ServiceView, millis_since};
 use crate::body::Body;
 use crate::error::{CLIENT_ID, SERVER_ID};
 use crate::service::default_registry;
-use crate::wire::{Answer, EndpointMsg, Head, StreamItem, WireContentType, millis};
+use crate::wire::{Answer, EndpointMsg, Head, Headers, StreamItem, WireContentType, millis};
 use crate::wrapper::Next;
 use crate::{BoxFuture, Incoming, Metadata, Outgoing, Request, Response, ServiceError, Wrapper};
 
@@ -353,7 +353,7 @@ impl Client {
         })?;
         Ok(WithHeaders {
             message,
-            metadata: answer.metadata,
+            metadata: answer.metadata.into_metadata(),
         })
     }
 
@@ -370,7 +370,7 @@ impl Client {
             .unary(service, endpoint, Body::from(body), options)
             .await?;
         Ok(Response {
-            metadata: answer.metadata,
+            metadata: answer.metadata.into_metadata(),
             body: answer.body.into_bytes(),
         })
     }
@@ -434,14 +434,14 @@ impl Client {
                     .send_with_retries(view, endpoint, &call, options)
                     .await?;
                 Ok(Response {
-                    metadata: answer.metadata,
+                    metadata: answer.metadata.into_metadata(),
                     body: answer.body.into_bytes(),
                 })
             })
         };
         let response = Next::new(&inner.wrappers, &send).run(request).await?;
         Ok(Answer {
-            metadata: response.metadata,
+            metadata: Headers::from(response.metadata),
             body: Body::from(response.body),
         })
     }
@@ -547,8 +547,9 @@ impl Client {
         }
         let head = Head {
             content_type: WireContentType(call.content_type),
-            metadata: call.metadata.clone(),
-            timeout_ms: Some(millis(remaining)),
+            metadata: Headers::copy_of(call.metadata),
+            // The reply port carries the deadline.
+            timeout_ms: None,
         };
         // In place or shared: the clone allocates nothing.
         let body = call.body.clone();
@@ -707,7 +708,7 @@ impl Client {
         let (responses_tx, responses) = stream_channel(crate::service::STREAM_BUFFER);
         let head = Head {
             content_type: WireContentType(options.content_type),
-            metadata: options.metadata.clone(),
+            metadata: Headers::copy_of(&options.metadata),
             timeout_ms: deadline.map(|d| millis(d.saturating_duration_since(Instant::now()))),
         };
         let answer = addr

@@ -16,7 +16,7 @@ use super::endpoint::Handler;
 use super::stats::{Accounts, CallGuard, Counters, Drain};
 use crate::body::Body;
 use crate::error::SERVER_ID;
-use crate::wire::{Answer, EndpointMsg, Head, StreamItem};
+use crate::wire::{Answer, EndpointMsg, Head, Headers, StreamItem};
 use crate::wrapper::Next;
 use crate::{BoxFuture, CallContext, Request, Response, ServiceError, Wrapper};
 
@@ -150,7 +150,7 @@ impl EndpointShared {
             service: self.service.clone(),
             endpoint: self.endpoint.clone(),
             content_type: call.content_type,
-            metadata: call.metadata,
+            metadata: call.metadata.into_metadata(),
             body: call.body.into_bytes(),
             deadline: call.deadline,
         };
@@ -160,21 +160,21 @@ impl EndpointShared {
                 let ctx = CallContext::new(
                     request.service,
                     request.endpoint,
-                    request.metadata,
+                    Headers::from(request.metadata),
                     request.deadline,
                 );
                 let run = handler.call(ctx, request.content_type, Body::from(request.body));
                 Box::pin(async move {
                     let answer = run.await?;
                     Ok(Response {
-                        metadata: answer.metadata,
+                        metadata: answer.metadata.into_metadata(),
                         body: answer.body.into_bytes(),
                     })
                 })
             };
             let response = Next::new(&wrappers, &innermost).run(request).await?;
             Ok(Answer {
-                metadata: response.metadata,
+                metadata: Headers::from(response.metadata),
                 body: Body::from(response.body),
             })
         })
@@ -253,7 +253,7 @@ impl EndpointShared {
 /// A unary call as it arrived, admitted.
 struct Call {
     content_type: ContentType,
-    metadata: crate::Metadata,
+    metadata: Headers,
     body: Body,
     deadline: Option<Instant>,
 }
