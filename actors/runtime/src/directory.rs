@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
+use crate::FastMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 use ractor::{ActorCell, ActorStatus};
 
@@ -20,7 +20,7 @@ pub(crate) struct Entry {
 
 #[derive(Default)]
 pub(crate) struct Directory {
-    names: DashMap<Arc<str>, Entry>,
+    names: FastMap<Arc<str>, Entry>,
 }
 
 fn alive(cell: &ActorCell) -> bool {

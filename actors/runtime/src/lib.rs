@@ -20,6 +20,10 @@ mod supervisor;
 mod watch;
 mod wire;
 
+/// The concurrent maps on the runtime's paths: keyed by ids it makes and names its users
+/// give, looked up several times per message, so hashed with FxHash rather than SipHash.
+type FastMap<K, V> = dashmap::DashMap<K, V, rustc_hash::FxBuildHasher>;
+
 pub use actor::{Actor, ActorError, Context, ExitReason};
 pub use addr::Addr;
 pub use error::{Error, Result};

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::FastMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -89,16 +89,16 @@ pub(crate) struct NodeShared {
     root: OnceLock<SupervisorRef>,
     status: watch::Sender<NodeStatus>,
     failure: Mutex<Option<Error>>,
-    peers: DashMap<NodeId, Box<dyn PeerLink>>,
-    exports: DashMap<ActorId, Arc<dyn Inbound>>,
-    named_exports: DashMap<Arc<str>, Arc<dyn Inbound>>,
+    peers: FastMap<NodeId, Box<dyn PeerLink>>,
+    exports: FastMap<ActorId, Arc<dyn Inbound>>,
+    named_exports: FastMap<Arc<str>, Arc<dyn Inbound>>,
     pending: PendingReplies,
     refused: std::sync::atomic::AtomicU64,
     watches: Watches,
     /// Watches this node set on other nodes' actors: watch id → (peer, who to tell).
-    remote_watches: DashMap<u64, (NodeId, oneshot::Sender<Down>)>,
+    remote_watches: FastMap<u64, (NodeId, oneshot::Sender<Down>)>,
     /// Remote lookups waiting for an answer: id → (peer, who to tell).
-    lookups: DashMap<u64, LookupWaiter>,
+    lookups: FastMap<u64, LookupWaiter>,
     next_id: std::sync::atomic::AtomicU64,
     /// What an exposed or exported actor may have queued (see `NodeBuilder::inbound_capacity`).
     inbound_capacity: usize,
@@ -108,7 +108,7 @@ pub(crate) struct NodeShared {
     /// The supervisor of the link actors.
     links: OnceLock<SupervisorRef>,
     /// Typed streams whose sender travelled, waiting for it to open: id → (peer, receiver side).
-    streams: DashMap<u64, (Option<NodeId>, Box<dyn StreamInbound>)>,
+    streams: FastMap<u64, (Option<NodeId>, Box<dyn StreamInbound>)>,
 }
 
 type LookupWaiter = (NodeId, oneshot::Sender<Result<(), Error>>);
@@ -234,19 +234,19 @@ impl NodeBuilder {
                 root: OnceLock::new(),
                 status,
                 failure: Mutex::new(None),
-                peers: DashMap::new(),
-                exports: DashMap::new(),
-                named_exports: DashMap::new(),
+                peers: FastMap::default(),
+                exports: FastMap::default(),
+                named_exports: FastMap::default(),
                 pending: PendingReplies::new(),
                 refused: std::sync::atomic::AtomicU64::new(0),
                 watches: Watches::default(),
-                remote_watches: DashMap::new(),
-                lookups: DashMap::new(),
+                remote_watches: FastMap::default(),
+                lookups: FastMap::default(),
                 next_id: std::sync::atomic::AtomicU64::new(1),
                 inbound_capacity: self.inbound_capacity,
                 net: std::sync::RwLock::new(None),
                 links: OnceLock::new(),
-                streams: DashMap::new(),
+                streams: FastMap::default(),
             }),
         };
         let span = tracing::info_span!("node", node = %node.shared.name, id = %node.shared.id);
@@ -592,7 +592,7 @@ impl Node {
             .ok_or_else(|| Error::NodeStopped(self.shared.name.clone()))
     }
 
-    pub(crate) fn streams(&self) -> &DashMap<u64, (Option<NodeId>, Box<dyn StreamInbound>)> {
+    pub(crate) fn streams(&self) -> &FastMap<u64, (Option<NodeId>, Box<dyn StreamInbound>)> {
         &self.shared.streams
     }
 
@@ -921,7 +921,7 @@ impl PartialEq for Node {
 impl Eq for Node {}
 
 /// Removes and returns the entries of `map` that belong to a peer.
-fn take_for_peer<V>(map: &DashMap<u64, V>, of_peer: impl Fn(&V) -> bool) -> Vec<V> {
+fn take_for_peer<V>(map: &FastMap<u64, V>, of_peer: impl Fn(&V) -> bool) -> Vec<V> {
     let keys: Vec<u64> = map
         .iter()
         .filter(|e| of_peer(e.value()))

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use dashmap::DashMap;
+use crate::FastMap;
 use tokio::sync::oneshot;
 
 use crate::wire::frame::{Control, Down, Frame};
@@ -49,7 +49,7 @@ pub(crate) enum Watcher {
 /// The watches set on this node's actors.
 #[derive(Default)]
 pub(crate) struct Watches {
-    by_actor: DashMap<ActorId, Vec<Watcher>>,
+    by_actor: FastMap<ActorId, Vec<Watcher>>,
 }
 
 impl Watches {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::FastMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -45,8 +45,8 @@ pub(crate) struct Net {
     pub(crate) config: NetConfig,
     pub(crate) client_config: quinn::ClientConfig,
     pub(crate) incarnation: u64,
-    pub(crate) links: DashMap<NodeId, Arc<Link>>,
-    pub(crate) known: DashMap<NodeId, PeerInfo>,
+    pub(crate) links: FastMap<NodeId, Arc<Link>>,
+    pub(crate) known: FastMap<NodeId, PeerInfo>,
     pub(crate) events: broadcast::Sender<PeerEvent>,
 }
 
@@ -80,8 +80,8 @@ impl Net {
             config,
             client_config,
             incarnation: rand::random(),
-            links: DashMap::new(),
-            known: DashMap::new(),
+            links: FastMap::default(),
+            known: FastMap::default(),
             events,
         })
     }

@@ -133,7 +133,7 @@ fn lane_of(frame: &Frame) -> usize {
     use std::hash::{Hash, Hasher};
     match frame {
         Frame::Deliver { to, .. } => {
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            let mut hasher = rustc_hash::FxHasher::default();
             match to {
                 Target::Id(id, _) => id.hash(&mut hasher),
                 Target::Name(name) => name.hash(&mut hasher),
@@ -146,7 +146,7 @@ fn lane_of(frame: &Frame) -> usize {
 
 impl PeerLink for Link {
     fn send(&self, frame: Frame) -> Result<(), Error> {
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(frame.size_hint());
         frame.encode(&mut bytes, self.max_frame.load(Ordering::Relaxed))?;
         let size = bytes.len();
         if self.queued.fetch_add(size, Ordering::AcqRel) + size > self.limit {
@@ -563,12 +563,17 @@ impl Actor for LinkActor {
 async fn write_lane(conn: quinn::Connection, lane: Lane, link: Arc<Link>) {
     let mut rx = lane.lock_owned().await;
     let mut stream: Option<quinn::SendStream> = None;
+    // Frames queued together are written together, through one buffer kept from write to write.
     let mut batch: Vec<u8> = Vec::new();
     loop {
         let Some(first) = rx.recv().await else { return };
-        let bytes = if rx.is_empty() {
-            first
+        let bytes: &[u8] = if rx.is_empty() {
+            &first
         } else {
+            if batch.capacity() > 2 * BATCH {
+                // A huge frame went through: give its room back.
+                batch = Vec::new();
+            }
             batch.clear();
             batch.extend_from_slice(&first);
             while batch.len() < BATCH {
@@ -577,7 +582,7 @@ async fn write_lane(conn: quinn::Connection, lane: Lane, link: Arc<Link>) {
                     Err(_) => break,
                 }
             }
-            std::mem::take(&mut batch)
+            &batch
         };
         link.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
         let send = match &mut stream {
@@ -590,11 +595,10 @@ async fn write_lane(conn: quinn::Connection, lane: Lane, link: Arc<Link>) {
                 }
             },
         };
-        if let Err(err) = send.write_all(&bytes).await {
+        if let Err(err) = send.write_all(bytes).await {
             tracing::debug!(peer = %link.peer, error = %err, bytes = bytes.len(), "lost frames: write failed");
             return;
         }
-        batch = bytes;
     }
 }
 

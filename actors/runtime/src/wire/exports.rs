@@ -5,7 +5,7 @@ use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::FastMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -107,7 +107,7 @@ struct Waiter {
 pub(crate) struct PendingReplies {
     next: AtomicU64,
     /// Sharded: askers insert and link readers remove at the same time.
-    waiting: DashMap<u64, Waiter>,
+    waiting: FastMap<u64, Waiter>,
     /// When the last sweep ran, in milliseconds after `created` (read on every registration, so
     /// an atomic rather than a lock).
     last_sweep_ms: AtomicU64,
@@ -122,7 +122,7 @@ impl PendingReplies {
     pub(crate) fn new() -> Self {
         PendingReplies {
             next: AtomicU64::new(1),
-            waiting: DashMap::new(),
+            waiting: FastMap::default(),
             last_sweep_ms: AtomicU64::new(0),
             created: Instant::now(),
         }

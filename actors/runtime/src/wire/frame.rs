@@ -223,6 +223,39 @@ fn malformed(what: &str, err: impl std::fmt::Display) -> Error {
 }
 
 impl Frame {
+    /// About the frame's encoded size (a little over, for common frames): the capacity to
+    /// reserve for [`encode`](Self::encode), which otherwise grows its buffer several times.
+    pub(crate) fn size_hint(&self) -> usize {
+        // The envelope's numbers (a trace id included), enum tags and length varints.
+        const SLACK: usize = 56;
+        let parts = match self {
+            Frame::Deliver {
+                to,
+                type_name,
+                content_type,
+                envelope,
+                body,
+            } => {
+                let to = match to {
+                    Target::Id(..) => 20,
+                    Target::Name(name) => name.len(),
+                };
+                let metadata: usize = envelope
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 4)
+                    .sum();
+                to + type_name.len() + content_type.as_str().len() + metadata + body.len()
+            }
+            Frame::Reply { outcome, .. } => match outcome {
+                Ok((content_type, body)) => content_type.as_str().len() + body.len(),
+                Err(_) => 128,
+            },
+            Frame::Control(_) => 64,
+        };
+        PREFIX + 3 + SLACK + parts
+    }
+
     /// Appends the frame to `out`: `len:u32be kind:u8 header_len:u16be header body`, where `len`
     /// counts everything after itself.
     pub(crate) fn encode(&self, out: &mut Vec<u8>, max_frame: usize) -> Result<(), Error> {
@@ -392,6 +425,45 @@ mod tests {
         let len = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
         assert_eq!(len, out.len() - 4);
         Frame::decode(&out[4..]).unwrap()
+    }
+
+    #[test]
+    fn size_hints_cover_common_frames() {
+        let frames = [
+            Frame::Deliver {
+                to: Target::Name("bench/Bench.Echo".into()),
+                type_name: Cow::Borrowed("micro.service.Endpoint"),
+                content_type: ContentType::Bincode,
+                envelope: Envelope {
+                    request: Some(u64::MAX),
+                    deadline_ms: Some(u64::MAX),
+                    trace_id: Some(u128::MAX),
+                    metadata: vec![("tenant".into(), "acme".into())],
+                },
+                body: vec![7; 300],
+            },
+            Frame::Deliver {
+                to: Target::Id(ActorId(u64::MAX), u64::MAX),
+                type_name: Cow::Borrowed("t"),
+                content_type: ContentType::Json,
+                envelope: Envelope::default(),
+                body: Vec::new(),
+            },
+            Frame::Reply {
+                request: u64::MAX,
+                outcome: Ok((ContentType::Bincode, vec![1; 40])),
+            },
+        ];
+        for frame in frames {
+            let mut out = Vec::new();
+            frame.encode(&mut out, 1 << 20).unwrap();
+            assert!(
+                frame.size_hint() >= out.len(),
+                "hint {} < {} bytes",
+                frame.size_hint(),
+                out.len()
+            );
+        }
     }
 
     #[test]
