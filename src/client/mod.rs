@@ -2,10 +2,10 @@
 //! endpoint actor — with deadlines, headers, retries on other nodes, ejection of failing nodes,
 //! an in-flight cap, wrappers, and streaming calls.
 
+mod attempts;
 mod retry;
 mod select;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -23,7 +23,8 @@ use tokio::time::Instant;
 pub use retry::{RetryBudget, RetryPolicy};
 pub use select::{Ejection, Filter, Selector};
 
-use self::select::{EndpointView, NodeHealth, ServiceView, millis_since};
+use self::attempts::{Attempts, Settled};
+use self::select::{EndpointView, NodeHealth, ServiceView};
 use crate::body::Body;
 use crate::error::{CLIENT_ID, SERVER_ID};
 use crate::service::default_registry;
@@ -464,83 +465,37 @@ impl Client {
             ));
         }
         let idempotent = options.idempotent.unwrap_or(endpoint.idempotent);
-        self.retrying(view, endpoint, options, call.deadline, idempotent, |slot| {
-            self.attempt(view, endpoint, slot, call)
-        })
-        .await
-    }
-
-    /// Runs `attempt` on a node picked for it, and again on others as the retry policy, the
-    /// budget and the deadline allow; counts outcomes into the nodes' health (and ejections).
-    async fn retrying<T, F, Fut>(
-        &self,
-        view: &ServiceView,
-        endpoint: &EndpointView,
-        options: &CallOptions,
-        deadline: Instant,
-        idempotent: bool,
-        mut attempt: F,
-    ) -> Result<T, ServiceError>
-    where
-        F: FnMut(usize) -> Fut,
-        Fut: Future<Output = Result<T, Failure>>,
-    {
-        let inner = &self.inner;
-        let retries = options.retries.unwrap_or(inner.retry.max_retries);
-        let strategy = options.strategy.unwrap_or(inner.strategy);
-        inner.budget.deposit();
-        let mut tried: Vec<usize> = Vec::new();
-        let mut retry = 0u32;
-        let now_ms = || millis_since(inner.epoch);
+        let mut attempts = Attempts::new(
+            &self.inner,
+            view,
+            endpoint,
+            options,
+            call.deadline,
+            idempotent,
+        );
+        // One flat loop, the ask awaited in it: nested futures would be built and moved on
+        // every call.
         loop {
-            let Some(slot) = view.pick(endpoint, strategy, &options.filter, &tried, &now_ms) else {
-                return Err(ServiceError::unavailable(
-                    CLIENT_ID,
-                    format!("no node of {} matches the call's filter", view.name),
-                ));
+            let slot = attempts.pick()?;
+            let outcome = match self.endpoint_addr(view, endpoint, slot).await {
+                Ok(addr) => self.send_once(addr, view, endpoint, call).await,
+                Err(failure) => Err(failure),
             };
-            let node = &view.nodes[endpoint.nodes[slot]];
-            node.health.begin();
-            let outcome = attempt(slot).await;
-            node.health.end();
-            let error = match outcome {
-                Ok(done) => {
-                    node.health.succeeded();
-                    return Ok(done);
-                }
-                Err(Failure::Final(error)) => return Err(error),
-                Err(Failure::NotSent(error)) => error,
-                Err(Failure::Unknown(error)) if idempotent => error,
-                Err(Failure::Unknown(error)) => {
-                    node.health.failed(&inner.ejection, now_ms());
-                    return Err(error);
-                }
-            };
-            if node.health.failed(&inner.ejection, now_ms()) {
-                tracing::info!(service = %view.name, node = %node.id, "ejecting a failing node for a while");
+            match attempts.settle(slot, outcome) {
+                Settled::Done(outcome) => return outcome,
+                Settled::Retry(pause) => attempts.pause(pause).await,
             }
-            retry += 1;
-            if retry > retries || Instant::now() >= deadline || !inner.budget.withdraw() {
-                return Err(error);
-            }
-            tracing::debug!(service = %view.name, endpoint = %endpoint.name, retry, error = %error, "retrying on another node");
-            let pause = inner.retry.delay(retry);
-            if !pause.is_zero() {
-                tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
-            }
-            tried.push(slot);
         }
     }
 
-    /// One attempt on one node.
-    async fn attempt(
+    /// Sends a unary call to one endpoint actor and waits for its answer.
+    async fn send_once(
         &self,
+        addr: &Addr<EndpointMsg>,
         view: &ServiceView,
         endpoint: &EndpointView,
-        slot: usize,
         call: &Outbound<'_>,
     ) -> Result<Answer, Failure> {
-        let addr = self.endpoint_addr(view, endpoint, slot).await?;
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(Failure::Final(timeout_error(&view.name, &endpoint.name)));
@@ -581,7 +536,9 @@ impl Client {
             return Ok(addr);
         }
         let node = &view.nodes[endpoint.nodes[slot]];
-        cell.get_or_try_init(|| self.lookup(node.id, node.address, &endpoint.actor))
+        // Boxed: the lookup (a connect, perhaps) runs once per node, and its future would
+        // otherwise make every call's future larger.
+        cell.get_or_try_init(|| Box::pin(self.lookup(node.id, node.address, &endpoint.actor)))
             .await
     }
 
@@ -620,12 +577,10 @@ impl Client {
     async fn view(&self, service: &str) -> Result<Arc<ServiceView>, ServiceError> {
         let inner = &self.inner;
         let generation = inner.cache.generation();
-        let previous = inner.views.get(service).map(|v| v.clone());
-        if let Some(view) = &previous
-            && view.generation == generation
-        {
-            return Ok(view.clone());
-        }
+        let previous = match inner.views.get(service).map(|v| v.clone()) {
+            Some(view) if view.generation == generation => return Ok(view),
+            previous => previous,
+        };
         let versions = inner.cache.resolve(service).await.map_err(|e| {
             let mut e = ServiceError::from(e);
             e.id = CLIENT_ID.to_owned();
@@ -670,11 +625,17 @@ impl Client {
         let endpoint = endpoint_of(&view, endpoint)?;
         let options = &options;
         // Opening a stream is not idempotent: a lost answer is not retried.
-        let (requests, responses) = self
-            .retrying(&view, endpoint, options, open_by, false, |slot| {
-                self.open(&view, endpoint, slot, options, deadline, open_by)
-            })
-            .await?;
+        let mut attempts = Attempts::new(inner, &view, endpoint, options, open_by, false);
+        let (requests, responses) = loop {
+            let slot = attempts.pick()?;
+            let outcome = self
+                .open(&view, endpoint, slot, options, deadline, open_by)
+                .await;
+            match attempts.settle(slot, outcome) {
+                Settled::Done(outcome) => break outcome?,
+                Settled::Retry(pause) => attempts.pause(pause).await,
+            }
+        };
         let id: Arc<str> = view.name.clone();
         let outgoing = Outgoing::new(
             Arc::new(Mutex::new(Some(requests))),

@@ -24,7 +24,8 @@ pub enum Selector {
     Random,
     /// Each node in turn, per endpoint: with N nodes, N calls reach N different nodes.
     RoundRobin,
-    /// The node with the fewest calls outstanding from this client (ties broken at random).
+    /// The node with the fewest calls outstanding from this client (ties broken at random);
+    /// the calls counted are those that select this way.
     LeastOutstanding,
 }
 

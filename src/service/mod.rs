@@ -398,7 +398,7 @@ impl StatsSource {
     }
 
     fn health(&self) -> Health {
-        let status = if self.drain.closing.load(Ordering::Acquire) {
+        let status = if self.drain.is_closing() {
             "draining"
         } else {
             "serving"
@@ -492,7 +492,7 @@ impl RunningService {
             return Ok(());
         }
         let name = &running.registration.name;
-        running.drain.closing.store(true, Ordering::Release);
+        running.drain.close();
         unsubscribe(std::mem::take(&mut *running.subscriptions.lock().await)).await;
         let deregistered = running.registry.deregister(&running.registration).await;
         if let Err(err) = &deregistered {

@@ -87,9 +87,14 @@ impl Counters {
 
 /// A service's calls in flight, for a graceful stop: refuse new calls, wait for running ones,
 /// then cancel what is left.
+///
+/// A finished call wakes the waiter only once the service is closing: `close` stores the flag
+/// and the waiter then reads the count, a call decrements the count and then reads the flag,
+/// all `SeqCst`, so one of them sees the other (no wakeup is lost, and a serving service pays
+/// no lock per call).
 #[derive(Debug)]
 pub(crate) struct Drain {
-    pub(crate) closing: AtomicBool,
+    closing: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
     abort: watch::Sender<bool>,
@@ -108,7 +113,17 @@ impl Default for Drain {
 
 impl Drain {
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Whether the service is stopping (and refuses new calls).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Starts a stop: new calls are refused from now on.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
     }
 
     pub(crate) fn aborted(&self) -> watch::Receiver<bool> {
@@ -170,7 +185,7 @@ impl<A: Accounts> CallGuard<A> {
     /// Admits a call, or says why not (the service is draining, or the endpoint is at its limit).
     pub(crate) fn admit(accounts: A, limit: usize) -> Result<Self, &'static str> {
         let (counters, drain) = (accounts.counters(), accounts.drain());
-        if drain.closing.load(Ordering::Acquire) {
+        if drain.is_closing() {
             counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err("the service is stopping");
         }
@@ -179,7 +194,7 @@ impl<A: Accounts> CallGuard<A> {
             counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err("the endpoint is at its concurrency limit");
         }
-        drain.in_flight.fetch_add(1, Ordering::AcqRel);
+        drain.in_flight.fetch_add(1, Ordering::SeqCst);
         Ok(CallGuard { accounts })
     }
 
@@ -206,7 +221,8 @@ impl<A: Accounts> Drop for CallGuard<A> {
             .in_flight
             .fetch_sub(1, Ordering::AcqRel);
         let drain = self.accounts.drain();
-        if drain.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // Notifying takes a lock: only a stop waits for it.
+        if drain.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && drain.is_closing() {
             drain.idle.notify_waiters();
         }
     }
