@@ -326,10 +326,12 @@ impl Client {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        Ok(self
-            .call_with(service, endpoint, request, CallOptions::default())
-            .await?
-            .message)
+        let options = CallOptions::default();
+        let content_type = options.content_type;
+        let answer = self
+            .unary(service, endpoint, encode(content_type, request)?, options)
+            .await?;
+        decode(content_type, &answer.body)
     }
 
     /// Calls `endpoint` of `service` with `request` and `options`; the response comes with its
@@ -346,14 +348,11 @@ impl Client {
         Resp: DeserializeOwned,
     {
         let content_type = options.content_type;
-        let body = Body::encode(content_type, request)
-            .map_err(|e| ServiceError::bad_request(CLIENT_ID, e.to_string()))?;
-        let answer = self.unary(service, endpoint, body, options).await?;
-        let message = content_type.decode(&answer.body).map_err(|e| {
-            ServiceError::internal(CLIENT_ID, format!("the response did not decode: {e}"))
-        })?;
+        let answer = self
+            .unary(service, endpoint, encode(content_type, request)?, options)
+            .await?;
         Ok(WithHeaders {
-            message,
+            message: decode(content_type, &answer.body)?,
             metadata: answer.metadata.into_metadata(),
         })
     }
@@ -773,6 +772,25 @@ impl<Req: Serialize, Resp: DeserializeOwned> ClientStreaming<Req, Resp> {
     pub async fn cancel(self, reason: &str) {
         self.requests.cancel(reason).await;
     }
+}
+
+/// A request body, encoded in the call's content type.
+fn encode<Req: Serialize + ?Sized>(
+    content_type: ContentType,
+    request: &Req,
+) -> Result<Body, ServiceError> {
+    Body::encode(content_type, request)
+        .map_err(|e| ServiceError::bad_request(CLIENT_ID, e.to_string()))
+}
+
+/// A response body, decoded from the call's content type.
+fn decode<Resp: DeserializeOwned>(
+    content_type: ContentType,
+    body: &[u8],
+) -> Result<Resp, ServiceError> {
+    content_type
+        .decode(body)
+        .map_err(|e| ServiceError::internal(CLIENT_ID, format!("the response did not decode: {e}")))
 }
 
 fn endpoint_of<'v>(
