@@ -198,12 +198,6 @@ impl<A: Accounts> CallGuard<A> {
         Ok(CallGuard { accounts })
     }
 
-    /// The same call, now reaching its counters through `accounts` (counted once still).
-    pub(crate) fn hold_by<B: Accounts>(self, accounts: B) -> CallGuard<B> {
-        std::mem::forget(self);
-        CallGuard { accounts }
-    }
-
     /// Counts the call's outcome.
     pub(crate) fn finished(&self, failed: bool) {
         let counters = self.accounts.counters();
@@ -211,6 +205,15 @@ impl<A: Accounts> CallGuard<A> {
         if failed {
             counters.errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+impl<T: Accounts + ?Sized> CallGuard<&T> {
+    /// The same call, now reaching its counters through `accounts` (counted once still). Only a
+    /// guard holding a reference hands over: forgetting it leaks nothing.
+    pub(crate) fn hold_by<B: Accounts>(self, accounts: B) -> CallGuard<B> {
+        std::mem::forget(self);
+        CallGuard { accounts }
     }
 }
 
