@@ -9,7 +9,9 @@
 //!
 //! Per round: `c1`, [`C1_N`] sequential calls (requests/s, p50 latency) and `c64`, [`C64_N`]
 //! calls over [`C64_TASKS`] tasks (requests/s). One warm-up round is discarded; [`ROUNDS`]
-//! measured rounds alternate which goes first; medians are reported, then the ratio lines.
+//! measured rounds alternate which goes first. Each round's c64 figures are printed, then the
+//! medians per stack, then each ratio as the median of the rounds' own ratios (the two halves of
+//! a round run back to back, so their ratio is not moved by the machine's drift between rounds).
 //! Run from the workspace root with `cargo bench --bench service` (it listens on 127.0.0.1
 //! only; run it under `../shared/tools/netns-run` on a machine whose network must stay quiet).
 
@@ -28,9 +30,9 @@ type BenchResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
 
 const WORKERS: usize = 2;
 const C1_N: usize = 4_000;
-const C64_N: usize = 40_000;
+const C64_N: usize = 100_000;
 const C64_TASKS: usize = 64;
-const ROUNDS: usize = 6;
+const ROUNDS: usize = 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Req {
@@ -154,6 +156,68 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+fn print_round(r: usize, pair: &(Option<Sample>, Option<Sample>)) {
+    let c64 = |s: &Option<Sample>| {
+        s.as_ref()
+            .map_or(String::from("-"), |s| format!("{:.0}", s.c64_rps))
+    };
+    let ratio = match pair {
+        (Some(a), Some(s)) => format!("{:.2}", s.c64_rps / a.c64_rps),
+        _ => String::from("-"),
+    };
+    println!(
+        "round {r:>2}: c64 req/s remote_ask {:>8} micro_service {:>8} ratio {ratio}",
+        c64(&pair.0),
+        c64(&pair.1)
+    );
+}
+
+/// Medians per stack, then each ratio as the median of the rounds' own ratios: the two calls of
+/// a round ran back to back, so a ratio per round cancels the machine's drift between rounds.
+fn report(pairs: &[(Option<Sample>, Option<Sample>)]) {
+    println!(
+        "{:<14} {:>12} {:>12} {:>12}",
+        "stack", "c1 req/s", "c1 p50 µs", "c64 req/s"
+    );
+    let sides: [(&str, Vec<&Sample>); 2] = [
+        (
+            "remote_ask",
+            pairs.iter().filter_map(|p| p.0.as_ref()).collect(),
+        ),
+        (
+            "micro_service",
+            pairs.iter().filter_map(|p| p.1.as_ref()).collect(),
+        ),
+    ];
+    for (name, samples) in &sides {
+        if samples.is_empty() {
+            continue;
+        }
+        println!(
+            "{:<14} {:>12.0} {:>12.1} {:>12.0}",
+            name,
+            median(samples.iter().map(|s| s.c1_rps).collect()),
+            median(samples.iter().map(|s| s.c1_p50_us).collect()),
+            median(samples.iter().map(|s| s.c64_rps).collect())
+        );
+    }
+    let both: Vec<(&Sample, &Sample)> = pairs
+        .iter()
+        .filter_map(|p| Some((p.0.as_ref()?, p.1.as_ref()?)))
+        .collect();
+    if both.is_empty() {
+        return;
+    }
+    println!(
+        "ratio call_rps_c1 micro_service/remote_ask = {:.2}",
+        median(both.iter().map(|(a, s)| s.c1_rps / a.c1_rps).collect())
+    );
+    println!(
+        "ratio call_rps_c64 micro_service/remote_ask = {:.2}",
+        median(both.iter().map(|(a, s)| s.c64_rps / a.c64_rps).collect())
+    );
+}
+
 async fn setup() -> BenchResult<(Caller, Caller, Vec<Node>)> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let server = Node::builder()
@@ -215,8 +279,8 @@ fn main() -> BenchResult<()> {
         .build()?;
     rt.block_on(async {
         let (ask, service, nodes) = setup().await?;
-        let mut ask_samples = Vec::new();
-        let mut service_samples = Vec::new();
+        // Per measured round: (ask, service); each pair ran back to back.
+        let mut pairs: Vec<(Option<Sample>, Option<Sample>)> = Vec::new();
         // SERVICE_BENCH_ONLY=micro_service (or remote_ask) runs one side only, for profiling.
         let only = std::env::var("SERVICE_BENCH_ONLY").ok();
         for r in 0..=ROUNDS {
@@ -225,51 +289,23 @@ fn main() -> BenchResult<()> {
             } else {
                 [&service, &ask]
             };
+            let mut pair = (None, None);
             for caller in order {
                 if only.as_deref().is_some_and(|o| o != caller.name()) {
                     continue;
                 }
                 let sample = round(caller).await?;
-                if r > 0 {
-                    match caller {
-                        Caller::Ask(_) => ask_samples.push(sample),
-                        Caller::Service(_) => service_samples.push(sample),
-                    }
+                match caller {
+                    Caller::Ask(_) => pair.0 = Some(sample),
+                    Caller::Service(_) => pair.1 = Some(sample),
                 }
             }
-        }
-        println!(
-            "{:<14} {:>12} {:>12} {:>12}",
-            "stack", "c1 req/s", "c1 p50 µs", "c64 req/s"
-        );
-        let mut figures = Vec::new();
-        for (caller, samples) in [(&ask, &ask_samples), (&service, &service_samples)] {
-            if samples.is_empty() {
-                continue;
+            if r > 0 {
+                print_round(r, &pair);
+                pairs.push(pair);
             }
-            let c1 = median(samples.iter().map(|s| s.c1_rps).collect());
-            let p50 = median(samples.iter().map(|s| s.c1_p50_us).collect());
-            let c64 = median(samples.iter().map(|s| s.c64_rps).collect());
-            println!(
-                "{:<14} {:>12.0} {:>12.1} {:>12.0}",
-                caller.name(),
-                c1,
-                p50,
-                c64
-            );
-            figures.push((c1, c64));
         }
-        if figures.len() < 2 {
-            return Ok(());
-        }
-        println!(
-            "ratio call_rps_c1 micro_service/remote_ask = {:.2}",
-            figures[1].0 / figures[0].0
-        );
-        println!(
-            "ratio call_rps_c64 micro_service/remote_ask = {:.2}",
-            figures[1].1 / figures[0].1
-        );
+        report(&pairs);
         for node in nodes {
             let _ = node.shutdown().await;
         }

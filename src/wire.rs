@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use micro_runtime::{ContentType, RemoteMessage, Reply, StreamSender};
+use serde::ser::SerializeTupleVariant;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::body::Body;
@@ -36,8 +37,9 @@ impl RemoteMessage for EndpointMsg {
     const TYPE_NAME: &'static str = "micro.service.Endpoint";
 }
 
-/// What every call carries besides its body.
-#[derive(Serialize, Deserialize)]
+/// What every call carries besides its body. On the wire the usual head — bincode, no headers,
+/// no timeout — is one byte (variant `Plain`); any other is `Full(content type, headers,
+/// timeout_ms)`.
 pub(crate) struct Head {
     /// How the bodies are encoded, both ways.
     pub(crate) content_type: WireContentType,
@@ -52,15 +54,91 @@ impl Head {
     pub(crate) fn timeout(&self) -> Option<Duration> {
         self.timeout_ms.map(Duration::from_millis)
     }
+
+    fn is_plain(&self) -> bool {
+        self.content_type.0 == ContentType::Bincode
+            && self.metadata.0.is_none()
+            && self.timeout_ms.is_none()
+    }
 }
 
-/// A unary call's answer.
-#[derive(Serialize, Deserialize)]
+impl Serialize for Head {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.is_plain() {
+            return serializer.serialize_unit_variant("Head", 0, "Plain");
+        }
+        let mut full = serializer.serialize_tuple_variant("Head", 1, "Full", 3)?;
+        full.serialize_field(&self.content_type)?;
+        full.serialize_field(&self.metadata)?;
+        full.serialize_field(&self.timeout_ms)?;
+        full.end()
+    }
+}
+
+/// [`Head`] as it is read.
+#[derive(Deserialize)]
+#[serde(rename = "Head")]
+enum HeadWire {
+    Plain,
+    Full(WireContentType, Headers, Option<u64>),
+}
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match HeadWire::deserialize(deserializer)? {
+            HeadWire::Plain => Head {
+                content_type: WireContentType(ContentType::Bincode),
+                metadata: Headers::default(),
+                timeout_ms: None,
+            },
+            HeadWire::Full(content_type, metadata, timeout_ms) => Head {
+                content_type,
+                metadata,
+                timeout_ms,
+            },
+        })
+    }
+}
+
+/// A unary call's answer. On the wire an answer without headers — most — is variant `Body`
+/// with the body alone; one with headers is `Full(headers, body)`.
 pub(crate) struct Answer {
     /// Headers set by the handler (and wrappers).
     pub(crate) metadata: Headers,
     /// The response, in the request's content type.
     pub(crate) body: Body,
+}
+
+impl Serialize for Answer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.metadata.0.is_none() {
+            return serializer.serialize_newtype_variant("Answer", 0, "Body", &self.body);
+        }
+        let mut full = serializer.serialize_tuple_variant("Answer", 1, "Full", 2)?;
+        full.serialize_field(&self.metadata)?;
+        full.serialize_field(&self.body)?;
+        full.end()
+    }
+}
+
+/// [`Answer`] as it is read.
+#[derive(Deserialize)]
+#[serde(rename = "Answer")]
+enum AnswerWire {
+    Body(Body),
+    Full(Headers, Body),
+}
+
+impl<'de> Deserialize<'de> for Answer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match AnswerWire::deserialize(deserializer)? {
+            AnswerWire::Body(body) => Answer {
+                metadata: Headers::default(),
+                body,
+            },
+            AnswerWire::Full(metadata, body) => Answer { metadata, body },
+        })
+    }
 }
 
 /// Headers as the service layer carries them: nothing at all when there are none — most calls —
@@ -172,4 +250,80 @@ pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(content_type: ContentType, metadata: &[(&str, &str)], timeout_ms: Option<u64>) -> Head {
+        let mut headers = Headers::default();
+        for (k, v) in metadata {
+            headers.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Head {
+            content_type: WireContentType(content_type),
+            metadata: headers,
+            timeout_ms,
+        }
+    }
+
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned>(
+        codec: ContentType,
+        value: &T,
+    ) -> (T, usize) {
+        let bytes = codec.encode(value).unwrap();
+        (codec.decode(&bytes).unwrap(), bytes.len())
+    }
+
+    #[test]
+    fn the_usual_head_is_one_byte_and_any_other_keeps_every_field() {
+        let (plain, len) = round_trip(ContentType::Bincode, &head(ContentType::Bincode, &[], None));
+        assert_eq!(len, 1);
+        assert!(plain.is_plain());
+        for codec in [ContentType::Bincode, ContentType::Json] {
+            for sent in [
+                head(ContentType::Json, &[], None),
+                head(ContentType::Bincode, &[("lang", "fr")], None),
+                head(ContentType::Bincode, &[], Some(250)),
+                head(ContentType::Json, &[("a", "1"), ("b", "2")], Some(7)),
+            ] {
+                let (read, _) = round_trip(codec, &sent);
+                assert!(read.content_type.0 == sent.content_type.0);
+                assert_eq!(read.metadata, sent.metadata);
+                assert_eq!(read.timeout_ms, sent.timeout_ms);
+            }
+        }
+    }
+
+    #[test]
+    fn an_answer_carries_its_headers_only_when_it_has_some() {
+        let body = Body::copy_from_slice(b"hello");
+        let bare = Answer {
+            metadata: Headers::default(),
+            body: body.clone(),
+        };
+        let mut headers = Headers::default();
+        headers.insert("served-in".to_owned(), "fr".to_owned());
+        let full = Answer {
+            metadata: headers.clone(),
+            body: body.clone(),
+        };
+        for codec in [ContentType::Bincode, ContentType::Json] {
+            let (read, bare_len) = round_trip(codec, &bare);
+            assert_eq!(
+                (read.metadata, read.body),
+                (Headers::default(), body.clone())
+            );
+            let (read, full_len) = round_trip(codec, &full);
+            assert_eq!((read.metadata, read.body), (headers.clone(), body.clone()));
+            assert!(bare_len < full_len);
+        }
+    }
+
+    #[test]
+    fn a_head_of_an_unknown_variant_is_refused() {
+        let bytes = ContentType::Bincode.encode(&7u32).unwrap();
+        assert!(ContentType::Bincode.decode::<Head>(&bytes).is_err());
+    }
 }

@@ -116,11 +116,17 @@ impl<'a> Attempts<'a> {
         Settled::Retry(client.retry.delay(self.retry))
     }
 
-    /// Waits out a retry's pause, never past the deadline.
-    pub(super) async fn pause(&self, pause: Duration) {
+    /// Waits out a retry's pause, never past the deadline; a 408 when no time is left after it
+    /// (an attempt does not look at the clock again before sending).
+    pub(super) async fn pause(&self, pause: Duration) -> Result<(), ServiceError> {
+        let now = Instant::now();
         if !pause.is_zero() {
-            tokio::time::sleep_until((Instant::now() + pause).min(self.deadline)).await;
+            tokio::time::sleep_until((now + pause).min(self.deadline)).await;
         }
+        if now + pause >= self.deadline {
+            return Err(super::timeout_error(&self.view.name, &self.endpoint.name));
+        }
+        Ok(())
     }
 
     /// Only the least-outstanding selector reads the counts: other calls leave them be, as

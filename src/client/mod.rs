@@ -394,7 +394,12 @@ impl Client {
                 ),
             )
         })?;
-        let deadline = Instant::now() + options.timeout.unwrap_or(inner.timeout);
+        // The one clock reading of a call that goes well: attempts compare against it.
+        let timeout = options.timeout.unwrap_or(inner.timeout);
+        if timeout.is_zero() {
+            return Err(timeout_error(service, endpoint));
+        }
+        let deadline = Instant::now() + timeout;
         let view = self.view(service).await?;
         let endpoint = endpoint_of(&view, endpoint)?;
         if inner.wrappers.is_empty() {
@@ -422,13 +427,16 @@ impl Client {
                 // A wrapper may have changed the endpoint, the headers or the body.
                 let endpoint = endpoint_of(view, &request.endpoint)?;
                 let body = Body::from(request.body);
+                let now = Instant::now();
+                let deadline = request.deadline.unwrap_or(now + inner.timeout);
+                if deadline <= now {
+                    return Err(timeout_error(&view.name, &endpoint.name));
+                }
                 let call = Outbound {
                     content_type: request.content_type,
                     metadata: &request.metadata,
                     body: &body,
-                    deadline: request
-                        .deadline
-                        .unwrap_or_else(|| Instant::now() + inner.timeout),
+                    deadline,
                 };
                 let answer = self
                     .send_with_retries(view, endpoint, &call, options)
@@ -482,7 +490,7 @@ impl Client {
             };
             match attempts.settle(slot, outcome) {
                 Settled::Done(outcome) => return outcome,
-                Settled::Retry(pause) => attempts.pause(pause).await,
+                Settled::Retry(pause) => attempts.pause(pause).await?,
             }
         }
     }
@@ -495,10 +503,6 @@ impl Client {
         endpoint: &EndpointView,
         call: &Outbound<'_>,
     ) -> Result<Answer, Failure> {
-        let remaining = call.deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(Failure::Final(timeout_error(&view.name, &endpoint.name)));
-        }
         let head = Head {
             content_type: WireContentType(call.content_type),
             metadata: Headers::copy_of(call.metadata),
@@ -508,7 +512,10 @@ impl Client {
         // In place or shared: the clone allocates nothing.
         let body = call.body.clone();
         let answer = addr
-            .ask(|reply| EndpointMsg::Call { head, body, reply }, remaining)
+            .ask_until(
+                |reply| EndpointMsg::Call { head, body, reply },
+                call.deadline,
+            )
             .await;
         match answer {
             Ok(Ok(answer)) => Ok(answer),
@@ -632,7 +639,7 @@ impl Client {
                 .await;
             match attempts.settle(slot, outcome) {
                 Settled::Done(outcome) => break outcome?,
-                Settled::Retry(pause) => attempts.pause(pause).await,
+                Settled::Retry(pause) => attempts.pause(pause).await?,
             }
         };
         let id: Arc<str> = view.name.clone();
@@ -817,7 +824,9 @@ fn classify(error: micro_runtime::Error, service: &str, endpoint: &str) -> Failu
     use micro_runtime::Error as E;
     let detail = format!("{service} {endpoint}: {error}");
     match error {
-        E::Timeout(_) => Failure::Final(ServiceError::timeout(CLIENT_ID, detail)),
+        E::Timeout(_) | E::DeadlinePassed => {
+            Failure::Final(ServiceError::timeout(CLIENT_ID, detail))
+        }
         E::NoRoute(_)
         | E::NotFound(_)
         | E::NotExposed(_)

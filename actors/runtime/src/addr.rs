@@ -187,12 +187,51 @@ impl<M: Send + 'static> Addr<M> {
         timeout: Duration,
     ) -> Result<T, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
+        self.ask_until(request, deadline)
+            .await
+            .map_err(|e| match e {
+                Error::DeadlinePassed => Error::Timeout(timeout),
+                other => other,
+            })
+    }
+
+    /// [`Addr::ask`] with a deadline instead of a timeout: for a caller that keeps one deadline
+    /// over several steps (retries, say), and so reads the clock once for all of them. A
+    /// deadline already past still sends the request (whose reply port says no time is left).
+    ///
+    /// Errors: [`Error::DeadlinePassed`] when no answer comes in time, else as [`Addr::ask`].
+    ///
+    /// ```
+    /// # use micro_runtime::{Actor, ActorError, ChildSpec, Context, Node, Reply};
+    /// # use std::time::Duration;
+    /// # struct Doubler;
+    /// # impl Actor for Doubler {
+    /// #     type Msg = (u32, Reply<u32>);
+    /// #     async fn handle(&mut self, _: &mut Context<Self>, (n, reply): (u32, Reply<u32>)) -> Result<(), ActorError> {
+    /// #         let _ = reply.send(n * 2);
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), micro_runtime::Error> {
+    /// let node = Node::builder().start().await?;
+    /// let doubler = node.spawn(ChildSpec::new(|| Doubler)).await?;
+    /// let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    /// assert_eq!(doubler.ask_until(|r| (21, r), deadline).await?, 42);
+    /// # node.shutdown().await
+    /// # }
+    /// ```
+    pub async fn ask_until<T: Send + 'static>(
+        &self,
+        request: impl FnOnce(Reply<T>) -> M,
+        deadline: tokio::time::Instant,
+    ) -> Result<T, Error> {
         let (reply, answer) = Reply::channel(Some(deadline));
         self.send(request(reply))?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_dropped)) => Err(Error::ReplyDropped),
-            Err(_elapsed) => Err(Error::Timeout(timeout)),
+            Err(_elapsed) => Err(Error::DeadlinePassed),
         }
     }
 

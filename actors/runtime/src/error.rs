@@ -9,6 +9,9 @@ pub enum Error {
     /// An `ask` got no reply within its timeout.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// An [`ask_until`](crate::Addr::ask_until) got no reply before its deadline.
+    #[error("no reply before the deadline")]
+    DeadlinePassed,
     /// The actor is not running (it stopped, or is between incarnations while it restarts).
     #[error("actor {0} is not running")]
     ActorStopped(String),

@@ -26,6 +26,26 @@ async fn send_is_ordered_and_ask_gets_the_answer() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn ask_until_waits_up_to_its_deadline() {
+    let node = Node::builder().start().await.unwrap();
+    let journal = Journal::default();
+    let probe = node.spawn(Probe::spec("p", &journal)).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let quick = probe
+        .ask_until(|r| Cmd::Slow(Duration::from_millis(10), r), deadline)
+        .await;
+    assert!(quick.is_ok(), "{quick:?}");
+
+    let slow = probe
+        .ask_until(|r| Cmd::Slow(Duration::from_secs(5), r), deadline)
+        .await;
+    assert_eq!(slow, Err(Error::DeadlinePassed));
+    assert!(tokio::time::Instant::now() >= deadline);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn ask_reports_timeouts_and_dropped_replies() {
     let node = Node::builder().start().await.unwrap();
     let journal = Journal::default();
