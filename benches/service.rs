@@ -29,10 +29,10 @@ use serde::{Deserialize, Serialize};
 type BenchResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
 
 const WORKERS: usize = 2;
-const C1_N: usize = 4_000;
+const C1_N: usize = 2_000;
 const C64_N: usize = 100_000;
 const C64_TASKS: usize = 64;
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 16;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Req {
