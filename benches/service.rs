@@ -30,7 +30,7 @@ type BenchResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
 
 const WORKERS: usize = 2;
 const C1_N: usize = 2_000;
-const C64_N: usize = 100_000;
+const C64_N: usize = 102_400; // a multiple of C64_TASKS
 const C64_TASKS: usize = 64;
 const ROUNDS: usize = 16;
 
@@ -153,7 +153,12 @@ async fn round(caller: &Caller) -> BenchResult<Sample> {
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
 }
 
 fn print_round(r: usize, pair: &(Option<Sample>, Option<Sample>)) {
@@ -189,16 +194,27 @@ fn report(pairs: &[(Option<Sample>, Option<Sample>)]) {
             pairs.iter().filter_map(|p| p.1.as_ref()).collect(),
         ),
     ];
+    let mut medians = Vec::new();
     for (name, samples) in &sides {
         if samples.is_empty() {
             continue;
         }
+        let c1 = median(samples.iter().map(|s| s.c1_rps).collect());
+        let c64 = median(samples.iter().map(|s| s.c64_rps).collect());
         println!(
             "{:<14} {:>12.0} {:>12.1} {:>12.0}",
             name,
-            median(samples.iter().map(|s| s.c1_rps).collect()),
+            c1,
             median(samples.iter().map(|s| s.c1_p50_us).collect()),
-            median(samples.iter().map(|s| s.c64_rps).collect())
+            c64
+        );
+        medians.push((c1, c64));
+    }
+    if let [(ask_c1, ask_c64), (service_c1, service_c64)] = medians[..] {
+        println!(
+            "for reference, the ratios of the medians: c1 {:.2}, c64 {:.2}",
+            service_c1 / ask_c1,
+            service_c64 / ask_c64
         );
     }
     let both: Vec<(&Sample, &Sample)> = pairs

@@ -133,7 +133,7 @@ impl From<micro_runtime::Error> for ServiceError {
     fn from(err: micro_runtime::Error) -> Self {
         use micro_runtime::Error as E;
         let code = match &err {
-            E::Timeout(_) => 408,
+            E::Timeout(_) | E::DeadlinePassed => 408,
             E::NotFound(_) | E::NotExposed(_) => 404,
             E::NameTaken(_) => 409,
             E::Untrusted { .. } => 403,
@@ -185,5 +185,24 @@ impl From<micro_broker::BrokerError> for ServiceError {
             }
             other => ServiceError::internal("micro.broker", other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::ServiceError;
+
+    #[test]
+    fn runtime_waits_that_ran_out_are_timeouts() {
+        for err in [
+            micro_runtime::Error::Timeout(Duration::from_secs(1)),
+            micro_runtime::Error::DeadlinePassed,
+        ] {
+            assert_eq!(ServiceError::from(err).code, 408);
+        }
+        let unknown = ServiceError::from(micro_runtime::Error::NotFound("x".into()));
+        assert_eq!(unknown.code, 404);
     }
 }

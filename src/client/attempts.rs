@@ -117,13 +117,13 @@ impl<'a> Attempts<'a> {
     }
 
     /// Waits out a retry's pause, never past the deadline; a 408 when no time is left after it
-    /// (an attempt does not look at the clock again before sending).
+    /// (`settle` has just checked the deadline, so no pause needs no look at the clock).
     pub(super) async fn pause(&self, pause: Duration) -> Result<(), ServiceError> {
-        let now = Instant::now();
-        if !pause.is_zero() {
-            tokio::time::sleep_until((now + pause).min(self.deadline)).await;
+        if pause.is_zero() {
+            return Ok(());
         }
-        if now + pause >= self.deadline {
+        tokio::time::sleep_until((Instant::now() + pause).min(self.deadline)).await;
+        if Instant::now() >= self.deadline {
             return Err(super::timeout_error(&self.view.name, &self.endpoint.name));
         }
         Ok(())

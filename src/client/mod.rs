@@ -394,13 +394,15 @@ impl Client {
                 ),
             )
         })?;
-        // The one clock reading of a call that goes well: attempts compare against it.
+        // The deadline is the one clock reading on the way out of a call that goes well (the
+        // slow steps — a registry resolve, a lookup, a retry's pause — look again). A zero
+        // timeout is over before anything runs, wrappers included.
         let timeout = options.timeout.unwrap_or(inner.timeout);
         if timeout.is_zero() {
             return Err(timeout_error(service, endpoint));
         }
         let deadline = Instant::now() + timeout;
-        let view = self.view(service).await?;
+        let view = self.view(service, deadline).await?;
         let endpoint = endpoint_of(&view, endpoint)?;
         if inner.wrappers.is_empty() {
             let call = Outbound {
@@ -484,7 +486,10 @@ impl Client {
         // every call.
         loop {
             let slot = attempts.pick()?;
-            let outcome = match self.endpoint_addr(view, endpoint, slot).await {
+            let outcome = match self
+                .endpoint_addr(view, endpoint, slot, call.deadline)
+                .await
+            {
                 Ok(addr) => self.send_once(addr, view, endpoint, call).await,
                 Err(failure) => Err(failure),
             };
@@ -530,12 +535,14 @@ impl Client {
 
     /// The endpoint actor on the node in `slot`: looked up once, then kept. The cell lets one
     /// caller look it up while others wait on that cell only, so a node that does not answer
-    /// holds up no lookup of another.
+    /// holds up no lookup of another. A lookup may take a while (a connect): past `deadline` by
+    /// then, the call is over (408) and nothing is sent.
     async fn endpoint_addr<'v>(
         &self,
         view: &ServiceView,
         endpoint: &'v EndpointView,
         slot: usize,
+        deadline: Instant,
     ) -> Result<&'v Addr<EndpointMsg>, Failure> {
         let cell = &endpoint.addrs[slot];
         if let Some(addr) = cell.get() {
@@ -544,8 +551,13 @@ impl Client {
         let node = &view.nodes[endpoint.nodes[slot]];
         // Boxed: the lookup (a connect, perhaps) runs once per node, and its future would
         // otherwise make every call's future larger.
-        cell.get_or_try_init(|| Box::pin(self.lookup(node.id, node.address, &endpoint.actor)))
-            .await
+        let addr = cell
+            .get_or_try_init(|| Box::pin(self.lookup(node.id, node.address, &endpoint.actor)))
+            .await?;
+        if Instant::now() >= deadline {
+            return Err(Failure::Final(timeout_error(&view.name, &endpoint.name)));
+        }
+        Ok(addr)
     }
 
     async fn lookup(
@@ -579,8 +591,13 @@ impl Client {
             .map_err(|e| not_sent(format!("{actor} on node {id}: {e}")))
     }
 
-    /// The client's view of `service`, rebuilt when the registry cache changed.
-    async fn view(&self, service: &str) -> Result<Arc<ServiceView>, ServiceError> {
+    /// The client's view of `service`, rebuilt when the registry cache changed. A rebuild may
+    /// wait on the registry: past `deadline` by then, the call is over (408).
+    async fn view(
+        &self,
+        service: &str,
+        deadline: Instant,
+    ) -> Result<Arc<ServiceView>, ServiceError> {
         let inner = &self.inner;
         let generation = inner.cache.generation();
         let previous = match inner.views.get(service).map(|v| v.clone()) {
@@ -608,6 +625,12 @@ impl Client {
             ));
         }
         inner.views.insert(service.to_owned(), view.clone());
+        if Instant::now() >= deadline {
+            return Err(ServiceError::timeout(
+                CLIENT_ID,
+                format!("{service}: the deadline passed while resolving it"),
+            ));
+        }
         Ok(view)
     }
 
@@ -627,7 +650,7 @@ impl Client {
         let inner = &self.inner;
         let deadline = options.timeout.map(|t| Instant::now() + t);
         let open_by = Instant::now() + options.timeout.unwrap_or(inner.timeout);
-        let view = self.view(service).await?;
+        let view = self.view(service, open_by).await?;
         let endpoint = endpoint_of(&view, endpoint)?;
         let options = &options;
         // Opening a stream is not idempotent: a lost answer is not retried.
@@ -667,7 +690,7 @@ impl Client {
         ),
         Failure,
     > {
-        let addr = self.endpoint_addr(view, endpoint, slot).await?;
+        let addr = self.endpoint_addr(view, endpoint, slot, open_by).await?;
         let remaining = open_by.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(Failure::Final(timeout_error(&view.name, &endpoint.name)));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use micro::{
     Bytes, CallContext, CallOptions, ContentType, Endpoint, HEALTH_ENDPOINT, Health, Metrics,
-    STATS_ENDPOINT, Service, ServiceError, ServiceStats, TRACE_ID_HEADER, Tracing,
+    RetryPolicy, STATS_ENDPOINT, Service, ServiceError, ServiceStats, TRACE_ID_HEADER, Tracing,
 };
 use micro_testkit::{eventually, within};
 
@@ -205,6 +205,80 @@ async fn a_passed_deadline_gives_408_and_cancels_the_handler() {
         async move { stats.in_flight == 0 }
     })
     .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_out_of_time_sends_nothing_more() {
+    let cluster = Cluster::start(1, |_| {
+        Service::new("busy").endpoint(
+            Endpoint::unary("Busy.Work", |_: CallContext, millis: u64| async move {
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                Ok::<_, ServiceError>(())
+            })
+            .max_concurrent(1),
+        )
+    })
+    .await;
+    // Retries back off 1–2 s from the second one on: far past the calls' deadline below.
+    let client = cluster
+        .client()
+        .retry(RetryPolicy {
+            max_retries: 3,
+            backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(2),
+        })
+        .build()
+        .await
+        .unwrap();
+
+    // A zero timeout is over before anything is sent.
+    let err = client
+        .call_with::<_, ()>(
+            "busy",
+            "Busy.Work",
+            &0u64,
+            CallOptions::new().timeout(Duration::ZERO),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 408, "{err}");
+    assert_eq!(cluster.services[0].stats().requests, 0);
+
+    // The endpoint is full: the call is refused (503), retried at once and refused again, then
+    // its backoff outlasts its deadline. It ends with 408 then, and no third attempt is sent.
+    let holder = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .call_with::<_, ()>(
+                    "busy",
+                    "Busy.Work",
+                    &1_500u64,
+                    CallOptions::new().retries(0),
+                )
+                .await
+        }
+    });
+    eventually("the endpoint is full", || {
+        let stats = cluster.services[0].stats();
+        async move { stats.in_flight == 1 }
+    })
+    .await;
+    let err = within(
+        "the call to run out of time",
+        client.call_with::<_, ()>(
+            "busy",
+            "Busy.Work",
+            &0u64,
+            CallOptions::new().timeout(Duration::from_millis(300)),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code, 408, "{err}");
+    assert_eq!(cluster.services[0].stats().rejected, 2);
+    holder.await.unwrap().unwrap();
     cluster.shutdown().await;
 }
 

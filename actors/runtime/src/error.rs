@@ -9,9 +9,6 @@ pub enum Error {
     /// An `ask` got no reply within its timeout.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
-    /// An [`ask_until`](crate::Addr::ask_until) got no reply before its deadline.
-    #[error("no reply before the deadline")]
-    DeadlinePassed,
     /// The actor is not running (it stopped, or is between incarnations while it restarts).
     #[error("actor {0} is not running")]
     ActorStopped(String),
@@ -128,6 +125,10 @@ pub enum Error {
     /// The content type is not one this node knows.
     #[error("unknown content type {0:?}")]
     UnknownContentType(String),
+    /// An [`ask_until`](crate::Addr::ask_until) got no reply before its deadline. (Last, as
+    /// errors travel in frames by variant index: a new variant goes at the end.)
+    #[error("no reply before the deadline")]
+    DeadlinePassed,
 }
 
 impl Error {

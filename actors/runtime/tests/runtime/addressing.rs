@@ -42,6 +42,12 @@ async fn ask_until_waits_up_to_its_deadline() {
         .await;
     assert_eq!(slow, Err(Error::DeadlinePassed));
     assert!(tokio::time::Instant::now() >= deadline);
+
+    // A deadline already past: the answer cannot come in time.
+    let late = probe
+        .ask_until(|r| Cmd::Slow(Duration::from_millis(10), r), deadline)
+        .await;
+    assert_eq!(late, Err(Error::DeadlinePassed));
     node.shutdown().await.unwrap();
 }
 
