@@ -208,18 +208,20 @@ async fn a_passed_deadline_gives_408_and_cancels_the_handler() {
     cluster.shutdown().await;
 }
 
+/// A service whose one endpoint sleeps the milliseconds it is sent, `limit` calls at a time.
+fn busy(limit: usize) -> Service {
+    Service::new("busy").endpoint(
+        Endpoint::unary("Busy.Work", |_: CallContext, millis: u64| async move {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            Ok::<_, ServiceError>(())
+        })
+        .max_concurrent(limit),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_out_of_time_sends_nothing_more() {
-    let cluster = Cluster::start(1, |_| {
-        Service::new("busy").endpoint(
-            Endpoint::unary("Busy.Work", |_: CallContext, millis: u64| async move {
-                tokio::time::sleep(Duration::from_millis(millis)).await;
-                Ok::<_, ServiceError>(())
-            })
-            .max_concurrent(1),
-        )
-    })
-    .await;
+    let cluster = Cluster::start(1, |_| busy(1)).await;
     // Retries back off 1–2 s from the second one on: far past the calls' deadline below.
     let client = cluster
         .client()
@@ -305,16 +307,7 @@ async fn a_panicking_handler_fails_its_call_and_the_endpoint_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_answers_503_on_the_server_and_at_the_client_cap() {
-    let cluster = Cluster::start(1, |_| {
-        Service::new("busy").endpoint(
-            Endpoint::unary("Busy.Work", |_: CallContext, millis: u64| async move {
-                tokio::time::sleep(Duration::from_millis(millis)).await;
-                Ok::<_, ServiceError>(())
-            })
-            .max_concurrent(2),
-        )
-    })
-    .await;
+    let cluster = Cluster::start(1, |_| busy(2)).await;
     let client = cluster.client().build().await.unwrap();
     let no_retry = || CallOptions::new().retries(0);
 
