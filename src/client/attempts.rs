@@ -117,7 +117,7 @@ impl<'a> Attempts<'a> {
     }
 
     /// Waits out a retry's pause, never past the deadline; a 408 when no time is left after it
-    /// (`settle` has just checked the deadline, so no pause needs no look at the clock).
+    /// (`settle` has just checked the deadline, so a retry without a pause reads no clock here).
     pub(super) async fn pause(&self, pause: Duration) -> Result<(), ServiceError> {
         if pause.is_zero() {
             return Ok(());

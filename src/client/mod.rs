@@ -648,8 +648,13 @@ impl Client {
         Resp: DeserializeOwned,
     {
         let inner = &self.inner;
-        let deadline = options.timeout.map(|t| Instant::now() + t);
-        let open_by = Instant::now() + options.timeout.unwrap_or(inner.timeout);
+        let timeout = options.timeout.unwrap_or(inner.timeout);
+        if timeout.is_zero() {
+            return Err(timeout_error(service, endpoint));
+        }
+        let now = Instant::now();
+        let deadline = options.timeout.map(|t| now + t);
+        let open_by = now + timeout;
         let view = self.view(service, open_by).await?;
         let endpoint = endpoint_of(&view, endpoint)?;
         let options = &options;
@@ -690,11 +695,8 @@ impl Client {
         ),
         Failure,
     > {
+        // Past `open_by`, the lookup or the pause before this attempt already said 408.
         let addr = self.endpoint_addr(view, endpoint, slot, open_by).await?;
-        let remaining = open_by.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(Failure::Final(timeout_error(&view.name, &endpoint.name)));
-        }
         let (responses_tx, responses) = stream_channel(crate::service::STREAM_BUFFER);
         let head = Head {
             content_type: WireContentType(options.content_type),
@@ -702,13 +704,13 @@ impl Client {
             timeout_ms: deadline.map(|d| millis(d.saturating_duration_since(Instant::now()))),
         };
         let answer = addr
-            .ask(
+            .ask_until(
                 |reply| EndpointMsg::Open {
                     head,
                     responses: responses_tx,
                     reply,
                 },
-                remaining,
+                open_by,
             )
             .await;
         match answer {

@@ -259,5 +259,17 @@ async fn a_stream_past_its_deadline_ends_with_408_on_both_sides() {
     assert_eq!(err.code, 408, "{err}");
     drop(out);
     settled(&cluster).await;
+
+    // A stream with no time at all is not even opened.
+    let none = client
+        .stream::<String, String>(
+            "counter",
+            "Counter.Echo",
+            CallOptions::new().timeout(Duration::ZERO),
+        )
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(none.code, 408, "{none}");
     cluster.shutdown().await;
 }

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use crate::FastMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 use ractor::{ActorCell, ActorStatus};
 
+use crate::FastMap;
 use crate::mailbox::MailboxBound;
 use crate::{ActorId, Error};
 

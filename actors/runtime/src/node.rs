@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::FastMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, oneshot, watch};
 
+use crate::FastMap;
 use crate::directory::Directory;
 use crate::net::{Net, NetConfig, accept_loop};
 use crate::stream::StreamInbound;

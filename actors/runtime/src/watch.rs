@@ -4,9 +4,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::FastMap;
 use tokio::sync::oneshot;
 
+use crate::FastMap;
 use crate::wire::frame::{Control, Down, Frame};
 use crate::{ActorId, ExitReason, Node, NodeId};
 

@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::FastMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::config::{NetConfig, PeerEvent, PeerInfo};
 use super::link::Link;
 use super::tls::{self, NodeCredentials};
+use crate::FastMap;
 use crate::node::WeakNode;
 use crate::{Error, Node, NodeId};
 

@@ -5,12 +5,12 @@ use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::FastMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::ContentType;
+use crate::FastMap;
 use crate::{Addr, Error, Node, NodeId};
 
 /// A message that can cross nodes: serde both ways, and a declared type name that is checked on
