@@ -351,6 +351,14 @@ impl SupState {
             return Ok(());
         }
 
+        self.stop_group(index).await;
+        self.schedule_restart(myself).await
+    }
+
+    /// The strategy's group of the child at `index`, which is not running: stops the others that
+    /// run (reverse order) and marks the group for restart. One-for-one: the child alone;
+    /// one-for-all: every child; rest-for-one: the child and those after it.
+    async fn stop_group(&mut self, index: usize) {
         match self.strategy {
             Strategy::OneForOne => self.slots[index].pending = true,
             Strategy::OneForAll => {
@@ -362,7 +370,6 @@ impl SupState {
                 self.mark_pending(index);
             }
         }
-        self.schedule_restart(myself).await
     }
 
     /// Marks the slots from `from` on that are not running for restart; temporary ones that were
@@ -437,7 +444,9 @@ impl SupState {
     }
 
     /// Starts the pending children in order. A child that fails to start counts as another
-    /// failure: it stays pending and the restart is scheduled again.
+    /// failure of that child, as in OTP: its strategy's group is stopped and marked again (for
+    /// one-for-all the children this pass already started stop, so the group starts together
+    /// next time) and the restart is scheduled again.
     async fn restart_pending(
         &mut self,
         myself: &ActorRef<SupMsg>,
@@ -455,6 +464,7 @@ impl SupState {
                     id: ActorId(0),
                     reason: ExitReason::Error(err.to_string()),
                 });
+                self.stop_group(index).await;
                 return self.schedule_restart(myself).await;
             }
         }

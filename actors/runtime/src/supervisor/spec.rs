@@ -42,8 +42,12 @@ pub enum Strategy {
     #[default]
     OneForOne,
     /// Every child: the others are stopped (in reverse start order), then all start again in order.
+    /// If one fails to start, the ones this pass started are stopped again and the whole group
+    /// starts again after the next backoff, as in OTP; the failure counts against the intensity.
     OneForAll,
-    /// The child that exited and every child started after it.
+    /// The child that exited and every child started after it. If one of them fails to start,
+    /// the restart goes on from that child after the next backoff; the failure counts against the
+    /// intensity.
     RestForOne,
 }
 

@@ -1,6 +1,8 @@
 //! Supervision: strategies, restart types, intensity, backoff, dynamic children, start failures
 //! and shutdown order.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use micro_runtime::{
@@ -115,6 +117,153 @@ async fn rest_for_one_restarts_the_failed_child_and_those_started_after_it() {
         "a is untouched"
     );
     node.shutdown().await.unwrap();
+}
+
+/// A probe whose `started` hook fails once when armed: a child whose restart goes wrong.
+struct StartsBadlyOnce {
+    probe: Probe,
+    armed: Arc<AtomicBool>,
+}
+
+impl StartsBadlyOnce {
+    fn spec(label: &'static str, journal: &Journal, armed: &Arc<AtomicBool>) -> ChildSpec<Self> {
+        let (journal, armed) = (journal.clone(), armed.clone());
+        ChildSpec::new(move || StartsBadlyOnce {
+            probe: Probe {
+                label,
+                journal: journal.clone(),
+                count: 0,
+            },
+            armed: armed.clone(),
+        })
+        .named(label)
+    }
+}
+
+impl Actor for StartsBadlyOnce {
+    type Msg = Cmd;
+
+    async fn started(&mut self, _: &mut Context<Self>) -> Result<(), ActorError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            let label = self.probe.label;
+            self.probe.journal.record(format!("{label}:start fails"));
+            return Err(format!("{label} cannot start this time").into());
+        }
+        self.probe
+            .journal
+            .record(format!("{}:start", self.probe.label));
+        Ok(())
+    }
+
+    async fn handle(&mut self, _: &mut Context<Self>, msg: Cmd) -> Result<(), ActorError> {
+        match msg {
+            Cmd::Panic => panic!("{} was told to panic", self.probe.label),
+            Cmd::Get(reply) => {
+                let _ = reply.send(self.probe.count);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn stopped(&mut self, _: &mut Context<Self>) {
+        self.probe
+            .journal
+            .record(format!("{}:stop", self.probe.label));
+    }
+}
+
+/// a, b, c under one supervisor of `strategy`; b's next start will fail once it is armed.
+async fn group_with_a_bad_restart(
+    strategy: Strategy,
+    intensity: Intensity,
+) -> (Node, Journal, Arc<AtomicBool>) {
+    let node = node().await;
+    let journal = Journal::default();
+    let armed = Arc::new(AtomicBool::new(false));
+    node.spawn_supervisor(
+        quick(strategy)
+            .intensity(intensity)
+            .child(Probe::spec("a", &journal))
+            .child(StartsBadlyOnce::spec("b", &journal, &armed))
+            .child(Probe::spec("c", &journal)),
+    )
+    .await
+    .unwrap();
+    journal.take();
+    armed.store(true, Ordering::SeqCst);
+    (node, journal, armed)
+}
+
+#[tokio::test]
+async fn one_for_all_starts_the_whole_group_again_when_a_restart_fails_midway() {
+    let (node, journal, armed) = group_with_a_bad_restart(
+        Strategy::OneForAll,
+        Intensity::new(10, Duration::from_secs(60)),
+    )
+    .await;
+    let mut events = node.supervision_events();
+    node.lookup::<Cmd>("b").unwrap().send(Cmd::Panic).unwrap();
+    restarted(&mut events, "c").await;
+    assert!(!armed.load(Ordering::SeqCst), "b's start did fail once");
+
+    // As OTP: the pass that failed at b is undone (a stops again) and the group starts again
+    // together, rather than going on from b with the a of the failed pass.
+    assert_eq!(
+        journal.lines(),
+        [
+            "c:stop",
+            "a:stop",
+            "a:start",
+            "b:start fails",
+            "a:stop",
+            "a:start",
+            "b:start",
+            "c:start"
+        ]
+    );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn rest_for_one_starts_again_from_the_child_whose_restart_failed() {
+    let (node, journal, _armed) = group_with_a_bad_restart(
+        Strategy::RestForOne,
+        Intensity::new(10, Duration::from_secs(60)),
+    )
+    .await;
+    let mut events = node.supervision_events();
+    node.lookup::<Cmd>("b").unwrap().send(Cmd::Panic).unwrap();
+    restarted(&mut events, "c").await;
+
+    assert_eq!(
+        journal.lines(),
+        ["c:stop", "b:start fails", "b:start", "c:start"],
+        "a is untouched"
+    );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_group_restart_counts_against_the_intensity() {
+    for strategy in [Strategy::OneForAll, Strategy::RestForOne] {
+        // One restart allowed: the crash is the first, b's failed start one too many.
+        let (node, journal, _armed) =
+            group_with_a_bad_restart(strategy, Intensity::new(1, Duration::from_secs(60))).await;
+        let mut events = node.supervision_events();
+        node.lookup::<Cmd>("b").unwrap().send(Cmd::Panic).unwrap();
+        let failed = next_event(&mut events, "sup gives up", |e| {
+            matches!(e, SupervisionEvent::SupervisorFailed { .. })
+        })
+        .await;
+        assert!(
+            matches!(&failed, SupervisionEvent::SupervisorFailed { supervisor, .. } if supervisor == "sup"),
+            "{strategy:?}: {failed:?}"
+        );
+        assert_eq!(journal.count("b:start fails"), 1, "{strategy:?}");
+        assert_eq!(journal.count("b:start"), 0, "{strategy:?}: no second try");
+        node.shutdown().await.unwrap();
+    }
 }
 
 /// Runs one child of `restart` type, ends it by `how`, and tells whether it was restarted.
