@@ -257,7 +257,9 @@ impl ractor::Actor for SupervisorServer {
         let Some(index) = state.position(id) else {
             return Ok(());
         };
-        state.child_exited(&myself, index, reason).await
+        state
+            .child_exited(&myself, index, reason, gave_up(&event))
+            .await
     }
 
     async fn post_stop(
@@ -268,6 +270,16 @@ impl ractor::Actor for SupervisorServer {
         state.stop_range(0..state.slots.len()).await;
         Ok(())
     }
+}
+
+/// Whether a child's exit is a supervisor giving up (its intensity exceeded). OTP's supervisor
+/// exits with reason `shutdown` then, so its parent restarts it only if it is permanent.
+fn gave_up(event: &RactorEvent) -> bool {
+    matches!(
+        event,
+        RactorEvent::ActorFailed(_, err)
+            if matches!(err.downcast_ref::<Error>(), Some(Error::SupervisorFailed { .. }))
+    )
 }
 
 impl SupState {
@@ -317,12 +329,15 @@ impl SupState {
         Ok(())
     }
 
-    /// A child's incarnation ended on its own (error, panic, kill or normal stop).
+    /// A child's incarnation ended on its own (error, panic, kill or normal stop). `gave_up`: the
+    /// child is a supervisor that exceeded its intensity; it is reported as the abnormal exit it
+    /// is, but decided on as OTP's `shutdown`: only a permanent child is restarted.
     async fn child_exited(
         &mut self,
         myself: &ActorRef<SupMsg>,
         index: usize,
         reason: ExitReason,
+        gave_up: bool,
     ) -> Result<(), ActorProcessingErr> {
         let Some(running) = self.slots[index].running.take() else {
             return Ok(());
@@ -343,7 +358,7 @@ impl SupState {
         });
 
         let slot = &self.slots[index];
-        if !slot.child.restart.applies(reason.is_abnormal()) {
+        if !slot.child.restart.applies(reason.is_abnormal() && !gave_up) {
             // Not restarted: a child with no way back leaves the supervisor's list.
             if slot.dynamic || slot.child.restart != super::Restart::Permanent {
                 self.slots.remove(index);

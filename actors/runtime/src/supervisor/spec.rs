@@ -14,12 +14,17 @@ use crate::supervisor::SupervisorRef;
 use crate::{ActorId, Error};
 
 /// When a child is restarted after it exits (OTP's restart types).
+///
+/// A child supervisor that gives up (exceeds its [`Intensity`]) exits abnormally, and is reported
+/// so, but its parent decides on it as OTP on a supervisor's `shutdown` exit: only a permanent one
+/// is restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Restart {
     /// Always restarted, whatever the exit reason.
     #[default]
     Permanent,
-    /// Restarted only after an abnormal exit (error, panic, kill); a normal stop is final.
+    /// Restarted only after an abnormal exit (error, panic, kill); a normal stop is final, and so
+    /// is a child supervisor giving up.
     Transient,
     /// Never restarted.
     Temporary,
@@ -52,7 +57,10 @@ pub enum Strategy {
 }
 
 /// Restart intensity: at most `max_restarts` restarts within `period`. One more and the supervisor
-/// stops its children and fails, escalating to its own supervisor.
+/// gives up: it stops its children and fails with
+/// [`Error::SupervisorFailed`](crate::Error::SupervisorFailed). Its own supervisor restarts it
+/// only if it is [`Restart::Permanent`] (OTP's `shutdown` exit), so a transient or temporary
+/// subtree can give up for good; the root's failure stops the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Intensity {
     /// Restarts allowed within the period.
@@ -291,7 +299,8 @@ impl SupervisorSpec {
         self
     }
 
-    /// The restart type of this supervisor as a child of another.
+    /// The restart type of this supervisor as a child of another (permanent by default). When
+    /// this supervisor gives up (exceeds its intensity) only a permanent one is restarted.
     pub fn restart(mut self, restart: Restart) -> Self {
         self.restart = restart;
         self

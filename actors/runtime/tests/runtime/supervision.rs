@@ -395,6 +395,86 @@ async fn exceeding_intensity_fails_the_supervisor_and_its_parent_restarts_it() {
     node.shutdown().await.unwrap();
 }
 
+/// A supervisor `inner` of `restart` type, under `outer`, exceeds its intensity; tells whether
+/// `outer` restarts it. Either way `outer` and the node keep running.
+async fn gave_up_and_is_restarted(restart: Restart) -> bool {
+    let node = node().await;
+    let journal = Journal::default();
+    let inner = SupervisorSpec::new(Strategy::OneForOne)
+        .named("inner")
+        .restart(restart)
+        .backoff(Backoff::none())
+        .intensity(Intensity::new(1, Duration::from_secs(60)))
+        .child(Probe::spec("w", &journal));
+    let outer = node
+        .spawn_supervisor(quick(Strategy::OneForOne).named("outer").child(inner))
+        .await
+        .unwrap();
+    let w = node.lookup::<Cmd>("w").unwrap();
+    let mut events = node.supervision_events();
+    w.send(Cmd::Panic).unwrap();
+    restarted(&mut events, "w").await;
+    w.send(Cmd::Panic).unwrap();
+
+    let exited = next_event(
+        &mut events,
+        "inner exits",
+        |e| matches!(e, SupervisionEvent::ChildExited { child, .. } if child == "inner"),
+    )
+    .await;
+    // Reported as before: an abnormal exit that says the supervisor gave up.
+    let SupervisionEvent::ChildExited { reason, .. } = exited else {
+        unreachable!()
+    };
+    assert!(
+        matches!(&reason, ExitReason::Error(text) if text.contains("inner gave up")),
+        "{reason:?}"
+    );
+    // `outer` decides in the step that reported the exit; once it answers, the decision shows.
+    let children = outer.children().await.unwrap();
+    let (mut scheduled, mut started) = (false, false);
+    while let Ok(event) = events.try_recv() {
+        scheduled |=
+            matches!(&event, SupervisionEvent::ChildRestarting { child, .. } if child == "inner");
+        started |=
+            matches!(&event, SupervisionEvent::ChildStarted { child, .. } if child == "inner");
+    }
+    if scheduled {
+        if !started {
+            restarted(&mut events, "inner").await;
+        }
+        eventually("w answers again", || async { count(&w).await == Ok(0) }).await;
+    } else {
+        assert!(
+            children.iter().all(|c| c.name.as_deref() != Some("inner")),
+            "{restart:?}: an inner that is not restarted leaves outer's children"
+        );
+        assert!(matches!(node.lookup::<Cmd>("w"), Err(Error::NotFound(_))));
+    }
+    assert_eq!(node.status(), micro_runtime::NodeStatus::Running);
+    assert!(
+        outer.children().await.is_ok(),
+        "{restart:?}: outer keeps running"
+    );
+    node.shutdown().await.unwrap();
+    scheduled
+}
+
+#[tokio::test]
+async fn a_supervisor_that_gives_up_is_restarted_only_if_permanent() {
+    for (restart, expected) in [
+        (Restart::Permanent, true),
+        (Restart::Transient, false),
+        (Restart::Temporary, false),
+    ] {
+        assert_eq!(
+            gave_up_and_is_restarted(restart).await,
+            expected,
+            "{restart:?} supervisor that gave up"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_failing_root_stops_the_node_with_a_clear_error() {
     micro_testkit::init_tracing();
