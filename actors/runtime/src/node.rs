@@ -181,6 +181,8 @@ impl NodeBuilder {
 
     /// The largest frame this node sends or accepts (default 16 MiB). Larger messages fail with
     /// [`Error::FrameTooLarge`] at the sender; larger frames arriving are skipped and counted.
+    /// Memory for a frame arriving is taken as its bytes arrive; a connection may hold up to twice
+    /// this in frames not yet complete, past which its reads wait ([`Node::throttled_reads`]).
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.net_config().max_frame = bytes.max(1024);
         self
