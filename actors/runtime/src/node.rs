@@ -94,6 +94,8 @@ pub(crate) struct NodeShared {
     named_exports: FastMap<Arc<str>, Arc<dyn Inbound>>,
     pending: PendingReplies,
     refused: std::sync::atomic::AtomicU64,
+    /// Frame and stream-item reads that waited for room in their connection's budget.
+    throttled: std::sync::atomic::AtomicU64,
     watches: Watches,
     /// Watches this node set on other nodes' actors: watch id → (peer, who to tell).
     remote_watches: FastMap<u64, (NodeId, oneshot::Sender<Down>)>,
@@ -179,6 +181,8 @@ impl NodeBuilder {
 
     /// The largest frame this node sends or accepts (default 16 MiB). Larger messages fail with
     /// [`Error::FrameTooLarge`] at the sender; larger frames arriving are skipped and counted.
+    /// Memory for a frame arriving is taken as its bytes arrive; a connection may hold up to twice
+    /// this in frames not yet complete, past which its reads wait ([`Node::throttled_reads`]).
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.net_config().max_frame = bytes.max(1024);
         self
@@ -239,6 +243,7 @@ impl NodeBuilder {
                 named_exports: FastMap::default(),
                 pending: PendingReplies::new(),
                 refused: std::sync::atomic::AtomicU64::new(0),
+                throttled: std::sync::atomic::AtomicU64::new(0),
                 watches: Watches::default(),
                 remote_watches: FastMap::default(),
                 lookups: FastMap::default(),
@@ -836,6 +841,22 @@ impl Node {
     pub(crate) fn count_refusal(&self) {
         self.shared
             .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Frames and typed-stream items from other nodes whose reading had to wait, since the node
+    /// started, because their connection already held its limit of bytes in frames not yet
+    /// complete (twice the largest frame). While a read waits, the node reads nothing more from
+    /// that stream, so QUIC flow control holds the sender back; other peers are not affected.
+    pub fn throttled_reads(&self) -> u64 {
+        self.shared
+            .throttled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_throttled_read(&self) {
+        self.shared
+            .throttled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 

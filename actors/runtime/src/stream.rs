@@ -20,10 +20,10 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tokio::io::{AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::net::STREAM_ITEMS;
+use crate::net::{ReadBudget, STREAM_ITEMS, read_body, shrink};
 use crate::wire::context;
 use crate::{ContentType, Error, Node, NodeId};
 
@@ -348,6 +348,7 @@ pub(crate) trait StreamInbound: Send + Sync {
         recv: BufReader<quinn::RecvStream>,
         content_type: ContentType,
         max_frame: usize,
+        budget: ReadBudget,
     ) -> futures::future::BoxFuture<'a, ()>;
 
     /// The sender's node was lost before it opened the stream.
@@ -365,6 +366,7 @@ impl<T: DeserializeOwned + Send + 'static> StreamInbound for Inbound<T> {
         mut recv: BufReader<quinn::RecvStream>,
         content_type: ContentType,
         max_frame: usize,
+        budget: ReadBudget,
     ) -> futures::future::BoxFuture<'a, ()> {
         Box::pin(async move {
             let tx = self.tx;
@@ -402,15 +404,26 @@ impl<T: DeserializeOwned + Send + 'static> StreamInbound for Inbound<T> {
                     let _ = recv.get_mut().stop(RECEIVER_GONE.into());
                     return;
                 }
-                buf.resize(len, 0);
-                if let Err(err) = recv.read_exact(&mut buf).await {
-                    let end = abnormal_end(&err).unwrap_or_else(|| {
-                        Error::Protocol("stream ended inside an item".to_owned())
-                    });
-                    let _ = tx.send(Err(end)).await;
-                    return;
-                }
-                let item = node.decode::<T>(content_type, &buf);
+                // Memory grows as the item's bytes arrive, under the connection's budget.
+                let item = match read_body(&mut recv, len, &mut buf, &budget).await {
+                    Ok(true) => {
+                        let item = node.decode::<T>(content_type, &recv.buffer()[..len]);
+                        recv.consume(len);
+                        item
+                    }
+                    Ok(false) => {
+                        let item = node.decode::<T>(content_type, &buf);
+                        shrink(&mut buf);
+                        item
+                    }
+                    Err(err) => {
+                        let end = abnormal_end(&err).unwrap_or_else(|| {
+                            Error::Protocol("stream ended inside an item".to_owned())
+                        });
+                        let _ = tx.send(Err(end)).await;
+                        return;
+                    }
+                };
                 if tx.send(item).await.is_err() {
                     let _ = recv.get_mut().stop(RECEIVER_GONE.into());
                     return;
@@ -466,6 +479,7 @@ pub(crate) async fn accept(
     peer: NodeId,
     mut recv: BufReader<quinn::RecvStream>,
     max_frame: usize,
+    budget: ReadBudget,
 ) {
     let Ok(stream) = recv.read_u64().await else {
         return;
@@ -484,7 +498,11 @@ pub(crate) async fn accept(
     };
     tracing::debug!(%peer, stream, "typed stream opened");
     match node.streams().remove(&stream) {
-        Some((_, (_, inbound))) => inbound.pump(node, recv, content_type, max_frame).await,
+        Some((_, (_, inbound))) => {
+            inbound
+                .pump(node, recv, content_type, max_frame, budget)
+                .await
+        }
         None => {
             tracing::warn!(%peer, stream, "refused a typed stream nobody waits for");
             node.count_refusal();

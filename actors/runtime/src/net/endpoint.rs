@@ -19,6 +19,16 @@ const VERSION: u16 = 1;
 /// Largest hello accepted.
 const MAX_HELLO: usize = 64 * 1024;
 
+/// Unidirectional streams a peer may have open at once (frame lanes and typed streams).
+const MAX_UNI_STREAMS: u32 = 1024;
+/// Bidirectional streams a peer may have open at once: only the hello uses one.
+const MAX_BIDI_STREAMS: u32 = 8;
+/// Bytes QUIC buffers unread on one stream (a typed stream whose receiver is behind holds this
+/// much before its sender waits).
+const STREAM_WINDOW: u32 = 1024 * 1024;
+/// Bytes QUIC buffers unread on one connection, over all its streams.
+const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
+
 /// Application close codes.
 pub(crate) const CLOSE_SHUTDOWN: u32 = 0;
 pub(crate) const CLOSE_DUPLICATE: u32 = 1;
@@ -59,8 +69,13 @@ impl Net {
             quinn::IdleTimeout::try_from(config.idle_timeout)
                 .map_err(|e| Error::Identity(format!("idle timeout: {e}")))?,
         ));
-        transport.max_concurrent_uni_streams(1024u32.into());
-        transport.max_concurrent_bidi_streams(256u32.into());
+        // Streams a peer may have open at once: frame lanes and typed streams are
+        // unidirectional; only the hello is bidirectional.
+        transport.max_concurrent_uni_streams(MAX_UNI_STREAMS.into());
+        transport.max_concurrent_bidi_streams(MAX_BIDI_STREAMS.into());
+        // What QUIC itself holds unread for a peer (unbounded for a connection by default).
+        transport.stream_receive_window(STREAM_WINDOW.into());
+        transport.receive_window(CONNECTION_WINDOW.into());
         let transport = Arc::new(transport);
         let server = credentials.server_config(transport.clone())?;
         let client_config = credentials.client_config(transport)?;

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, OnceCell, mpsc};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{Mutex, OnceCell, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use super::config::PeerEvent;
@@ -30,6 +31,8 @@ const LANES: usize = 4;
 const BATCH: usize = 256 * 1024;
 /// Read buffer per incoming stream.
 const READ_BUFFER: usize = 64 * 1024;
+/// Bytes of frames not yet complete that one connection may hold, in largest frames.
+const INCOMPLETE_FRAMES: usize = 2;
 /// The first byte of every unidirectional stream says what it carries.
 pub(crate) const STREAM_FRAMES: u8 = 0;
 /// A typed stream's items (see `crate::stream`), after its id.
@@ -613,25 +616,135 @@ async fn open_frames_stream(conn: &quinn::Connection) -> Result<quinn::SendStrea
     Ok(send)
 }
 
-/// Accepts the peer's streams and reads each in its own task.
+/// Accepts the peer's streams and reads each in its own task. The streams of one connection
+/// share one [`ReadBudget`].
 async fn accept_streams(conn: quinn::Connection, node: WeakNode, peer: NodeId, max_frame: usize) {
+    let budget = ReadBudget::new(max_frame.saturating_mul(INCOMPLETE_FRAMES), node.clone());
     let mut readers = tokio::task::JoinSet::new();
     while let Ok(recv) = conn.accept_uni().await {
-        readers.spawn(read_stream(recv, node.clone(), peer, max_frame));
+        readers.spawn(read_stream(
+            recv,
+            node.clone(),
+            peer,
+            max_frame,
+            budget.clone(),
+        ));
+    }
+}
+
+/// How many bytes of frames (and typed-stream items) not yet complete one connection may hold.
+///
+/// A reader takes room for a frame's declared length before it reads the frame's body, and gives
+/// it back once the frame is whole; memory itself is taken only as the bytes arrive. With no room
+/// left the reader waits (counted in [`Node::throttled_reads`]) and reads nothing more from its
+/// stream, so QUIC flow control holds that sender back. Taking the whole declared length at once
+/// means frames that got room always finish: a peer's own streams cannot starve one another.
+#[derive(Clone)]
+pub(crate) struct ReadBudget {
+    room: Arc<Semaphore>,
+    node: WeakNode,
+}
+
+impl ReadBudget {
+    pub(crate) fn new(limit: usize, node: WeakNode) -> ReadBudget {
+        ReadBudget {
+            room: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
+            node,
+        }
+    }
+
+    /// Room for `len` bytes (never more than the limit, which is at least one largest frame),
+    /// waiting for it if need be.
+    async fn take(&self, len: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        match self.room.try_acquire_many(len) {
+            Ok(room) => Some(room),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                if let Some(node) = self.node.upgrade() {
+                    node.count_throttled_read();
+                }
+                tracing::debug!(
+                    len,
+                    "a connection holds its limit of unfinished frames: waiting"
+                );
+                self.room.acquire_many(len).await.ok()
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => None,
+        }
+    }
+}
+
+/// Reads the body of a `len`-byte frame (or typed-stream item) that follows in `recv`.
+///
+/// Returns `true` when the body is whole in `recv`'s buffer: the caller reads it there
+/// (`&recv.buffer()[..len]`, no copy) and then consumes it. Otherwise it is gathered into `buf`
+/// (`false`), which grows only as bytes arrive, under room taken from the connection's `budget`.
+pub(crate) async fn read_body(
+    recv: &mut BufReader<quinn::RecvStream>,
+    len: usize,
+    buf: &mut Vec<u8>,
+    budget: &ReadBudget,
+) -> std::io::Result<bool> {
+    if recv.buffer().len() >= len {
+        return Ok(true);
+    }
+    let _room = budget.take(len).await;
+    buf.clear();
+    while buf.len() < len {
+        let left = len - buf.len();
+        let buffered = recv.buffer().len();
+        if buffered > 0 {
+            let take = buffered.min(left);
+            grow(buf, take, len);
+            buf.extend_from_slice(&recv.buffer()[..take]);
+            recv.consume(take);
+            continue;
+        }
+        // Nothing buffered: take what arrived straight from QUIC (one copy, as `read_exact`).
+        match recv.get_mut().read_chunk(left, true).await {
+            Ok(Some(chunk)) => {
+                grow(buf, chunk.bytes.len(), len);
+                buf.extend_from_slice(&chunk.bytes);
+            }
+            Ok(None) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(false)
+}
+
+/// Makes room in `buf` for `more` bytes: doubling, but never past the frame's `len`.
+fn grow(buf: &mut Vec<u8>, more: usize, len: usize) {
+    if buf.capacity() - buf.len() < more {
+        let want = (buf.capacity() * 2).max(buf.len() + more).min(len);
+        buf.reserve_exact(want - buf.len());
+    }
+}
+
+/// Gives back the room of a large frame's buffer once the frame is handled.
+pub(crate) fn shrink(buf: &mut Vec<u8>) {
+    if buf.capacity() > READ_BUFFER {
+        *buf = Vec::new();
     }
 }
 
 /// Reads frames from one stream. A frame over the limit is skipped whole and one that does not
 /// decode is refused; the stream goes on either way (the length prefix keeps it in step).
-async fn read_stream(recv: quinn::RecvStream, node: WeakNode, peer: NodeId, max_frame: usize) {
+async fn read_stream(
+    recv: quinn::RecvStream,
+    node: WeakNode,
+    peer: NodeId,
+    max_frame: usize,
+    budget: ReadBudget,
+) {
     use tokio::io::AsyncReadExt;
     // Buffered: one read takes many frames out of QUIC, not two reads per frame.
-    let mut recv = tokio::io::BufReader::with_capacity(READ_BUFFER, recv);
+    let mut recv = BufReader::with_capacity(READ_BUFFER, recv);
     match recv.read_u8().await {
         Ok(STREAM_FRAMES) => {}
         Ok(STREAM_ITEMS) => {
             if let Some(node) = node.upgrade() {
-                crate::stream::accept(&node, peer, recv, max_frame).await;
+                crate::stream::accept(&node, peer, recv, max_frame, budget).await;
             }
             return;
         }
@@ -666,34 +779,43 @@ async fn read_stream(recv: quinn::RecvStream, node: WeakNode, peer: NodeId, max_
             }
             continue;
         }
-        buf.resize(len, 0);
-        if let Err(err) = recv.read_exact(&mut buf).await {
-            tracing::debug!(%peer, error = %err, "stream ended inside a frame");
-            return;
-        }
+        let in_place = match read_body(&mut recv, len, &mut buf, &budget).await {
+            Ok(in_place) => in_place,
+            Err(err) => {
+                tracing::debug!(%peer, error = %err, "stream ended inside a frame");
+                return;
+            }
+        };
         let Some(node) = node.upgrade() else { return };
-        match FrameView::decode(&buf) {
+        let bytes = if in_place {
+            &recv.buffer()[..len]
+        } else {
+            &buf[..]
+        };
+        match FrameView::decode(bytes) {
             Ok(frame) => node.deliver_view(peer, frame),
             Err(err) => {
                 tracing::warn!(%peer, error = %err, "refused a malformed frame");
                 node.count_refusal();
             }
         }
+        if in_place {
+            recv.consume(len);
+        } else {
+            shrink(&mut buf);
+        }
     }
 }
 
-async fn skip(
-    recv: &mut tokio::io::BufReader<quinn::RecvStream>,
-    mut left: usize,
-) -> std::io::Result<()> {
-    use tokio::io::AsyncReadExt;
-    let mut sink = vec![0u8; 64 * 1024];
+/// Skips `left` bytes of the stream, through its read buffer (nothing allocated).
+async fn skip(recv: &mut BufReader<quinn::RecvStream>, mut left: usize) -> std::io::Result<()> {
     while left > 0 {
-        let want = left.min(sink.len());
-        match recv.read(&mut sink[..want]).await? {
-            0 => return Ok(()),
-            n => left -= n,
-        }
+        let n = match recv.fill_buf().await? {
+            [] => return Ok(()),
+            arrived => arrived.len().min(left),
+        };
+        recv.consume(n);
+        left -= n;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ pub use tls::{ClusterCa, NodeCredentials};
 
 pub(crate) use config::NetConfig;
 pub(crate) use endpoint::{CLOSE_GRACE, CLOSE_SHUTDOWN, Net, accept_loop};
-pub(crate) use link::{STREAM_ITEMS, attach, link_for};
+pub(crate) use link::{ReadBudget, STREAM_ITEMS, attach, link_for, read_body, shrink};
 
 #[cfg(test)]
 mod tests;

@@ -226,3 +226,141 @@ async fn junk_from_a_raw_quic_client_is_refused_and_nothing_else_is_affected() {
     peer.shutdown().await.unwrap();
     node.shutdown().await.unwrap();
 }
+
+/// The node's resident memory, from `/proc/self/statm` (the test runs in the node's process).
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// A peer of the cluster opens 1,024 frame streams, declares on each a frame of the largest
+/// size and then sends almost nothing. Memory is taken as bytes arrive, not as lengths are
+/// declared, and a connection holds only so much in unfinished frames: past that the node stops
+/// reading its streams (QUIC flow control then holds the sender back) and counts it. Another
+/// peer's asks are answered all along, and its link stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_declared_large_but_never_sent_hold_no_memory() {
+    const MIB: usize = 1024 * 1024;
+    const STREAMS: usize = 1024;
+    const LIMIT: usize = 16 * MIB;
+
+    let ca = ClusterCa::generate("hoard").unwrap();
+    let node = Node::builder()
+        .name("target")
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .credentials(ca.issue(NodeId::random()).unwrap())
+        .max_frame(LIMIT)
+        .peer_timeout(Duration::from_secs(5))
+        .start()
+        .await
+        .unwrap();
+    node.spawn(ChildSpec::new(|| EchoActor).named("echo"))
+        .await
+        .unwrap();
+    node.expose::<Echo>("echo").unwrap();
+    let server = node.local_addr().unwrap();
+
+    // A well-behaved peer, asking all along.
+    let peer = Node::builder()
+        .name("peer")
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .credentials(ca.issue(NodeId::random()).unwrap())
+        .peer_timeout(Duration::from_secs(5))
+        .start()
+        .await
+        .unwrap();
+    let mut events = peer.peer_events().unwrap();
+    let target = peer.connect(server).await.unwrap();
+    let echo = peer.lookup_remote::<Echo>(target, "echo").await.unwrap();
+    let ask = |text: String| {
+        let echo = echo.clone();
+        async move {
+            echo.ask(|r| Echo::Say(text, r), Duration::from_secs(10))
+                .await
+        }
+    };
+    assert_eq!(ask("before".into()).await, Ok("before".to_owned()));
+
+    // The hoarder: a raw client of the same cluster.
+    let raw = ca.issue(NodeId::random()).unwrap();
+    let transport = Arc::new(quinn::TransportConfig::default());
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    endpoint.set_default_client_config(raw.client_config(transport).unwrap());
+    let conn = endpoint
+        .connect(server, &tls::server_name("hoard"))
+        .unwrap()
+        .await
+        .unwrap();
+    let hello = Hello {
+        version: 1,
+        node: raw.node_id(),
+        incarnation: 1,
+        name: "hoarder".into(),
+        listen: endpoint.local_addr().unwrap(),
+        max_frame: LIMIT as u64,
+        nonce: 7,
+    };
+    exchange_as_dialer(&conn, &hello).await.unwrap();
+
+    let before = resident_bytes();
+    let mut held = Vec::with_capacity(STREAMS);
+    for round in 0..STREAMS / 8 {
+        for _ in 0..8 {
+            let mut stream = conn.open_uni().await.unwrap();
+            let mut start = vec![super::link::STREAM_FRAMES];
+            start.extend_from_slice(&(LIMIT as u32).to_be_bytes());
+            start.extend_from_slice(b"hello");
+            stream.write_all(&start).await.unwrap();
+            held.push(stream);
+        }
+        // Give the node a moment to read what arrived; stop early once memory has clearly
+        // grown by the declared lengths (so today's code fails here, not by exhausting RAM).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let grown = resident_bytes().saturating_sub(before);
+        assert!(
+            grown < 64 * MIB,
+            "{} streams declaring {LIMIT} bytes each grew RSS by {} MiB",
+            (round + 1) * 8,
+            grown / MIB
+        );
+        if round % 16 == 0 {
+            let text = format!("during {round}");
+            assert_eq!(ask(text.clone()).await, Ok(text));
+        }
+    }
+
+    // The node has read every stream's declared length: most wait for room, and are counted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while node.throttled_reads() < (STREAMS - 4) as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "throttled reads: {}",
+            node.throttled_reads()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(
+        grown < 64 * MIB,
+        "{STREAMS} streams declaring {LIMIT} bytes each grew RSS by {} MiB",
+        grown / MIB
+    );
+
+    // The other peer is still answered, and its link never went down.
+    for i in 0..10 {
+        let text = format!("after {i}");
+        assert_eq!(ask(text.clone()).await, Ok(text));
+    }
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, super::PeerEvent::Down { .. }),
+            "the other peer's link went down: {event:?}"
+        );
+    }
+
+    drop(held);
+    conn.close(0u32.into(), b"done");
+    peer.shutdown().await.unwrap();
+    node.shutdown().await.unwrap();
+}
