@@ -227,6 +227,10 @@ impl ClientBuilder {
 
 /// Calls services by name. Cheap to clone; clones share the cache and the node state.
 ///
+/// A call to a service whose every node is known lost (its link went down and is not up again)
+/// fails at once with 503 naming them, also once the registry dropped them, rather than at its
+/// deadline — unless it asked to [wait for a replica](CallOptions::wait_for_replica).
+///
 /// ```no_run
 /// use micro::{Client, Node, ServiceError};
 ///
