@@ -442,6 +442,32 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_node_stays_ejected_until_its_link_is_up_again() {
+        let view = view_of(2);
+        let endpoint = &view.endpoints["Svc.Do"];
+        let policy = Ejection::default();
+        let health = |slot: usize| &view.nodes[endpoint.nodes[slot]].health;
+        health(0).link_down();
+        // Failures counted meanwhile do not shorten its ejection.
+        for _ in 0..policy.after_failures {
+            health(0).failed(&policy, 1_000);
+        }
+        for _ in 0..20 {
+            let pick = view.pick(endpoint, Selector::Random, &Filter::any(), &[], &|| 60_000);
+            assert_eq!(pick, Some(1), "0 is lost");
+        }
+        assert_eq!(view.lost_nodes(), None, "1 is not lost");
+        health(1).link_down();
+        assert_eq!(
+            view.lost_nodes().as_deref(),
+            Some(format!("nodes {}, {}", view.nodes[0].id, view.nodes[1].id).as_str())
+        );
+        health(0).link_up();
+        assert!(!health(0).is_ejected(|| 60_000));
+        assert_eq!(view.lost_nodes(), None);
+    }
+
+    #[test]
     fn least_outstanding_prefers_the_idle_node() {
         let view = view_of(3);
         let endpoint = &view.endpoints["Svc.Do"];
