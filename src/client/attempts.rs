@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::select::{EndpointView, NodeView, ServiceView, millis_since};
+use super::select::{EndpointView, NodeView, ServiceView, lost_names, millis_since};
 use super::{CallOptions, Failure, Inner, Selector};
 use crate::ServiceError;
 use crate::error::CLIENT_ID;
@@ -21,6 +21,9 @@ pub(super) struct Attempts<'a> {
     deadline: Instant,
     idempotent: bool,
     tried: Vec<usize>,
+    /// Slots whose link this call saw lost (the client's follower of peer events may not have
+    /// marked them yet).
+    lost: Vec<usize>,
     retry: u32,
 }
 
@@ -52,6 +55,7 @@ impl<'a> Attempts<'a> {
             deadline,
             idempotent,
             tried: Vec::new(),
+            lost: Vec::new(),
             retry: 0,
         }
     }
@@ -97,12 +101,27 @@ impl<'a> Attempts<'a> {
             }
             Err(Failure::Final(error)) => return Settled::Done(Err(error)),
             Err(Failure::NotSent(error)) => error,
-            Err(Failure::Unknown(error)) if self.idempotent => error,
-            Err(Failure::Unknown(error)) => {
+            Err(Failure::Unknown(error) | Failure::Lost(error)) if !self.idempotent => {
                 node.health.failed(&client.ejection, now_ms());
                 return Settled::Done(Err(error));
             }
+            Err(Failure::Unknown(error)) => error,
+            Err(Failure::Lost(error)) => {
+                self.lost.push(slot);
+                error
+            }
         };
+        // Every node that could serve the call is known lost: no retry or pause can reach one
+        // before the deadline, so say so now. (Only a failed attempt looks.)
+        if let Some(nodes) = self.all_lost() {
+            return Settled::Done(Err(ServiceError::unavailable(
+                CLIENT_ID,
+                format!(
+                    "{} {}: lost the link to {nodes}",
+                    self.view.name, self.endpoint.name
+                ),
+            )));
+        }
         if node.health.failed(&client.ejection, now_ms()) {
             tracing::info!(service = %self.view.name, node = %node.id, "ejecting a failing node for a while");
         }
@@ -127,6 +146,25 @@ impl<'a> Attempts<'a> {
             return Err(super::timeout_error(&self.view.name, &self.endpoint.name));
         }
         Ok(())
+    }
+
+    /// When the link to every node the call's filter accepts is known lost (by the client, or
+    /// by this call's own attempts): their names.
+    fn all_lost(&self) -> Option<String> {
+        let filter = &self.options.filter;
+        let candidates = || {
+            (0..self.endpoint.nodes.len())
+                .filter(|&slot| filter.is_any() || filter.accepts(self.node(slot)))
+        };
+        let lost = |slot: usize| self.lost.contains(&slot) || self.node(slot).health.is_lost();
+        let mut any = false;
+        for slot in candidates() {
+            if !lost(slot) {
+                return None;
+            }
+            any = true;
+        }
+        any.then(|| lost_names(candidates().map(|slot| self.node(slot).id)))
     }
 
     /// Only the least-outstanding selector reads the counts: other calls leave them be, as

@@ -53,6 +53,7 @@ pub struct CallOptions {
     filter: Filter,
     strategy: Option<Selector>,
     idempotent: Option<bool>,
+    wait_for_replica: bool,
 }
 
 impl CallOptions {
@@ -107,6 +108,15 @@ impl CallOptions {
     /// Overrides whether the endpoint counts as idempotent (by default, as it registered).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = Some(idempotent);
+        self
+    }
+
+    /// Waits, within the deadline, for a replica to register when the service has none that
+    /// can be reached — every node it had is known lost (its link went down), or the registry
+    /// lists none — instead of failing at once. Default: fail at once (503 naming the lost
+    /// nodes, or the registry's 404 for a service this client never saw).
+    pub fn wait_for_replica(mut self) -> Self {
+        self.wait_for_replica = true;
         self
     }
 }
@@ -192,8 +202,11 @@ impl ClientBuilder {
             None => default_registry(&self.node).await?,
         };
         let cache = RegistryCache::start(registry).await?;
+        // Nodes that do not listen have no links, so no peer events.
+        let peer_events = self.node.peer_events().ok();
         Ok(Client {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
+                follower: peer_events.map(|events| tokio::spawn(follow_links(me.clone(), events))),
                 node: self.node,
                 cache,
                 views: DashMap::default(),
@@ -213,6 +226,10 @@ impl ClientBuilder {
 }
 
 /// Calls services by name. Cheap to clone; clones share the cache and the node state.
+///
+/// A call to a service whose every node is known lost (its link went down and is not up again)
+/// fails at once with 503 naming them, also once the registry dropped them, rather than at its
+/// deadline — unless it asked to [wait for a replica](CallOptions::wait_for_replica).
 ///
 /// ```no_run
 /// use micro::{Client, Node, ServiceError};
@@ -245,6 +262,65 @@ struct Inner {
     max_in_flight: usize,
     wrappers: Arc<[Arc<dyn Wrapper>]>,
     epoch: Instant,
+    /// Follows the node's peer events: which nodes' links are known lost.
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(follower) = &self.follower {
+            follower.abort();
+        }
+    }
+}
+
+/// Marks the nodes whose link went down as lost (ejected, and the views that list them rebuilt
+/// before their next use, which is where a service with every node lost is told apart), and
+/// back when their link is up again. Off the call's path: a call only reads what it wrote.
+async fn follow_links(
+    client: std::sync::Weak<Inner>,
+    mut events: tokio::sync::broadcast::Receiver<micro_runtime::PeerEvent>,
+) {
+    use micro_runtime::PeerEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = events.recv().await;
+        let Some(inner) = client.upgrade() else {
+            return;
+        };
+        let (node, up) = match event {
+            Ok(PeerEvent::Down { node, .. }) => (node, false),
+            Ok(PeerEvent::Up { node, .. }) => (node, true),
+            Ok(_) => continue,
+            Err(RecvError::Lagged(_)) => {
+                // Events were missed: the links up now are not lost.
+                for peer in inner.node.peers() {
+                    if peer.connected
+                        && let Some(health) = inner.health.get(&peer.node)
+                    {
+                        health.link_up();
+                    }
+                }
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let Some(health) = inner.health.get(&node).map(|h| h.clone()) else {
+            // A node this client never saw in a service.
+            continue;
+        };
+        if up {
+            health.link_up();
+        } else {
+            tracing::debug!(%node, "the link to a node of a service is lost");
+            health.link_down();
+            for view in inner.views.iter() {
+                if view.has_node(node) {
+                    view.generation.store(select::STALE, Ordering::Relaxed);
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -290,6 +366,8 @@ enum Failure {
     NotSent(ServiceError),
     /// The link broke after sending: retry only idempotent endpoints.
     Unknown(ServiceError),
+    /// As `Unknown`, and the link to the node is lost.
+    Lost(ServiceError),
     /// The handler (or the deadline) answered: final.
     Final(ServiceError),
 }
@@ -402,7 +480,9 @@ impl Client {
             return Err(timeout_error(service, endpoint));
         }
         let deadline = Instant::now() + timeout;
-        let view = self.view(service, deadline).await?;
+        let view = self
+            .view(service, deadline, options.wait_for_replica)
+            .await?;
         let endpoint = endpoint_of(&view, endpoint)?;
         if inner.wrappers.is_empty() {
             let call = Outbound {
@@ -591,47 +671,112 @@ impl Client {
             .map_err(|e| not_sent(format!("{actor} on node {id}: {e}")))
     }
 
-    /// The client's view of `service`, rebuilt when the registry cache changed. A rebuild may
-    /// wait on the registry: past `deadline` by then, the call is over (408).
+    /// The client's view of `service`, rebuilt when the registry cache changed (or one of its
+    /// nodes was lost). A rebuild may wait on the registry: past `deadline` by then, the call is
+    /// over (408).
     async fn view(
         &self,
         service: &str,
         deadline: Instant,
+        wait: bool,
     ) -> Result<Arc<ServiceView>, ServiceError> {
         let inner = &self.inner;
         let generation = inner.cache.generation();
         let previous = match inner.views.get(service).map(|v| v.clone()) {
-            Some(view) if view.generation == generation => return Ok(view),
+            Some(view) if view.generation.load(Ordering::Relaxed) == generation => {
+                return Ok(view);
+            }
             previous => previous,
         };
-        let versions = inner.cache.resolve(service).await.map_err(|e| {
-            let mut e = ServiceError::from(e);
-            e.id = CLIENT_ID.to_owned();
-            e
-        })?;
-        let generation = generation.max(inner.cache.generation());
-        let health = |id: NodeId| inner.health.entry(id).or_default().clone();
-        let view = Arc::new(ServiceView::build(
-            service,
-            generation,
-            &versions,
-            previous.as_deref(),
-            &health,
-        ));
-        if view.nodes.is_empty() {
-            return Err(ServiceError::not_found(
-                CLIENT_ID,
-                format!("service {service:?} has no nodes"),
-            ));
+        // Boxed: the rebuild (and a wait for a replica) is rare, and would otherwise make every
+        // call's future larger.
+        Box::pin(self.rebuild(service, generation, previous, deadline, wait)).await
+    }
+
+    /// Rebuilds the view of `service`. When every node it lists is known lost — or the registry
+    /// dropped them and the view before listed only lost nodes — the call fails at once with
+    /// 503 naming them, or with `wait`, looks again until a replica is there or the deadline
+    /// passes.
+    async fn rebuild(
+        &self,
+        service: &str,
+        mut generation: u64,
+        mut previous: Option<Arc<ServiceView>>,
+        deadline: Instant,
+        wait: bool,
+    ) -> Result<Arc<ServiceView>, ServiceError> {
+        let inner = &self.inner;
+        loop {
+            let resolved = inner.cache.resolve(service).await.map_err(|e| {
+                let mut e = ServiceError::from(e);
+                e.id = CLIENT_ID.to_owned();
+                e
+            });
+            let generation_now = generation.max(inner.cache.generation());
+            let error = match resolved {
+                Ok(versions) => {
+                    let health = |id: NodeId| inner.health.entry(id).or_default().clone();
+                    let view = Arc::new(ServiceView::build(
+                        service,
+                        generation_now,
+                        &versions,
+                        previous.as_deref(),
+                        &health,
+                    ));
+                    match view.lost_nodes() {
+                        _ if view.nodes.is_empty() => ServiceError::not_found(
+                            CLIENT_ID,
+                            format!("service {service:?} has no nodes"),
+                        ),
+                        None => {
+                            inner.views.insert(service.to_owned(), view.clone());
+                            if Instant::now() >= deadline {
+                                return Err(ServiceError::timeout(
+                                    CLIENT_ID,
+                                    format!("{service}: the deadline passed while resolving it"),
+                                ));
+                            }
+                            return Ok(view);
+                        }
+                        Some(nodes) => {
+                            // Kept, to be looked at again by the next call.
+                            view.generation.store(select::STALE, Ordering::Relaxed);
+                            inner.views.insert(service.to_owned(), view.clone());
+                            previous = Some(view);
+                            lost_error(service, &nodes)
+                        }
+                    }
+                }
+                Err(error) => error,
+            };
+            // Not there (any more): a service whose nodes this client saw lost says so.
+            let error = match previous.as_deref().and_then(ServiceView::lost_nodes) {
+                Some(nodes) if error.code == 404 => lost_error(service, &nodes),
+                _ => error,
+            };
+            if !wait {
+                return Err(error);
+            }
+            loop {
+                if Instant::now() >= deadline {
+                    return Err(ServiceError::timeout(
+                        CLIENT_ID,
+                        format!(
+                            "{service}: the deadline passed waiting for a replica ({})",
+                            error.detail
+                        ),
+                    ));
+                }
+                tokio::time::sleep_until((Instant::now() + REPLICA_POLL).min(deadline)).await;
+                let relinked = previous
+                    .as_deref()
+                    .is_some_and(|p| p.nodes.iter().any(|n| !n.health.is_lost()));
+                if relinked || inner.cache.generation() != generation {
+                    break;
+                }
+            }
+            generation = inner.cache.generation();
         }
-        inner.views.insert(service.to_owned(), view.clone());
-        if Instant::now() >= deadline {
-            return Err(ServiceError::timeout(
-                CLIENT_ID,
-                format!("{service}: the deadline passed while resolving it"),
-            ));
-        }
-        Ok(view)
     }
 
     /// Opens a bidirectional stream with `endpoint` of `service`: requests go out on the
@@ -655,7 +800,9 @@ impl Client {
         let now = Instant::now();
         let deadline = options.timeout.map(|t| now + t);
         let open_by = now + timeout;
-        let view = self.view(service, open_by).await?;
+        let view = self
+            .view(service, open_by, options.wait_for_replica)
+            .await?;
         let endpoint = endpoint_of(&view, endpoint)?;
         let options = &options;
         // Opening a stream is not idempotent: a lost answer is not retried.
@@ -837,6 +984,17 @@ fn endpoint_of<'v>(
     })
 }
 
+/// How often a call waiting for a replica looks at the registry cache again.
+const REPLICA_POLL: Duration = Duration::from_millis(25);
+
+/// A service whose every node this client knows lost.
+fn lost_error(service: &str, nodes: &str) -> ServiceError {
+    ServiceError::unavailable(
+        CLIENT_ID,
+        format!("{service}: lost the link to {nodes}, and no other replica is registered"),
+    )
+}
+
 fn timeout_error(service: &str, endpoint: &str) -> ServiceError {
     ServiceError::timeout(
         CLIENT_ID,
@@ -860,9 +1018,8 @@ fn classify(error: micro_runtime::Error, service: &str, endpoint: &str) -> Failu
         | E::ActorStopped(_)
         | E::NodeStopped(_)
         | E::Untrusted { .. } => Failure::NotSent(ServiceError::unavailable(CLIENT_ID, detail)),
-        E::NodeLost(_) | E::ReplyDropped => {
-            Failure::Unknown(ServiceError::unavailable(CLIENT_ID, detail))
-        }
+        E::NodeLost(_) => Failure::Lost(ServiceError::unavailable(CLIENT_ID, detail)),
+        E::ReplyDropped => Failure::Unknown(ServiceError::unavailable(CLIENT_ID, detail)),
         E::Codec { .. } | E::UnknownContentType(_) => {
             Failure::Final(ServiceError::bad_request(CLIENT_ID, detail))
         }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use micro_runtime::{Addr, NodeId};
@@ -55,7 +55,7 @@ impl Filter {
         self
     }
 
-    fn accepts(&self, node: &NodeView) -> bool {
+    pub(crate) fn accepts(&self, node: &NodeView) -> bool {
         if let Some(version) = &self.version
             && &node.version != version
         {
@@ -96,10 +96,16 @@ pub(crate) struct EndpointView {
     next: AtomicUsize,
 }
 
+/// A view's generation once it must be rebuilt before its next use whatever the cache's
+/// generation is: one of its nodes was lost, or every one of them is.
+pub(crate) const STALE: u64 = u64::MAX;
+
 /// A service as the client sees it, derived from one generation of the registry cache.
 #[derive(Debug)]
 pub(crate) struct ServiceView {
-    pub(crate) generation: u64,
+    /// The cache generation it was built from, or [`STALE`]. (An atomic read relaxed costs what
+    /// a plain one does: the call's path reads it as before.)
+    pub(crate) generation: AtomicU64,
     pub(crate) name: Arc<str>,
     pub(crate) nodes: Vec<NodeView>,
     pub(crate) endpoints: HashMap<String, EndpointView, FxBuildHasher>,
@@ -177,11 +183,22 @@ impl ServiceView {
             view.addrs = addrs;
         }
         ServiceView {
-            generation,
+            generation: AtomicU64::new(generation),
             name: name.into(),
             nodes,
             endpoints,
         }
+    }
+
+    /// Whether `node` serves this service.
+    pub(crate) fn has_node(&self, node: NodeId) -> bool {
+        self.nodes.iter().any(|n| n.id == node)
+    }
+
+    /// When the service has nodes and the links to all of them are known lost: their names.
+    pub(crate) fn lost_nodes(&self) -> Option<String> {
+        let all_lost = !self.nodes.is_empty() && self.nodes.iter().all(|n| n.health.is_lost());
+        all_lost.then(|| lost_names(self.nodes.iter().map(|n| n.id)))
     }
 
     fn addr_slot(&self, endpoint: &str, node: NodeId) -> Option<Arc<OnceCell<Addr<EndpointMsg>>>> {
@@ -236,14 +253,24 @@ impl ServiceView {
     }
 }
 
-/// What a client knows of one node's health: calls outstanding, consecutive failures, and
-/// whether it is ejected for now.
+/// What a client knows of one node's health: calls outstanding, consecutive failures, whether
+/// it is ejected for now, and whether the link to it is known lost.
 #[derive(Debug, Default)]
 pub(crate) struct NodeHealth {
     outstanding: AtomicUsize,
     failures: AtomicU32,
     ejections: AtomicU32,
     ejected_until_ms: AtomicU64,
+    lost: AtomicBool,
+}
+
+/// "node a" or "nodes a, b", as the runtime names nodes in its errors.
+pub(crate) fn lost_names(nodes: impl Iterator<Item = NodeId>) -> String {
+    let names: Vec<String> = nodes.map(|id| id.to_string()).collect();
+    match names.len() {
+        1 => format!("node {}", names[0]),
+        _ => format!("nodes {}", names.join(", ")),
+    }
 }
 
 /// When a node is ejected, and for how long.
@@ -295,6 +322,26 @@ impl NodeHealth {
         }
     }
 
+    /// Whether the link to the node is known lost (down, and not up again since).
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// The link to the node went down: it is ejected until it comes back up.
+    pub(crate) fn link_down(&self) {
+        self.lost.store(true, Ordering::Relaxed);
+        self.ejected_until_ms.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// The link to the node is up (again): a fresh start.
+    pub(crate) fn link_up(&self) {
+        if self.lost.swap(false, Ordering::Relaxed) {
+            self.failures.store(0, Ordering::Relaxed);
+            self.ejections.store(0, Ordering::Relaxed);
+            self.ejected_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a failure; ejects the node after enough in a row. True when this ejected it.
     pub(crate) fn failed(&self, policy: &Ejection, now_ms: u64) -> bool {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -309,7 +356,10 @@ impl NodeHealth {
             .saturating_mul(factor)
             .min(policy.max_duration);
         let until = now_ms + u64::try_from(duration.as_millis()).unwrap_or(u64::MAX / 2);
-        self.ejected_until_ms.store(until, Ordering::Relaxed);
+        if !self.is_lost() {
+            // (A lost node stays ejected until its link is up again.)
+            self.ejected_until_ms.store(until, Ordering::Relaxed);
+        }
         true
     }
 }
@@ -389,6 +439,32 @@ mod tests {
         }
         assert!(health(0).is_ejected(|| 4_500));
         health(0).succeeded();
+    }
+
+    #[test]
+    fn a_lost_node_stays_ejected_until_its_link_is_up_again() {
+        let view = view_of(2);
+        let endpoint = &view.endpoints["Svc.Do"];
+        let policy = Ejection::default();
+        let health = |slot: usize| &view.nodes[endpoint.nodes[slot]].health;
+        health(0).link_down();
+        // Failures counted meanwhile do not shorten its ejection.
+        for _ in 0..policy.after_failures {
+            health(0).failed(&policy, 1_000);
+        }
+        for _ in 0..20 {
+            let pick = view.pick(endpoint, Selector::Random, &Filter::any(), &[], &|| 60_000);
+            assert_eq!(pick, Some(1), "0 is lost");
+        }
+        assert_eq!(view.lost_nodes(), None, "1 is not lost");
+        health(1).link_down();
+        assert_eq!(
+            view.lost_nodes().as_deref(),
+            Some(format!("nodes {}, {}", view.nodes[0].id, view.nodes[1].id).as_str())
+        );
+        health(0).link_up();
+        assert!(!health(0).is_ejected(|| 60_000));
+        assert_eq!(view.lost_nodes(), None);
     }
 
     #[test]

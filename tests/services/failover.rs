@@ -247,3 +247,109 @@ async fn sigterm_deregisters_drains_and_exits() {
     assert!(status.success(), "{status}");
     cluster.shutdown().await;
 }
+
+const LOST: &str = "MICRO_TEST_SERVICE_LOST";
+
+/// The child: the only replica of the greeter, in its own process, until it is killed.
+#[tokio::test]
+#[ignore = "entry point of the child process in a_call_whose_only_replica_died_fails_at_once"]
+async fn child_only_replica() {
+    let Ok(parent) = std::env::var(LOST) else {
+        return;
+    };
+    let (_node, _service) = start_child_replica("replica-lost", &parent).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+/// An idempotent call to `Greeter.Hello` with the default 5 s deadline (and `options`), timed.
+async fn hello(
+    client: &Client,
+    options: CallOptions,
+) -> (Result<Greeting, micro::ServiceError>, Duration) {
+    let started = std::time::Instant::now();
+    let answer = client
+        .call_with::<_, Greeting>(
+            "greeter",
+            "Greeter.Hello",
+            &Hello { name: "x".into() },
+            options,
+        )
+        .await
+        .map(|answer| answer.message);
+    (answer, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_only_replica_died_fails_at_once() {
+    let cluster = Cluster::start(0, |i| greeter(&format!("replica-{i}"))).await;
+    let mut child = spawn_child_replica(&cluster, "failover::child_only_replica", LOST).await;
+    let client = cluster.client().build().await.unwrap();
+    // The client has seen the service: a call reached its only replica.
+    let (answer, _) = hello(&client, CallOptions::new()).await;
+    assert_eq!(answer.unwrap().node, "replica-lost");
+    let registered = cluster.registry.get_service("greeter").await.unwrap();
+    let hex = registered[0].nodes[0].id.clone();
+    // How the runtime names a node in its errors (the first 48 bits of its id).
+    let lost = &hex[..12];
+
+    // The replica's process is killed: no goodbye, its registration stays behind.
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    // A call made at once: the link is known lost after about a second, and the call ends
+    // then with a 503 that says so, not with a 408 when its 5 s deadline passes.
+    let (answer, took) = hello(&client, CallOptions::new()).await;
+    let err = answer.unwrap_err();
+    assert_eq!(err.code, 503, "{err}");
+    assert!(err.detail.contains(lost), "{err} names node {lost}");
+    assert!(took < Duration::from_secs(4), "{err} after {took:?}");
+
+    // The registry still lists the dead replica: a call now fails at once, the same way.
+    let (answer, took) = hello(&client, CallOptions::new()).await;
+    let err = answer.unwrap_err();
+    assert_eq!(err.code, 503, "{err}");
+    assert!(err.detail.contains(lost), "{err} names node {lost}");
+    assert!(took < Duration::from_secs(4), "{err} after {took:?}");
+
+    // The registry drops it (as a registry that follows link loss does): the client remembers
+    // which node it lost, rather than answering as if it had never heard of the service.
+    for version in &registered {
+        cluster.registry.deregister(version).await.unwrap();
+    }
+    eventually("the registry no longer lists the replica", || {
+        let registry = cluster.registry.clone();
+        async move { registry.get_service("greeter").await.is_err() }
+    })
+    .await;
+    let (answer, took) = hello(&client, CallOptions::new()).await;
+    let err = answer.unwrap_err();
+    assert_eq!(err.code, 503, "{err}");
+    assert!(err.detail.contains(lost), "{err} names node {lost}");
+    assert!(took < Duration::from_secs(4), "{err} after {took:?}");
+
+    // A caller that asks to wait for a replica waits (within its deadline) for a new one.
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let options = CallOptions::new()
+                .timeout(Duration::from_secs(20))
+                .wait_for_replica();
+            hello(&client, options).await.0
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the call waits for a replica");
+    let replica = crate::common::node("replica-new").await;
+    let _service = greeter("replica-new")
+        .registry(cluster.registry.clone())
+        .start(&replica)
+        .await
+        .unwrap();
+    let greeting = within_for(Duration::from_secs(20), "the waiting call", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(greeting.node, "replica-new");
+    let _ = replica.shutdown().await;
+    cluster.shutdown().await;
+}
