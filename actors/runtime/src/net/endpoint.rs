@@ -132,18 +132,27 @@ impl Net {
             .map_err(|_| Error::Timeout(self.config.connect_timeout))?
     }
 
-    /// Records what a hello told about a peer.
+    /// Records what a hello told about a peer. `connected: false` only says this hello did not
+    /// bring a link up (yet): a link already up to the peer stays recorded as up — a second
+    /// connection that loses the dedupe leaves the surviving one working. Only the link actor
+    /// records a link as down ([`Net::set_connected`]).
     pub(crate) fn learn(&self, hello: &Hello, connected: bool) {
-        self.known.insert(
-            hello.node,
-            PeerInfo {
-                node: hello.node,
-                name: hello.name.clone(),
-                incarnation: hello.incarnation,
-                addr: hello.listen,
-                connected,
-            },
-        );
+        let info = PeerInfo {
+            node: hello.node,
+            name: hello.name.clone(),
+            incarnation: hello.incarnation,
+            addr: hello.listen,
+            connected,
+        };
+        match self.known.entry(hello.node) {
+            dashmap::Entry::Occupied(mut known) => {
+                let connected = connected || known.get().connected;
+                *known.get_mut() = PeerInfo { connected, ..info };
+            }
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(info);
+            }
+        }
     }
 
     pub(crate) fn set_connected(&self, peer: NodeId, connected: bool) {

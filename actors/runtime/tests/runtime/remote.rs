@@ -320,6 +320,51 @@ async fn two_nodes_dialling_each_other_at_once_end_with_one_connection() {
 }
 
 #[tokio::test]
+async fn after_dialling_each_other_at_once_both_sides_say_the_link_is_up() {
+    for round in 0..3 {
+        let (a, b) = (listening("a").await, listening("b").await);
+        kv_on(&a, "kv").await;
+        kv_on(&b, "kv").await;
+        let (to_b, to_a) = tokio::join!(
+            a.connect(b.local_addr().unwrap()),
+            b.connect(a.local_addr().unwrap())
+        );
+        let (to_b, to_a) = (to_b.unwrap(), to_a.unwrap());
+        eventually("the duplicate connection is retired", || async {
+            a.open_connections() == 1 && b.open_connections() == 1
+        })
+        .await;
+
+        // Whichever connection lost the dedupe, the one that survived is a working link, and
+        // both sides say so.
+        let linked = |node: &Node, peer: NodeId| {
+            node.peers()
+                .iter()
+                .any(|info| info.node == peer && info.connected)
+        };
+        assert!(linked(&a, to_b), "round {round}: a says b is down: {:?}", a.peers());
+        assert!(linked(&b, to_a), "round {round}: b says a is down: {:?}", b.peers());
+        let kv_b = a.lookup_remote::<KvMsg>(to_b, "kv").await.unwrap();
+        let kv_a = b.lookup_remote::<KvMsg>(to_a, "kv").await.unwrap();
+        kv_b.send(KvMsg::Put("x".into(), round)).unwrap();
+        kv_a.send(KvMsg::Put("x".into(), round + 10)).unwrap();
+        assert_eq!(
+            kv_b.ask(|r| KvMsg::Get("x".into(), r), ASK).await,
+            Ok(Some(round))
+        );
+        assert_eq!(
+            kv_a.ask(|r| KvMsg::Get("x".into(), r), ASK).await,
+            Ok(Some(round + 10))
+        );
+        // Connecting again takes the "already linked" path: no new connection.
+        assert_eq!(a.connect(b.local_addr().unwrap()).await, Ok(to_b));
+        assert_eq!(a.open_connections(), 1);
+        b.shutdown().await.unwrap();
+        a.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn a_restarted_peer_is_a_new_incarnation_and_is_reached_again() {
     micro_testkit::init_tracing();
     let ca = ClusterCa::generate("restarts").unwrap();
