@@ -47,6 +47,9 @@ pub(crate) struct Net {
     pub(crate) incarnation: u64,
     pub(crate) links: FastMap<NodeId, Arc<Link>>,
     pub(crate) known: FastMap<NodeId, PeerInfo>,
+    /// Nodes this node has no address for, and the peer that passed on a handle naming each:
+    /// the one to ask where it listens before dialling it.
+    pub(crate) routes: FastMap<NodeId, NodeId>,
     pub(crate) events: broadcast::Sender<PeerEvent>,
 }
 
@@ -82,6 +85,7 @@ impl Net {
             incarnation: rand::random(),
             links: FastMap::default(),
             known: FastMap::default(),
+            routes: FastMap::default(),
             events,
         })
     }
@@ -152,6 +156,13 @@ impl Net {
             dashmap::Entry::Vacant(slot) => {
                 slot.insert(info);
             }
+        }
+    }
+
+    /// `via` passed on a handle naming `node`; kept only while `node`'s address is unknown.
+    pub(crate) fn note_route(&self, node: NodeId, via: NodeId) {
+        if !self.known.contains_key(&node) {
+            self.routes.insert(node, via);
         }
     }
 
