@@ -32,7 +32,9 @@ use crate::{ActorId, ContentType, Down, Error, Node, NodeId, RemoteMessage};
 /// an `ask` among them fails with [`Error::ReplyDropped`]. Retry, or ask, when delivery matters.
 ///
 /// Addresses serialize (for [`RemoteMessage`]s): sent inside a message to another node, an `Addr`
-/// arrives as a working handle there, and one that comes home decodes to a local handle.
+/// arrives as a working handle there, and one that comes home decodes to a local handle. Passed on
+/// again to a third node it works there too: that node asks the node that passed it on where the
+/// actor's node listens, and links to it directly.
 pub struct Addr<M: Send + 'static> {
     inner: Inner<M>,
 }
@@ -452,6 +454,12 @@ impl<'de, M: RemoteMessage> Deserialize<'de> for Addr<M> {
         let wire = AddrWire::deserialize(deserializer)?;
         let ctx = context::current::<D::Error>()?;
         if wire.node != ctx.node.id() {
+            // Passed on by a node other than the actor's: remember whom to ask the way to it.
+            if let Some(from) = ctx.from
+                && from != wire.node
+            {
+                ctx.node.note_route(wire.node, from);
+            }
             return Ok(Addr {
                 inner: Inner::Remote(Arc::new(Remote {
                     via: ctx.node,

@@ -101,6 +101,8 @@ pub(crate) struct NodeShared {
     remote_watches: FastMap<u64, (NodeId, oneshot::Sender<Down>)>,
     /// Remote lookups waiting for an answer: id → (peer, who to tell).
     lookups: FastMap<u64, LookupWaiter>,
+    /// Locates waiting for an answer: id → (peer asked, who to tell).
+    locates: FastMap<u64, (NodeId, oneshot::Sender<Option<SocketAddr>>)>,
     next_id: std::sync::atomic::AtomicU64,
     /// What an exposed or exported actor may have queued (see `NodeBuilder::inbound_capacity`).
     inbound_capacity: usize,
@@ -247,6 +249,7 @@ impl NodeBuilder {
                 watches: Watches::default(),
                 remote_watches: FastMap::default(),
                 lookups: FastMap::default(),
+                locates: FastMap::default(),
                 next_id: std::sync::atomic::AtomicU64::new(1),
                 inbound_capacity: self.inbound_capacity,
                 net: std::sync::RwLock::new(None),
@@ -489,6 +492,18 @@ impl Node {
         content_type.decode(bytes)
     }
 
+    /// [`Node::decode`] for bytes that `from` sent: handles inside that name a third node
+    /// remember `from` as the peer that knows the way to it.
+    pub(crate) fn decode_from<T: DeserializeOwned>(
+        &self,
+        from: NodeId,
+        content_type: ContentType,
+        bytes: &[u8],
+    ) -> Result<T, Error> {
+        let _guard = context::enter_from(self, content_type, from);
+        content_type.decode(bytes)
+    }
+
     /// Links this node with another node of the same process, both ways, so handles that travel
     /// between them work. (Nodes in other processes are linked over the network.)
     pub fn connect_in_process(&self, other: &Node) {
@@ -682,6 +697,9 @@ impl Node {
         for (_, tx) in take_for_peer(&self.shared.lookups, |(p, _)| *p == peer) {
             let _ = tx.send(Err(err.clone()));
         }
+        for (_, tx) in take_for_peer(&self.shared.locates, |(p, _)| *p == peer) {
+            let _ = tx.send(None);
+        }
         for (_, inbound) in take_for_peer(&self.shared.streams, |(p, _)| *p == Some(peer)) {
             inbound.lost(err.clone());
         }
@@ -717,6 +735,43 @@ impl Node {
             Ok(Ok(Ok(()))) => Ok(Addr::remote_named(self.clone(), peer, name.into())),
             Ok(Ok(Err(err))) => Err(err),
             Ok(Err(_)) => Err(Error::NodeLost(peer.to_string())),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    /// `via` passed on a handle naming `node`: if this node has no address for `node`, `via` is
+    /// the one to ask (see [`Node::locate`]).
+    pub(crate) fn note_route(&self, node: NodeId, via: NodeId) {
+        if node != self.shared.id
+            && let Some(net) = self.net_opt()
+        {
+            net.note_route(node, via);
+        }
+    }
+
+    /// Asks `via` where `node` listens.
+    ///
+    /// Errors: [`Error::NoRoute`] when `via` does not know (or cannot be reached),
+    /// [`Error::Timeout`] when it does not answer in time.
+    pub(crate) async fn locate(
+        &self,
+        via: NodeId,
+        node: NodeId,
+        timeout: Duration,
+    ) -> Result<SocketAddr, Error> {
+        let id = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        self.shared.locates.insert(id, (via, tx));
+        let asked = self.send_frame(via, Frame::Control(Control::Locate { id, node }));
+        if let Err(err) = asked {
+            self.shared.locates.remove(&id);
+            return Err(err);
+        }
+        let answer = tokio::time::timeout(timeout, rx).await;
+        self.shared.locates.remove(&id);
+        match answer {
+            Ok(Ok(Some(addr))) => Ok(addr),
+            Ok(_) => Err(Error::NoRoute(format!("{node} (unknown to {via})"))),
             Err(_) => Err(Error::Timeout(timeout)),
         }
     }
@@ -775,7 +830,7 @@ impl Node {
                 envelope,
                 body,
             } => {
-                if let Err(err) = self.deliver_message(to, type_name, content_type, body) {
+                if let Err(err) = self.deliver_message(from, to, type_name, content_type, body) {
                     tracing::debug!(node = %self.shared.name, target = %to, error = %err, "refused an inbound message");
                     self.count_refusal();
                     if let Some(request) = envelope.request {
@@ -790,7 +845,7 @@ impl Node {
                 }
             }
             FrameView::Reply { request, outcome } => match self.shared.pending.take(request) {
-                Some(complete) => complete(self, outcome),
+                Some(complete) => complete(self, Some(from), outcome),
                 None => {
                     tracing::debug!(node = %self.shared.name, request, "late or unknown reply dropped")
                 }
@@ -801,6 +856,7 @@ impl Node {
 
     fn deliver_message(
         &self,
+        from: NodeId,
         to: TargetRef<'_>,
         type_name: &str,
         content_type: ContentType,
@@ -819,7 +875,7 @@ impl Node {
                 .map(|e| e.value().clone()),
         };
         match inbound {
-            Some(inbound) => inbound.deliver(self, type_name, content_type, body),
+            Some(inbound) => inbound.deliver(self, from, type_name, content_type, body),
             None => Err(match to {
                 TargetRef::Name(name) if self.shared.directory.get(name).is_some() => {
                     Error::NotExposed(name.to_owned())
@@ -918,6 +974,21 @@ impl Node {
             Control::Down { watch, down } => {
                 if let Some((_, (_, tx))) = self.shared.remote_watches.remove(&watch) {
                     let _ = tx.send(down);
+                }
+            }
+            Control::Locate { id, node } => {
+                let addr = self.net_opt().and_then(|net| {
+                    if node == self.shared.id {
+                        Some(net.local_addr)
+                    } else {
+                        net.known.get(&node).map(|info| info.addr)
+                    }
+                });
+                let _ = self.send_frame(from, Frame::Control(Control::Located { id, addr }));
+            }
+            Control::Located { id, addr } => {
+                if let Some((_, (_, tx))) = self.shared.locates.remove(&id) {
+                    let _ = tx.send(addr);
                 }
             }
         }

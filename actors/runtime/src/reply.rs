@@ -20,7 +20,9 @@ use crate::{ContentType, Error, Node, NodeId};
 /// port carries the asker's deadline so a handler can skip work nobody waits for.
 ///
 /// A `Reply` serializes: asked across nodes, it arrives as a port that answers the asking node,
-/// and forwarded to a third node it still answers its origin.
+/// and forwarded to a third node it still answers its origin, straight from there — the third
+/// node learns where the origin listens from the node that passed the port on, so the two need
+/// not have been linked. Dropping a forwarded port unanswered tells the asker at once too.
 pub struct Reply<T: Send + 'static> {
     slot: Cell<Slot<T>>,
     deadline: Deadline,
@@ -188,9 +190,11 @@ where
                     &ctx.node,
                     self.deadline(),
                     ctx.peer,
-                    Box::new(move |node: &Node, outcome| {
-                        let result = outcome
-                            .and_then(|(content_type, body)| node.decode::<T>(content_type, body));
+                    Box::new(move |node: &Node, from, outcome| {
+                        let result = outcome.and_then(|(content_type, body)| match from {
+                            Some(from) => node.decode_from::<T>(from, content_type, body),
+                            None => node.decode::<T>(content_type, body),
+                        });
                         let _ = tx.send(result);
                     }),
                 );
@@ -218,6 +222,12 @@ where
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let wire = ReplyWire::deserialize(deserializer)?;
         let ctx = context::current::<D::Error>()?;
+        // Passed on by a node other than the asker's: remember whom to ask the way to it.
+        if let Some(from) = ctx.from
+            && from != wire.origin
+        {
+            ctx.node.note_route(wire.origin, from);
+        }
         Ok(Reply {
             slot: Cell::new(Slot::Remote(Box::new(RemoteReply {
                 via: ctx.node,

@@ -57,6 +57,9 @@ pub(crate) struct Net {
     pub(crate) incarnation: u64,
     pub(crate) links: FastMap<NodeId, Arc<Link>>,
     pub(crate) known: FastMap<NodeId, PeerInfo>,
+    /// Nodes this node has no address for, and the peer that passed on a handle naming each:
+    /// the one to ask where it listens before dialling it.
+    pub(crate) routes: FastMap<NodeId, NodeId>,
     pub(crate) events: broadcast::Sender<PeerEvent>,
 }
 
@@ -97,6 +100,7 @@ impl Net {
             incarnation: rand::random(),
             links: FastMap::default(),
             known: FastMap::default(),
+            routes: FastMap::default(),
             events,
         })
     }
@@ -147,18 +151,34 @@ impl Net {
             .map_err(|_| Error::Timeout(self.config.connect_timeout))?
     }
 
-    /// Records what a hello told about a peer.
+    /// Records what a hello told about a peer. `connected: false` only says this hello did not
+    /// bring a link up (yet): a link already up to the peer stays recorded as up — a second
+    /// connection that loses the dedupe leaves the surviving one working. Only the link actor
+    /// records a link as down ([`Net::set_connected`]).
     pub(crate) fn learn(&self, hello: &Hello, connected: bool) {
-        self.known.insert(
-            hello.node,
-            PeerInfo {
-                node: hello.node,
-                name: hello.name.clone(),
-                incarnation: hello.incarnation,
-                addr: hello.listen,
-                connected,
-            },
-        );
+        let info = PeerInfo {
+            node: hello.node,
+            name: hello.name.clone(),
+            incarnation: hello.incarnation,
+            addr: hello.listen,
+            connected,
+        };
+        match self.known.entry(hello.node) {
+            dashmap::Entry::Occupied(mut known) => {
+                let connected = connected || known.get().connected;
+                *known.get_mut() = PeerInfo { connected, ..info };
+            }
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(info);
+            }
+        }
+    }
+
+    /// `via` passed on a handle naming `node`; kept only while `node`'s address is unknown.
+    pub(crate) fn note_route(&self, node: NodeId, via: NodeId) {
+        if !self.known.contains_key(&node) {
+            self.routes.insert(node, via);
+        }
     }
 
     pub(crate) fn set_connected(&self, peer: NodeId, connected: bool) {

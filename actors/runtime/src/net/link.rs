@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{Mutex, OnceCell, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use super::config::PeerEvent;
+use super::config::{PeerEvent, PeerInfo};
 use super::endpoint::{CLOSE_DUPLICATE, CLOSE_SHUTDOWN, Hello, Net};
 use crate::node::WeakNode;
 use crate::wire::frame::{Frame, FrameView, PeerLink, Target};
@@ -162,23 +162,41 @@ impl PeerLink for Link {
     }
 }
 
-/// Finds or makes the link to `peer`. Making one needs an address to dial.
+/// Finds or makes the link to `peer`. Making one needs an address to dial, or a peer to ask for
+/// it: the one that passed on a handle naming `peer` (see `Net::routes`).
 pub(crate) fn link_for(node: &Node, net: &Arc<Net>, peer: NodeId) -> Result<Arc<Link>, Error> {
     if let Some(link) = net.links.get(&peer) {
         return Ok(link.clone());
     }
-    if !net.known.contains_key(&peer) {
-        return Err(Error::NoRoute(peer.to_string()));
-    }
+    let via = if net.known.contains_key(&peer) {
+        None
+    } else {
+        match net.routes.get(&peer) {
+            Some(via) => Some(*via),
+            None => return Err(Error::NoRoute(peer.to_string())),
+        }
+    };
     let link = net
         .links
         .entry(peer)
         .or_insert_with(|| Arc::new(Link::new(peer, net)))
         .clone();
-    // Dial in the background; frames queue on the lanes meanwhile.
+    // Locate and dial in the background; frames queue on the lanes meanwhile.
     let dialing = link.clone();
     let node = node.clone();
+    let net = net.clone();
     tokio::spawn(async move {
+        if let Some(via) = via
+            && let Err(err) = locate(&node, &net, peer, via).await
+        {
+            tracing::debug!(%peer, %via, error = %err, "could not locate a node to dial");
+            // Never sent: drop what queued and fail the asks waiting on it, as a failed dial does.
+            dialing.discard_queued();
+            net.links
+                .remove_if(&peer, |_, link| Arc::ptr_eq(link, &dialing));
+            node.fail_waiting(peer, &Error::NoRoute(peer.to_string()));
+            return;
+        }
         match dialing.actor(&node).await {
             Ok(actor) => {
                 let _ = actor.send(LinkMsg::Dial);
@@ -187,6 +205,21 @@ pub(crate) fn link_for(node: &Node, net: &Arc<Net>, peer: NodeId) -> Result<Arc<
         }
     });
     Ok(link)
+}
+
+/// Asks `via` where `peer` listens and records the address, so the link actor can dial it.
+async fn locate(node: &Node, net: &Net, peer: NodeId, via: NodeId) -> Result<(), Error> {
+    let addr = node.locate(via, peer, net.config.connect_timeout).await?;
+    net.known.entry(peer).or_insert_with(|| PeerInfo {
+        node: peer,
+        name: String::new(),
+        incarnation: 0,
+        addr,
+        connected: false,
+    });
+    net.routes.remove(&peer);
+    tracing::debug!(%peer, %via, %addr, "located a node passed on by a peer");
+    Ok(())
 }
 
 /// Hands a connection that finished its hello to the peer's link, and waits until it is up.

@@ -38,6 +38,9 @@ pub(crate) struct WireContext {
     /// The node the encoded bytes are for, when encoding for a link (reply ports registered
     /// while encoding fail fast if that link is lost).
     pub(crate) peer: Option<NodeId>,
+    /// The node the decoded bytes came from, when decoding what a link delivered: a handle that
+    /// names a third node was passed on by it, so it is the one to ask where that node is.
+    pub(crate) from: Option<NodeId>,
 }
 
 /// Notes the request id of a reply port encoded in the current message.
@@ -63,11 +66,25 @@ impl Drop for ContextGuard {
 }
 
 pub(crate) fn enter(node: &Node, content_type: ContentType, peer: Option<NodeId>) -> ContextGuard {
-    let next = WireContext {
+    enter_with(WireContext {
         node: node.clone(),
         content_type,
         peer,
-    };
+        from: None,
+    })
+}
+
+/// Enters a context for decoding what `from` sent.
+pub(crate) fn enter_from(node: &Node, content_type: ContentType, from: NodeId) -> ContextGuard {
+    enter_with(WireContext {
+        node: node.clone(),
+        content_type,
+        peer: None,
+        from: Some(from),
+    })
+}
+
+fn enter_with(next: WireContext) -> ContextGuard {
     let previous = CURRENT.with(|c| c.borrow_mut().replace(next));
     ContextGuard { previous }
 }

@@ -38,6 +38,7 @@ pub(crate) trait Inbound: Send + Sync {
     fn deliver(
         &self,
         node: &Node,
+        from: NodeId,
         type_name: &str,
         content_type: ContentType,
         body: &[u8],
@@ -61,6 +62,7 @@ impl<M: RemoteMessage> Inbound for Export<M> {
     fn deliver(
         &self,
         node: &Node,
+        from: NodeId,
         type_name: &str,
         content_type: ContentType,
         body: &[u8],
@@ -72,7 +74,7 @@ impl<M: RemoteMessage> Inbound for Export<M> {
             });
         }
         super::context::delivering(|| {
-            let msg: M = node.decode(content_type, body)?;
+            let msg: M = node.decode_from(from, content_type, body)?;
             // A full mailbox is overload as far as the sender can tell.
             self.addr.send(msg).map_err(|err| match err {
                 Error::MailboxFull { actor, .. } => Error::Unavailable(actor),
@@ -94,7 +96,10 @@ impl<M: RemoteMessage> Inbound for Export<M> {
     }
 }
 
-type Complete = Box<dyn FnOnce(&Node, Result<(ContentType, &[u8]), Error>) + Send + Sync>;
+/// Completes a wait with what arrived, and from which node (none when the wait ends without an
+/// answer).
+type Complete =
+    Box<dyn FnOnce(&Node, Option<NodeId>, Result<(ContentType, &[u8]), Error>) + Send + Sync>;
 
 struct Waiter {
     deadline: Instant,
@@ -150,7 +155,7 @@ impl PendingReplies {
             },
         );
         for (waited, waiter) in expired {
-            (waiter.complete)(node, Err(Error::Timeout(waited)));
+            (waiter.complete)(node, None, Err(Error::Timeout(waited)));
         }
         request
     }
@@ -172,7 +177,7 @@ impl PendingReplies {
             .filter_map(|id| self.waiting.remove(&id).map(|(_, w)| w))
             .collect();
         for waiter in lost {
-            (waiter.complete)(node, Err(err.clone()));
+            (waiter.complete)(node, None, Err(err.clone()));
         }
     }
 

@@ -6,12 +6,13 @@
 //! network imposes. The layout is specified in ARCHITECTURE.md ("Wire format").
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::ContentType;
-use crate::{ActorId, Error, ExitReason};
+use crate::{ActorId, Error, ExitReason, NodeId};
 
 /// The actor a frame is for, on its node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,6 +83,17 @@ pub(crate) enum Control {
     Down {
         watch: u64,
         down: Down,
+    },
+    /// Where does `node` listen? Sent to the peer that passed on a handle naming a node this
+    /// one has no address for.
+    Locate {
+        id: u64,
+        node: NodeId,
+    },
+    /// The answer to `Locate`: the address this node knows for it, if any.
+    Located {
+        id: u64,
+        addr: Option<SocketAddr>,
     },
 }
 
@@ -521,6 +533,34 @@ mod tests {
                 watch: 3,
                 down: Down::NodeLost
             })
+        ));
+    }
+
+    #[test]
+    fn locate_control_frames_are_appended_variants() {
+        // Control variants travel by index: Locate and Located come after Down (4).
+        let mut out = Vec::new();
+        let locate = Frame::Control(Control::Locate {
+            id: 7,
+            node: NodeId::from_u128(1),
+        });
+        locate.encode(&mut out, 1024).unwrap();
+        assert_eq!(out, [0, 0, 0, 6, KIND_CONTROL, 0, 3, 5, 7, 1]);
+        assert!(matches!(
+            round_trip(&locate),
+            Frame::Control(Control::Locate { id: 7, .. })
+        ));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 4000));
+        let located = Frame::Control(Control::Located {
+            id: 7,
+            addr: Some(addr),
+        });
+        out.clear();
+        located.encode(&mut out, 1024).unwrap();
+        assert_eq!(&out[7..10], [6, 7, 1], "variant, id, Some");
+        assert!(matches!(
+            round_trip(&located),
+            Frame::Control(Control::Located { id: 7, addr: Some(a) }) if a == addr
         ));
     }
 

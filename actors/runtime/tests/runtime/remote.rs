@@ -37,6 +37,10 @@ enum KvMsg {
     Hold(u64),
     Crash,
     Stop,
+    /// Drops the reply port unanswered.
+    Ignore(Reply<Option<u64>>),
+    /// Asks the store behind the address for a key, and answers with what it said.
+    AskOn(Addr<KvMsg>, String, Reply<Option<u64>>),
 }
 
 impl RemoteMessage for KvMsg {
@@ -60,9 +64,57 @@ impl Actor for Kv {
             KvMsg::Hold(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             KvMsg::Crash => panic!("kv crashed"),
             KvMsg::Stop => ctx.stop(),
+            KvMsg::Ignore(reply) => drop(reply),
+            KvMsg::AskOn(to, k, reply) => {
+                let got = to.ask(|r| KvMsg::Get(k, r), ASK).await?;
+                let _ = reply.send(got);
+            }
         }
         Ok(())
     }
+}
+
+/// Passes every message on to a store on another node, reply ports and addresses included.
+struct Front(Addr<KvMsg>);
+
+impl Actor for Front {
+    type Msg = KvMsg;
+    async fn handle(&mut self, _: &mut Context<Self>, msg: KvMsg) -> Result<(), ActorError> {
+        Ok(self.0.send(msg)?)
+    }
+}
+
+/// Three nodes in a line: the asker is linked to the middle, the middle to the owner, and the
+/// asker and the owner have never heard of each other. The middle's "front" passes everything
+/// on to the owner's "store" (which holds `answer` = 42); returns the asker's handle on the front.
+async fn three_nodes_in_a_line() -> (Node, Node, Node, Addr<KvMsg>) {
+    let (asker, middle, owner) = (
+        listening("asker").await,
+        listening("middle").await,
+        listening("owner").await,
+    );
+    kv_on(&owner, "store")
+        .await
+        .send(KvMsg::Put("answer".into(), 42))
+        .unwrap();
+    let owner_id = middle.connect(owner.local_addr().unwrap()).await.unwrap();
+    let store = middle
+        .lookup_remote::<KvMsg>(owner_id, "store")
+        .await
+        .unwrap();
+    middle
+        .spawn(ChildSpec::new(move || Front(store.clone())).named("front"))
+        .await
+        .unwrap();
+    middle.expose::<KvMsg>("front").unwrap();
+    let middle_id = asker.connect(middle.local_addr().unwrap()).await.unwrap();
+    let front = asker
+        .lookup_remote::<KvMsg>(middle_id, "front")
+        .await
+        .unwrap();
+    assert!(!asker.peers().iter().any(|p| p.node == owner.id()));
+    assert!(!owner.peers().iter().any(|p| p.node == asker.id()));
+    (asker, middle, owner, front)
 }
 
 async fn kv_on(node: &Node, name: &str) -> Addr<KvMsg> {
@@ -141,6 +193,69 @@ async fn a_reply_forwarded_over_quic_to_a_third_node_answers_its_origin() {
         )
         .await;
     assert_eq!(got, Ok(Some(42)));
+    for node in [&asker, &middle, &owner] {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_reply_forwarded_to_a_node_that_never_met_the_asker_answers_it() {
+    let (asker, middle, owner, front) = three_nodes_in_a_line().await;
+
+    // The owner answers ports that name the asker, a node it has no link to and no address of.
+    let asks = (0..200).map(|_| front.ask(|r| KvMsg::Get("answer".into(), r), ASK));
+    let answers = futures::future::join_all(asks).await;
+    let answered = answers.iter().filter(|a| **a == Ok(Some(42))).count();
+    assert_eq!(
+        answered,
+        200,
+        "{:?}",
+        answers.iter().find(|a| **a != Ok(Some(42)))
+    );
+    assert_eq!(asker.waiting_replies(), 0);
+    for node in [&asker, &middle, &owner] {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_forwarded_reply_dropped_on_a_node_that_never_met_the_asker_tells_it_at_once() {
+    let (asker, middle, owner, front) = three_nodes_in_a_line().await;
+
+    // The first thing the owner ever sends the asker is "dropped": it arrives well before the
+    // ask's own timeout.
+    let patience = Duration::from_secs(30);
+    let started = tokio::time::Instant::now();
+    let got = front.ask(KvMsg::Ignore, patience).await;
+    assert_eq!(got, Err(Error::ReplyDropped));
+    assert!(
+        started.elapsed() < patience / 3,
+        "told after {:?}",
+        started.elapsed()
+    );
+    for node in [&asker, &middle, &owner] {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_addr_forwarded_to_a_node_that_never_met_its_owner_works_there() {
+    let (asker, middle, owner, front) = three_nodes_in_a_line().await;
+    let mine = kv_on(&asker, "mine").await;
+    mine.send(KvMsg::Put("k".into(), 7)).unwrap();
+
+    // The asker's own store travels asker → middle → owner; the owner asks it for "k", and
+    // (through a forwarded port) tells the asker what it heard.
+    let got = front
+        .ask(|r| KvMsg::AskOn(mine.clone(), "k".into(), r), ASK)
+        .await;
+    assert_eq!(got, Ok(Some(7)));
+    // A plain send from the owner lands too: the store sends the Get, port and all, on the
+    // asker's address.
+    let got = front
+        .ask(|r| KvMsg::Forward(mine.clone(), "k".into(), r), ASK)
+        .await;
+    assert_eq!(got, Ok(Some(7)));
     for node in [&asker, &middle, &owner] {
         node.shutdown().await.unwrap();
     }
@@ -317,6 +432,59 @@ async fn two_nodes_dialling_each_other_at_once_end_with_one_connection() {
     );
     b.shutdown().await.unwrap();
     a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn after_dialling_each_other_at_once_both_sides_say_the_link_is_up() {
+    for round in 0..3 {
+        let (a, b) = (listening("a").await, listening("b").await);
+        kv_on(&a, "kv").await;
+        kv_on(&b, "kv").await;
+        let (to_b, to_a) = tokio::join!(
+            a.connect(b.local_addr().unwrap()),
+            b.connect(a.local_addr().unwrap())
+        );
+        let (to_b, to_a) = (to_b.unwrap(), to_a.unwrap());
+        eventually("the duplicate connection is retired", || async {
+            a.open_connections() == 1 && b.open_connections() == 1
+        })
+        .await;
+
+        // Whichever connection lost the dedupe, the one that survived is a working link, and
+        // both sides say so.
+        let linked = |node: &Node, peer: NodeId| {
+            node.peers()
+                .iter()
+                .any(|info| info.node == peer && info.connected)
+        };
+        assert!(
+            linked(&a, to_b),
+            "round {round}: a says b is down: {:?}",
+            a.peers()
+        );
+        assert!(
+            linked(&b, to_a),
+            "round {round}: b says a is down: {:?}",
+            b.peers()
+        );
+        let kv_b = a.lookup_remote::<KvMsg>(to_b, "kv").await.unwrap();
+        let kv_a = b.lookup_remote::<KvMsg>(to_a, "kv").await.unwrap();
+        kv_b.send(KvMsg::Put("x".into(), round)).unwrap();
+        kv_a.send(KvMsg::Put("x".into(), round + 10)).unwrap();
+        assert_eq!(
+            kv_b.ask(|r| KvMsg::Get("x".into(), r), ASK).await,
+            Ok(Some(round))
+        );
+        assert_eq!(
+            kv_a.ask(|r| KvMsg::Get("x".into(), r), ASK).await,
+            Ok(Some(round + 10))
+        );
+        // Connecting again takes the "already linked" path: no new connection.
+        assert_eq!(a.connect(b.local_addr().unwrap()).await, Ok(to_b));
+        assert_eq!(a.open_connections(), 1);
+        b.shutdown().await.unwrap();
+        a.shutdown().await.unwrap();
+    }
 }
 
 #[tokio::test]
