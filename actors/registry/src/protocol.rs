@@ -58,7 +58,8 @@ pub enum RegistryMsg {
     },
     /// Another node's registry says its own registrations changed (revision `rev`): fetch them
     /// again. Faster than waiting for the change to show in mDNS, which rate-limits
-    /// re-announcements to one a second.
+    /// re-announcements to one a second. A hint, like an announcement: the receiver records
+    /// only the revision the node itself reports when asked ([`LocalAt`](RegistryMsg::LocalAt)).
     Changed {
         /// The node that changed (its id as a number).
         node: u128,
