@@ -17,24 +17,36 @@ pub struct Internal(pub(crate) Kind);
 pub(crate) enum Kind {
     /// Time to drop expired registrations.
     Sweep,
-    /// mDNS resolved a node's announcement (or the node told us directly).
+    /// mDNS resolved a node's announcement (or the node told us directly): a hint, `rev` is
+    /// what the announcer claims.
     Resolved {
         id: NodeId,
         addr: SocketAddr,
         rev: u64,
     },
-    /// A node said goodbye.
+    /// A goodbye for a node was seen on mDNS (a hint: anyone can send one).
     Removed { id: NodeId },
     /// An announcement could not be read.
     Malformed,
     /// The runtime lost the link to a node.
     Lost { id: NodeId },
-    /// A fetch of a node's services ended.
+    /// A fetch of a node's services ended (`token` tells which fetch).
     Fetched {
         id: NodeId,
-        rev: u64,
-        fetched: Result<(Vec<Service>, Addr<RegistryMsg>), RegistryError>,
+        token: u64,
+        fetched: Result<Fetched, RegistryError>,
     },
+}
+
+/// What a node's registry said of itself: its revision (`None` from a registry that predates
+/// [`RegistryMsg::LocalAt`]) and its registrations; its registry's address, and where the node
+/// listens (as its link knows it).
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub(crate) rev: Option<u64>,
+    pub(crate) services: Vec<Service>,
+    pub(crate) registry: Addr<RegistryMsg>,
+    pub(crate) addr: SocketAddr,
 }
 
 /// A task aborted when dropped, so a registry's helpers end with it, even after a panic.

@@ -22,4 +22,4 @@ pub use error::RegistryError;
 pub use mdns::{Interfaces, MdnsConfig, MdnsRegistry};
 pub use memory::MemoryRegistry;
 pub use model::{Endpoint, Event, EventKind, Metadata, Service, ServiceNode};
-pub use protocol::{Registry, RegistryMsg, RegistryStats};
+pub use protocol::{LocalState, Registry, RegistryMsg, RegistryStats};

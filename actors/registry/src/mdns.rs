@@ -10,6 +10,13 @@
 //!
 //! Freshness does not rest on mDNS TTLs (fixed at 120 s by mdns-sd): a graceful stop sends a
 //! goodbye, and the runtime's link loss (idle timeout, about a second) drops a crashed node.
+//!
+//! mDNS is unauthenticated, so announcements and goodbyes are hints, never facts: a hint makes
+//! the registry fetch (one fetch per node at a time; a hint that arrives meanwhile makes one
+//! more, at most), and only what the node's own registry answers over the runtime (mutual TLS)
+//! changes the view, with the revision the node reports. A goodbye drops a node at once only
+//! when the runtime has no link to it; otherwise the node is asked first, and dropped only if it
+//! does not answer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -19,9 +26,9 @@ use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
 use micro_runtime::{Actor, ActorError, ChildSpec, Context, Node, NodeId, PeerEvent};
 use tokio::time::Instant;
 
-use crate::internal::{AbortOnDrop, Internal, Kind, sweeper};
+use crate::internal::{AbortOnDrop, Fetched, Internal, Kind, sweeper};
 use crate::memory::MemoryRegistry;
-use crate::protocol::{Registry, RegistryMsg};
+use crate::protocol::{LocalState, Registry, RegistryMsg};
 use crate::{RegistryError, Service, ServiceNode};
 
 /// Which interfaces mDNS uses.
@@ -100,12 +107,27 @@ impl Drop for DaemonGuard {
     }
 }
 
-/// What the registry knows of another node.
+/// What the registry knows of another node: only what the node itself said over the runtime.
 struct Peer {
-    rev: u64,
+    /// The revision it reported (`None`: a registry that does not report one; every hint about
+    /// it is fetched).
+    rev: Option<u64>,
     services: Vec<Service>,
     /// Its registry, to tell it when ours changes.
     registry: Option<micro_runtime::Addr<RegistryMsg>>,
+    /// Where it was fetched from.
+    addr: SocketAddr,
+}
+
+/// A fetch in flight (one per node at a time).
+struct InFlight {
+    /// Tells its outcome from that of a fetch abandoned earlier.
+    token: u64,
+    /// A hint seen meanwhile (address, announced revision): fetch again afterwards unless the
+    /// node reports that revision.
+    rerun: Option<(SocketAddr, u64)>,
+    /// A goodbye was seen meanwhile: drop the node if the fetch fails.
+    goodbye: bool,
 }
 
 /// A local registration's key: service name, version, node id.
@@ -134,8 +156,10 @@ pub struct MdnsRegistry {
     malformed: u64,
     /// This node's id and listen address, once started.
     own: Option<(NodeId, SocketAddr)>,
-    /// Fetches in flight: node → the revision asked for.
-    fetching: HashMap<NodeId, u64>,
+    /// Fetches in flight, one per node.
+    fetching: HashMap<NodeId, InFlight>,
+    /// The token of the next fetch.
+    next_token: u64,
 }
 
 impl MdnsRegistry {
@@ -155,6 +179,7 @@ impl MdnsRegistry {
             malformed: 0,
             own: None,
             fetching: HashMap::new(),
+            next_token: 0,
         }
     }
 
@@ -250,13 +275,13 @@ impl MdnsRegistry {
 
     /// Replaces what is known of `id` with `services`, node by node, so the store's events say
     /// exactly what changed.
-    fn apply_peer(
-        &mut self,
-        id: NodeId,
-        rev: u64,
-        services: Vec<Service>,
-        registry: micro_runtime::Addr<RegistryMsg>,
-    ) {
+    fn apply_peer(&mut self, id: NodeId, fetched: Fetched) {
+        let Fetched {
+            rev,
+            services,
+            registry,
+            addr,
+        } = fetched;
         let old = self
             .peers
             .remove(&id)
@@ -286,6 +311,7 @@ impl MdnsRegistry {
                 rev,
                 services,
                 registry: Some(registry),
+                addr,
             },
         );
     }
@@ -299,7 +325,18 @@ impl MdnsRegistry {
         }
     }
 
-    fn fetch(&self, ctx: &Context<Self>, id: NodeId, addr: SocketAddr, rev: u64) {
+    /// Starts the one fetch of `id`'s services (from `addr` if there is no link to it yet).
+    fn fetch(&mut self, ctx: &Context<Self>, id: NodeId, addr: SocketAddr, goodbye: bool) {
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1);
+        self.fetching.insert(
+            id,
+            InFlight {
+                token,
+                rerun: None,
+                goodbye,
+            },
+        );
         let node = ctx.node().clone();
         let me = ctx.addr();
         let timeout = self.config.fetch_timeout;
@@ -311,7 +348,7 @@ impl MdnsRegistry {
                 ))));
             let _ = me.send(RegistryMsg::Internal(Internal(Kind::Fetched {
                 id,
-                rev,
+                token,
                 fetched,
             })));
         });
@@ -319,55 +356,89 @@ impl MdnsRegistry {
 
     fn on_internal(&mut self, ctx: &Context<Self>, Internal(kind): Internal) {
         match kind {
+            // A hint (mDNS, or a `Changed` message): its revision only decides whether to ask.
             Kind::Resolved { id, addr, rev } => {
                 if id == ctx.node().id() {
                     return;
                 }
-                let known = self.peers.get(&id).map(|p| p.rev);
-                let in_flight = self.fetching.get(&id).copied();
-                if known.is_some_and(|k| k >= rev) || in_flight.is_some_and(|f| f >= rev) {
+                if let Some(in_flight) = self.fetching.get_mut(&id) {
+                    in_flight.rerun = Some((addr, rev));
+                    return;
+                }
+                if self.peers.get(&id).is_some_and(|p| p.rev == Some(rev)) {
                     return;
                 }
                 tracing::debug!(%id, %addr, rev, "mDNS: fetching a node's services");
-                self.fetching.insert(id, rev);
-                self.fetch(ctx, id, addr, rev);
+                self.fetch(ctx, id, addr, false);
             }
-            Kind::Fetched { id, rev, fetched } => match fetched {
-                // Results can come back out of order: an older one must not undo a newer.
-                _ if self.peers.get(&id).is_some_and(|p| p.rev >= rev) => {
-                    self.fetching.remove(&id);
+            Kind::Fetched { id, token, fetched } => {
+                if self.fetching.get(&id).is_none_or(|f| f.token != token) {
+                    return; // abandoned: the node was dropped meanwhile
                 }
-                Ok((services, registry)) => {
-                    if self.fetching.get(&id) == Some(&rev) {
-                        self.fetching.remove(&id);
+                let Some(done) = self.fetching.remove(&id) else {
+                    return;
+                };
+                match fetched {
+                    Ok(fetched) => {
+                        // A node seen for the first time learns of this one at once too, rather
+                        // than when mDNS next tells it: discovery in one direction is enough.
+                        if !self.peers.contains_key(&id)
+                            && let Some((node, addr)) = self.own
+                        {
+                            let _ = fetched.registry.send(RegistryMsg::Changed {
+                                node: node.as_u128(),
+                                addr,
+                                rev: self.rev,
+                            });
+                        }
+                        let rev = fetched.rev;
+                        self.apply_peer(id, fetched);
+                        if let Some((addr, hinted)) = done.rerun
+                            && rev != Some(hinted)
+                        {
+                            self.fetch(ctx, id, addr, false);
+                        }
                     }
-                    // A node seen for the first time learns of this one at once too, rather than
-                    // when mDNS next tells it: discovery in one direction is enough for both.
-                    if !self.peers.contains_key(&id)
-                        && let Some((node, addr)) = self.own
-                    {
-                        let _ = registry.send(RegistryMsg::Changed {
-                            node: node.as_u128(),
-                            addr,
-                            rev: self.rev,
-                        });
+                    Err(err) => {
+                        self.failures += 1;
+                        tracing::warn!(%id, error = %err, "mDNS: could not fetch a node's services");
+                        if done.goodbye {
+                            // The goodbye is confirmed: the node does not answer.
+                            self.forget_peer(id);
+                        }
+                        if let Some((addr, _)) = done.rerun {
+                            self.fetch(ctx, id, addr, false);
+                        }
                     }
-                    self.apply_peer(id, rev, services, registry);
                 }
-                Err(err) => {
-                    if self.fetching.get(&id) == Some(&rev) {
-                        self.fetching.remove(&id);
-                    }
-                    self.failures += 1;
-                    tracing::warn!(%id, error = %err, "mDNS: could not fetch a node's services");
-                }
-            },
+            }
             Kind::Malformed => self.malformed += 1,
             Kind::Sweep => {
                 self.store.expire();
                 self.expire_local();
             }
-            Kind::Removed { id } | Kind::Lost { id } => {
+            // Anyone can send a goodbye: believe it at once only if the runtime has no link to
+            // the node either; otherwise ask the node (the fetch's failure confirms it).
+            Kind::Removed { id } => {
+                let Some(addr) = self.peers.get(&id).map(|p| p.addr) else {
+                    return;
+                };
+                let linked = ctx
+                    .node()
+                    .peers()
+                    .iter()
+                    .any(|p| p.node == id && p.connected);
+                if !linked {
+                    self.fetching.remove(&id);
+                    self.forget_peer(id);
+                } else if let Some(in_flight) = self.fetching.get_mut(&id) {
+                    in_flight.goodbye = true;
+                } else {
+                    tracing::debug!(%id, "mDNS: a goodbye for a linked node; asking it");
+                    self.fetch(ctx, id, addr, true);
+                }
+            }
+            Kind::Lost { id } => {
                 self.fetching.remove(&id);
                 self.forget_peer(id);
             }
@@ -381,25 +452,53 @@ fn contains_node(services: &[Service], like: &Service, node: &str) -> bool {
     })
 }
 
+/// Asks node `id`'s registry, over the runtime, for its own registrations and revision; links
+/// to `addr` first if there is no link to `id` yet (and checks the node found there is `id`).
 async fn fetch_from(
     node: &Node,
     id: NodeId,
     addr: SocketAddr,
     timeout: Duration,
-) -> Result<(Vec<Service>, micro_runtime::Addr<RegistryMsg>), RegistryError> {
-    if !node.peers().iter().any(|p| p.node == id && p.connected) {
-        let linked = node.connect(addr).await?;
-        if linked != id {
-            return Err(RegistryError::Invalid(format!(
-                "{addr} is node {linked}, not the announced {id}"
-            )));
+) -> Result<Fetched, RegistryError> {
+    let linked = node
+        .peers()
+        .into_iter()
+        .find(|p| p.node == id && p.connected)
+        .map(|p| p.addr);
+    let addr = match linked {
+        Some(known) => known,
+        None => {
+            let found = node.connect(addr).await?;
+            if found != id {
+                return Err(RegistryError::Invalid(format!(
+                    "{addr} is node {found}, not the announced {id}"
+                )));
+            }
+            addr
         }
-    }
-    let remote = node.lookup_remote::<RegistryMsg>(id, "registry").await?;
-    let services = remote
-        .ask(|reply| RegistryMsg::Local { reply }, timeout)
-        .await?;
-    Ok((services, remote))
+    };
+    let registry = node.lookup_remote::<RegistryMsg>(id, "registry").await?;
+    let (rev, services) = match registry
+        .ask(|reply| RegistryMsg::LocalAt { reply }, timeout)
+        .await
+    {
+        Ok(LocalState { rev, services }) => (Some(rev), services),
+        // A registry from before `LocalAt` cannot decode it: ask the old way. Its revision stays
+        // unknown, so every hint about it is fetched.
+        Err(micro_runtime::Error::Codec { .. }) => (
+            None,
+            registry
+                .ask(|reply| RegistryMsg::Local { reply }, timeout)
+                .await?,
+        ),
+        Err(err) => return Err(err.into()),
+    };
+    Ok(Fetched {
+        rev,
+        services,
+        registry,
+        addr,
+    })
 }
 
 /// What this node announces; rebuilt with each new revision.
@@ -631,6 +730,13 @@ impl Actor for MdnsRegistry {
             RegistryMsg::Local { reply } => {
                 self.expire_local();
                 let _ = reply.send(self.local_services());
+            }
+            RegistryMsg::LocalAt { reply } => {
+                self.expire_local();
+                let _ = reply.send(LocalState {
+                    rev: self.rev,
+                    services: self.local_services(),
+                });
             }
             RegistryMsg::Stats { reply } => {
                 let _ = reply.send(crate::RegistryStats {

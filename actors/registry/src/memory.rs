@@ -289,6 +289,13 @@ impl Actor for MemoryRegistry {
                 self.expire();
                 let _ = reply.send(self.list());
             }
+            RegistryMsg::LocalAt { reply } => {
+                self.expire();
+                let _ = reply.send(crate::LocalState {
+                    rev: 0,
+                    services: self.list(),
+                });
+            }
             // Nothing to learn from other nodes: the memory registry is shared, not replicated.
             RegistryMsg::Stats { reply } => {
                 let _ = reply.send(crate::RegistryStats::default());

@@ -58,7 +58,8 @@ pub enum RegistryMsg {
     },
     /// Another node's registry says its own registrations changed (revision `rev`): fetch them
     /// again. Faster than waiting for the change to show in mDNS, which rate-limits
-    /// re-announcements to one a second.
+    /// re-announcements to one a second. A hint, like an announcement: the receiver records
+    /// only the revision the node itself reports when asked ([`LocalAt`](RegistryMsg::LocalAt)).
     Changed {
         /// The node that changed (its id as a number).
         node: u128,
@@ -66,6 +67,17 @@ pub enum RegistryMsg {
         addr: std::net::SocketAddr,
         /// Its new revision.
         rev: u64,
+    },
+    /// Like [`Local`](RegistryMsg::Local), with the revision those registrations are at: what
+    /// an mDNS registry asks of another node, whose own word (over the authenticated runtime)
+    /// is the only revision it records. Added after the first release: a registry that predates
+    /// it refuses it as undecodable (`Codec`), and the asker falls back to `Local`.
+    ///
+    /// It sits before `Internal` on purpose: serde numbers variants on the wire without the
+    /// skipped one, so this is wire variant 8 either way, and `Internal` stays without one.
+    LocalAt {
+        /// The revision and the registrations made here.
+        reply: Reply<LocalState>,
     },
     /// A backend's message to itself (discoveries, timers). Never travels: it has no wire form.
     #[serde(skip)]
@@ -86,6 +98,16 @@ pub struct RegistryStats {
     pub malformed: u64,
     /// Fetches of another node's services that failed (it did not answer, or answered wrong).
     pub failed_fetches: u64,
+}
+
+/// A registry's own registrations and the revision they are at (the answer to
+/// [`RegistryMsg::LocalAt`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalState {
+    /// Bumped at every local change; 0 from a backend that keeps no revisions (memory).
+    pub rev: u64,
+    /// The versions registered here, with the nodes registered here.
+    pub services: Vec<Service>,
 }
 
 /// The default time to wait for a registry's answer.

@@ -7,19 +7,26 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo, TxtProperty};
 use micro_registry::{
     Endpoint, EventKind, Interfaces, MdnsConfig, Registry, RegistryError, Service, ServiceNode,
 };
 use micro_runtime::{ClusterCa, Node, NodeId};
-use micro_testkit::{eventually, within};
+use micro_testkit::{eventually, within, within_for};
 
 /// A service type no other test uses: `_m` and 8 random hex digits.
 fn config() -> MdnsConfig {
+    config_named().1
+}
+
+/// [`config`], with its service type as announced (`_m…._udp.local.`).
+fn config_named() -> (String, MdnsConfig) {
     let name = format!("_m{:08x}._udp", rand_u32());
-    MdnsConfig::default()
+    let config = MdnsConfig::default()
         .service_type(&name)
         .unwrap()
-        .interfaces(Interfaces::Loopback)
+        .interfaces(Interfaces::Loopback);
+    (format!("{name}.local."), config)
 }
 
 fn rand_u32() -> u32 {
@@ -297,4 +304,242 @@ async fn counters_show_peers_and_failures() {
     })
     .await;
     a.shutdown().await.unwrap();
+}
+
+/// Someone else on the LAN: a bare mDNS responder (loopback only) that announces whatever it
+/// likes under the test's service type. mDNS is unauthenticated, so it may claim a real node's id.
+struct Hostile {
+    daemon: ServiceDaemon,
+    service_type: String,
+}
+
+impl Hostile {
+    fn new(service_type: &str) -> Self {
+        let daemon = ServiceDaemon::new().unwrap();
+        daemon.disable_interface(IfKind::All).unwrap();
+        daemon.enable_interface(IfKind::LoopbackV4).unwrap();
+        Hostile {
+            daemon,
+            service_type: service_type.to_owned(),
+        }
+    }
+
+    /// Announces `instance` at `addr` with these TXT properties (any bytes); returns its full
+    /// name.
+    fn announce(&self, instance: &str, addr: SocketAddr, txt: Vec<TxtProperty>) -> String {
+        let mut info = ServiceInfo::new(
+            &self.service_type,
+            instance,
+            &format!("evil-{:08x}.local.", rand_u32()),
+            addr.ip(),
+            addr.port(),
+            txt,
+        )
+        .unwrap();
+        info.set_requires_probe(false);
+        let fullname = info.get_fullname().to_owned();
+        self.daemon.register(info).unwrap();
+        fullname
+    }
+
+    /// Says goodbye for `fullname` (which it announced), as a node that stops does.
+    async fn goodbye(&self, fullname: &str) {
+        let done = self.daemon.unregister(fullname).unwrap();
+        within("the goodbye is sent", done.recv_async())
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        let _ = self.daemon.shutdown();
+    }
+}
+
+/// What a node's announcement carries, for a hostile copy: its id (as mDNS names it) and its
+/// cluster's fingerprint (public: every announcement of the cluster shows it).
+fn identity(node: &Node) -> (String, String) {
+    let mut fingerprint = node.cluster_fingerprint().unwrap();
+    fingerprint.truncate(16);
+    (format!("{:032x}", node.id().as_u128()), fingerprint)
+}
+
+fn txt(props: &[(&str, &[u8])]) -> Vec<TxtProperty> {
+    props
+        .iter()
+        .map(|&(k, v)| TxtProperty::from((k, v)))
+        .collect()
+}
+
+/// Announcements are hints: a stranger claiming a real node's id with the largest revision (and
+/// others sending junk) costs a fetch at most; what the node itself reports over the runtime
+/// decides, so its later changes still arrive, promptly.
+#[tokio::test]
+async fn a_stolen_id_with_a_huge_rev_does_not_hold_back_the_real_nodes_changes() {
+    if micro_testkit::skip_without_loopback_multicast(
+        "a_stolen_id_with_a_huge_rev_does_not_hold_back_the_real_nodes_changes",
+    ) {
+        return;
+    }
+    let ca = ClusterCa::generate("mdns").unwrap();
+    let (service_type, config) = config_named();
+    let (a, on_a) = node("a", &ca, &config).await;
+    let (b, on_b) = node("b", &ca, &config).await;
+    on_a.register(&greeter("a1"), None).await.unwrap();
+    eventually("b sees a1", || async {
+        nodes_of(&on_b, "greeter").await == ["a1"]
+    })
+    .await;
+
+    let hostile = Hostile::new(&service_type);
+    let (a_id, cl) = identity(&a);
+    let a_addr = a.local_addr().unwrap();
+    let max = u64::MAX.to_string();
+    // a's id, at a's own address, with a revision no real change can ever pass.
+    hostile.announce(
+        &a_id,
+        a_addr,
+        txt(&[
+            ("id", a_id.as_bytes()),
+            ("cl", cl.as_bytes()),
+            ("rev", max.as_bytes()),
+            ("v", b"1"),
+        ]),
+    );
+    // An id nobody has, at a's address: the node found there is not the one announced.
+    let stranger = format!("{:032x}", NodeId::random().as_u128());
+    hostile.announce(
+        &stranger,
+        a_addr,
+        txt(&[
+            ("id", stranger.as_bytes()),
+            ("cl", cl.as_bytes()),
+            ("rev", max.as_bytes()),
+        ]),
+    );
+    // Junk: huge values (a revision past u64), and bytes that are not text at all.
+    let huge_id = "f".repeat(200);
+    let huge_rev = "9".repeat(200);
+    hostile.announce(
+        "junk-huge",
+        a_addr,
+        txt(&[
+            ("id", huge_id.as_bytes()),
+            ("cl", cl.as_bytes()),
+            ("rev", huge_rev.as_bytes()),
+        ]),
+    );
+    hostile.announce(
+        "junk-binary",
+        a_addr,
+        txt(&[
+            ("id", &[0xff, 0x00, 0xfe, 0x80]),
+            ("cl", cl.as_bytes()),
+            ("rev", &[0xff; 40]),
+        ]),
+    );
+    eventually("b has read the junk and tried the stranger", || async {
+        on_b.stats()
+            .await
+            .is_ok_and(|s| s.malformed >= 2 && s.failed_fetches >= 1)
+    })
+    .await;
+    // The stolen announcement went out first; give it a moment more to land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        nodes_of(&on_b, "greeter").await,
+        ["a1"],
+        "the real service stays"
+    );
+
+    // a's next change still reaches b (normally within about 100 ms; the bound is generous).
+    on_a.register(&greeter("a2"), None).await.unwrap();
+    within_for(
+        Duration::from_secs(2),
+        "b sees a2 despite the stolen rev",
+        async {
+            while nodes_of(&on_b, "greeter").await != ["a1", "a2"] {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        },
+    )
+    .await;
+    on_a.deregister(&greeter("a1")).await.unwrap();
+    within_for(Duration::from_secs(2), "b sees a1 go", async {
+        while nodes_of(&on_b, "greeter").await != ["a2"] {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        on_b.stats().await.unwrap().peers,
+        1,
+        "the stranger was never taken in"
+    );
+    drop(hostile);
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
+/// A goodbye is a hint too: one for a node whose link is up is checked with the node over the
+/// runtime before anything is dropped, so a spoofed one changes nothing; a real stop still does.
+#[tokio::test]
+async fn a_spoofed_goodbye_does_not_drop_a_live_node() {
+    if micro_testkit::skip_without_loopback_multicast("a_spoofed_goodbye_does_not_drop_a_live_node")
+    {
+        return;
+    }
+    let ca = ClusterCa::generate("mdns").unwrap();
+    let (service_type, config) = config_named();
+    let (a, on_a) = node("a", &ca, &config).await;
+    let (b, on_b) = node("b", &ca, &config).await;
+    on_a.register(&greeter("a1"), None).await.unwrap();
+    eventually("b sees a1", || async {
+        nodes_of(&on_b, "greeter").await == ["a1"]
+    })
+    .await;
+
+    // The stranger claims a's instance (same TXT keys, a's current-looking values) and then says
+    // goodbye for it, as a's own stop would. (It writes the name in capitals: the same node id to
+    // a reader of hex, a record of its own to mDNS caches, so a's answers cannot refresh it.)
+    let hostile = Hostile::new(&service_type);
+    let (a_id, cl) = identity(&a);
+    let fullname = hostile.announce(
+        &a_id.to_uppercase(),
+        a.local_addr().unwrap(),
+        txt(&[
+            ("id", a_id.as_bytes()),
+            ("cl", cl.as_bytes()),
+            ("rev", b"1"),
+            ("v", b"1"),
+        ]),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hostile.goodbye(&fullname).await;
+    // mDNS removes a record one second after its goodbye: give that time, and some.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        nodes_of(&on_b, "greeter").await,
+        ["a1"],
+        "a is alive: its service stays resolvable"
+    );
+
+    // And its changes still arrive.
+    on_a.register(&greeter("a2"), None).await.unwrap();
+    within_for(Duration::from_secs(2), "b sees a2", async {
+        while nodes_of(&on_b, "greeter").await != ["a1", "a2"] {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    // a's own goodbye (a graceful stop) still drops it.
+    drop(hostile);
+    a.shutdown().await.unwrap();
+    eventually("b drops a's nodes", || async {
+        nodes_of(&on_b, "greeter").await.is_empty()
+    })
+    .await;
+    b.shutdown().await.unwrap();
 }
