@@ -991,7 +991,7 @@ const REPLICA_POLL: Duration = Duration::from_millis(25);
 fn lost_error(service: &str, nodes: &str) -> ServiceError {
     ServiceError::unavailable(
         CLIENT_ID,
-        format!("{service}: lost the link to {nodes}, and no other replica is registered"),
+        format!("{service}: lost the link to {nodes}, and no other replica can be reached"),
     )
 }
 
