@@ -356,6 +356,135 @@ impl Node {
         Ok(Addr::named(self.clone(), name.into()))
     }
 
+    /// The current incarnation of the actor registered as `name` ([`ChildSpec::named`]), OTP's
+    /// `whereis`: `None` while no incarnation runs (between a crash and its restart, or after it
+    /// stopped for good). The id changes at every restart; [`Node::lookup`] gives an address that
+    /// follows the name instead. Supervisors are not in the name directory: see
+    /// [`Node::supervisor`].
+    ///
+    /// ```
+    /// # use micro_runtime::{Actor, ActorError, ChildSpec, Context, Node};
+    /// # use std::time::Duration;
+    /// # #[derive(Default)] struct Worker;
+    /// # impl Actor for Worker {
+    /// #     type Msg = bool;
+    /// #     async fn handle(&mut self, _: &mut Context<Self>, crash: bool) -> Result<(), ActorError> {
+    /// #         if crash { Err("told to crash".into()) } else { Ok(()) }
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), micro_runtime::Error> {
+    /// let node = Node::builder().start().await?;
+    /// let worker = node.spawn(ChildSpec::new(Worker::default).named("worker")).await?;
+    /// assert_eq!(node.whereis("worker"), worker.id());
+    ///
+    /// // Wait for the next start of "worker": the future listens from here on, so a start that
+    /// // happens before it is first polled is not missed. The caller bounds the wait.
+    /// let restarted = node.next_start("worker");
+    /// worker.send(true)?;
+    /// let new = tokio::time::timeout(Duration::from_secs(5), restarted).await.expect("restarted")?;
+    /// assert_eq!(node.whereis("worker"), Some(new));
+    /// assert_ne!(worker.id(), Some(new), "the old incarnation is gone");
+    ///
+    /// // Stop it by name, whichever incarnation runs: it is not restarted.
+    /// node.root()?.stop_child_named("worker").await?;
+    /// assert_eq!(node.whereis("worker"), None);
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn whereis(&self, name: &str) -> Option<ActorId> {
+        self.shared
+            .directory
+            .get(name)
+            .map(|entry| ActorId::of(&entry.cell))
+    }
+
+    /// The supervisor called `name` ([`SupervisorSpec::named`]) anywhere in this node's tree,
+    /// the root included: searched breadth-first from the root (asking each supervisor for its
+    /// children), so the shallowest wins when names repeat. `None` when no running supervisor has
+    /// that name (a supervisor waiting to restart has no handle yet).
+    ///
+    /// Each supervisor on the way answers in turn, so do not call this from an actor's
+    /// `started` hook: its own supervisor is busy starting it.
+    pub async fn supervisor(&self, name: &str) -> Option<SupervisorRef> {
+        let mut queue = std::collections::VecDeque::from([self.root().ok()?.clone()]);
+        while let Some(supervisor) = queue.pop_front() {
+            if supervisor.name() == name {
+                return Some(supervisor);
+            }
+            // One that stopped meanwhile has no subtree left to search.
+            if let Ok(children) = supervisor.children().await {
+                queue.extend(children.into_iter().filter_map(|child| child.supervisor));
+            }
+        }
+        None
+    }
+
+    /// Resolves with the id of the next incarnation of the child called `child` to start, under
+    /// any supervisor of this node (a restart, or a first start). It listens from the moment it
+    /// is called, before it is first polled, so a start in between is not missed (unlike
+    /// subscribing to [`Node::supervision_events`] after the fact). It does not time out: bound
+    /// it with `tokio::time::timeout`. Fails with [`Error::NodeStopped`] when the node stops
+    /// first. See [`SupervisorRef::next_start`] for the children of one supervisor.
+    pub fn next_start(
+        &self,
+        child: &str,
+    ) -> impl Future<Output = Result<ActorId, Error>> + Send + 'static {
+        self.wait_start(None, child)
+    }
+
+    /// [`Node::next_start`], for the children of the supervisor labelled `supervisor` only when
+    /// it is `Some`.
+    pub(crate) fn wait_start(
+        &self,
+        supervisor: Option<Arc<str>>,
+        child: &str,
+    ) -> impl Future<Output = Result<ActorId, Error>> + Send + 'static {
+        // Subscribed now, not at the first poll.
+        let mut events = self.shared.events.subscribe();
+        let mut status = self.shared.status.subscribe();
+        let child = child.to_owned();
+        let before = self.whereis(&child);
+        let node = self.downgrade();
+        let node_name = self.shared.name.clone();
+        async move {
+            let stopped = || Error::NodeStopped(node_name.clone());
+            if matches!(*status.borrow_and_update(), NodeStatus::Stopped(_)) {
+                return Err(stopped());
+            }
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(event) => {
+                            if event.is_start_of(&child)
+                                && supervisor.as_deref().is_none_or(|s| event.supervisor() == s)
+                                && let Some(id) = event.id()
+                            {
+                                return Ok(id);
+                            }
+                        }
+                        // Fell behind and may have missed it: a named actor's directory entry
+                        // tells whether another incarnation runs now.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let now = node.upgrade().and_then(|node| node.whereis(&child));
+                            if let Some(id) = now.filter(|id| Some(*id) != before) {
+                                return Ok(id);
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return Err(stopped()),
+                    },
+                    changed = status.changed() => {
+                        if changed.is_err()
+                            || matches!(*status.borrow_and_update(), NodeStatus::Stopped(_))
+                        {
+                            return Err(stopped());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Where this node listens for other nodes, if it does.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.net_opt().map(|net| net.local_addr)

@@ -48,3 +48,87 @@ pub enum SupervisionEvent {
         reason: String,
     },
 }
+
+/// Accessors, so a test or a tool can read an event without matching every variant (the enum is
+/// `#[non_exhaustive]`, so a `match` needs a wildcard arm outside this crate).
+///
+/// ```
+/// use micro_runtime::SupervisionEvent;
+///
+/// # fn read(event: SupervisionEvent) {
+/// if let (Some(child), Some(reason)) = (event.child(), event.reason()) {
+///     println!("{} saw {child} exit: {reason}", event.supervisor());
+/// }
+/// # }
+/// ```
+impl SupervisionEvent {
+    /// The name of the supervisor that saw or did this.
+    pub fn supervisor(&self) -> &str {
+        match self {
+            SupervisionEvent::ChildStarted { supervisor, .. }
+            | SupervisionEvent::ChildExited { supervisor, .. }
+            | SupervisionEvent::ChildRestarting { supervisor, .. }
+            | SupervisionEvent::SupervisorFailed { supervisor, .. } => supervisor,
+        }
+    }
+
+    /// The child's name (`#key` for anonymous children); `None` for
+    /// [`SupervisorFailed`](SupervisionEvent::SupervisorFailed), which is about the supervisor.
+    pub fn child(&self) -> Option<&str> {
+        match self {
+            SupervisionEvent::ChildStarted { child, .. }
+            | SupervisionEvent::ChildExited { child, .. }
+            | SupervisionEvent::ChildRestarting { child, .. } => Some(child),
+            SupervisionEvent::SupervisorFailed { .. } => None,
+        }
+    }
+
+    /// The incarnation that started or exited; `None` for the other events. (A restart that
+    /// failed to start is reported as an exit of incarnation 0.)
+    pub fn id(&self) -> Option<ActorId> {
+        match self {
+            SupervisionEvent::ChildStarted { id, .. } | SupervisionEvent::ChildExited { id, .. } => {
+                Some(*id)
+            }
+            SupervisionEvent::ChildRestarting { .. } | SupervisionEvent::SupervisorFailed { .. } => {
+                None
+            }
+        }
+    }
+
+    /// Why a child exited; `None` unless this is [`ChildExited`](SupervisionEvent::ChildExited).
+    pub fn reason(&self) -> Option<&ExitReason> {
+        match self {
+            SupervisionEvent::ChildExited { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Why a supervisor gave up; `None` unless this is
+    /// [`SupervisorFailed`](SupervisionEvent::SupervisorFailed).
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            SupervisionEvent::SupervisorFailed { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The backoff delay of a scheduled restart; `None` unless this is
+    /// [`ChildRestarting`](SupervisionEvent::ChildRestarting).
+    pub fn delay(&self) -> Option<Duration> {
+        match self {
+            SupervisionEvent::ChildRestarting { delay, .. } => Some(*delay),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the start of the child called `child`.
+    pub fn is_start_of(&self, child: &str) -> bool {
+        matches!(self, SupervisionEvent::ChildStarted { child: c, .. } if c == child)
+    }
+
+    /// Whether this is the exit of the child called `child`.
+    pub fn is_exit_of(&self, child: &str) -> bool {
+        matches!(self, SupervisionEvent::ChildExited { child: c, .. } if c == child)
+    }
+}

@@ -73,6 +73,41 @@ impl SupervisorRef {
         self.call(SupMsg::Stop(id, tx), rx).await?
     }
 
+    /// Stops the child called `name` gracefully (then kills it after its shutdown timeout) and
+    /// removes it, like [`SupervisorRef::stop_child`] but whichever incarnation runs now (or
+    /// none, while it waits to restart). [`Error::NotFound`] when this supervisor has no child of
+    /// that name.
+    pub async fn stop_child_named(&self, name: &str) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.call(SupMsg::StopNamed(name.to_owned(), tx), rx)
+            .await?
+    }
+
+    /// Restarts the child called `name` now and returns the new incarnation's id: the running
+    /// incarnation is stopped as by [`SupervisorRef::stop_child`] (reported as
+    /// [`ChildExited`](crate::SupervisionEvent::ChildExited)) and the child starts again at once
+    /// (one waiting for a scheduled restart starts now). As OTP's `restart_child` after
+    /// `terminate_child`, this is not a failure: it does not count against the
+    /// [`Intensity`](crate::Intensity), does not advance the backoff, and restarts no sibling
+    /// whatever the strategy. If the new incarnation fails to start the error is returned, and
+    /// the supervisor handles it as a failed restart (counted, retried after the backoff; a
+    /// temporary child is dropped). [`Error::NotFound`] when this supervisor has no child of that
+    /// name.
+    pub async fn restart_child(&self, name: &str) -> Result<ActorId, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.call(SupMsg::Restart(name.to_owned(), tx), rx).await?
+    }
+
+    /// [`Node::next_start`] for this supervisor's children only: resolves with the id of the
+    /// next incarnation of its child `child` to start, listening from the moment it is called.
+    /// Bound it with a timeout.
+    pub fn next_start(
+        &self,
+        child: &str,
+    ) -> impl std::future::Future<Output = Result<ActorId, Error>> + Send + 'static {
+        self.node.wait_start(Some(self.label.clone()), child)
+    }
+
     /// The children in start order.
     pub async fn children(&self) -> Result<Vec<ChildInfo>, Error> {
         let (tx, rx) = oneshot::channel();

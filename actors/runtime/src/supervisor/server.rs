@@ -21,6 +21,10 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 pub(crate) enum SupMsg {
     Start(Child, oneshot::Sender<Result<Started, Error>>),
     Stop(ActorId, oneshot::Sender<Result<(), Error>>),
+    /// Stops and removes the child called so, whichever incarnation runs.
+    StopNamed(String, oneshot::Sender<Result<(), Error>>),
+    /// Stops the child called so (if it runs) and starts it again now.
+    Restart(String, oneshot::Sender<Result<ActorId, Error>>),
     Children(oneshot::Sender<Vec<ChildInfo>>),
     /// A scheduled restart is due; stale generations are ignored.
     RestartDue(u64),
@@ -211,16 +215,29 @@ impl ractor::Actor for SupervisorServer {
             SupMsg::Stop(id, reply) => {
                 let result = match state.position(id) {
                     Some(index) => {
-                        let mut slot = state.slots.remove(index);
-                        if let Some(running) = slot.running.take() {
-                            state.shut_down(&slot, running).await;
-                        }
+                        state.remove_slot(index).await;
                         Ok(())
                     }
                     None => Err(Error::NotFound(id.to_string())),
                 };
                 let _ = reply.send(result);
             }
+            SupMsg::StopNamed(name, reply) => {
+                let result = match state.named(&name) {
+                    Some(index) => {
+                        state.remove_slot(index).await;
+                        Ok(())
+                    }
+                    None => Err(Error::NotFound(name)),
+                };
+                let _ = reply.send(result);
+            }
+            SupMsg::Restart(name, reply) => match state.named(&name) {
+                Some(index) => state.restart_by_hand(&myself, index, reply).await?,
+                None => {
+                    let _ = reply.send(Err(Error::NotFound(name)));
+                }
+            },
             SupMsg::Children(reply) => {
                 let infos = state
                     .slots
@@ -299,6 +316,64 @@ impl SupState {
         self.slots
             .iter()
             .position(|s| s.running.as_ref().is_some_and(|r| r.id == id))
+    }
+
+    /// The slot of the child called `name` (running or waiting to restart).
+    fn named(&self, name: &str) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.child.name.as_deref() == Some(name))
+    }
+
+    /// Stops the child at `index` (if it runs) and removes it: it is not restarted.
+    async fn remove_slot(&mut self, index: usize) {
+        let mut slot = self.slots.remove(index);
+        if let Some(running) = slot.running.take() {
+            self.shut_down(&slot, running).await;
+        }
+    }
+
+    /// A restart asked for from outside (OTP's `terminate_child` then `restart_child`): stops
+    /// the running incarnation (reported as its exit), then starts the child again at once.
+    /// Nothing else is touched: no strategy group, no restart counted against the intensity, no
+    /// backoff step. A start that fails is answered to the caller and then handled as a failed
+    /// restart (a temporary child is dropped).
+    async fn restart_by_hand(
+        &mut self,
+        myself: &ActorRef<SupMsg>,
+        index: usize,
+        reply: oneshot::Sender<Result<ActorId, Error>>,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(running) = self.slots[index].running.take() {
+            let id = running.id;
+            let reason = self.shut_down(&self.slots[index], running).await;
+            self.emit(|| SupervisionEvent::ChildExited {
+                supervisor: self.label.to_string(),
+                child: self.slots[index].label(),
+                id,
+                reason,
+            });
+        }
+        tracing::info!(supervisor = %self.label, child = %self.slots[index].label(), "restarting child by request");
+        match self.start_slot(myself, index).await {
+            Ok(()) => {
+                let started = self.slots[index]
+                    .running
+                    .as_ref()
+                    .map(|r| r.id)
+                    .ok_or_else(|| Error::ActorStopped(self.slots[index].label()));
+                let _ = reply.send(started);
+                Ok(())
+            }
+            Err(err) => {
+                let _ = reply.send(Err(err.clone()));
+                if self.slots[index].child.restart == super::Restart::Temporary {
+                    self.slots.remove(index);
+                    return Ok(());
+                }
+                self.start_failed(myself, index, err).await
+            }
+        }
     }
 
     /// Broadcasts an event; built only when someone listens.
@@ -471,19 +546,30 @@ impl SupState {
                 continue;
             }
             if let Err(err) = self.start_slot(myself, index).await {
-                let child = self.slots[index].label();
-                tracing::warn!(supervisor = %self.label, %child, error = %err, "restart failed");
-                self.emit(|| SupervisionEvent::ChildExited {
-                    supervisor: self.label.to_string(),
-                    child,
-                    id: ActorId(0),
-                    reason: ExitReason::Error(err.to_string()),
-                });
-                self.stop_group(index).await;
-                return self.schedule_restart(myself).await;
+                return self.start_failed(myself, index, err).await;
             }
         }
         Ok(())
+    }
+
+    /// The child at `index` failed to start again: reported as an exit, then its strategy's
+    /// group is stopped and the restart scheduled again (counted against the intensity).
+    async fn start_failed(
+        &mut self,
+        myself: &ActorRef<SupMsg>,
+        index: usize,
+        err: Error,
+    ) -> Result<(), ActorProcessingErr> {
+        let child = self.slots[index].label();
+        tracing::warn!(supervisor = %self.label, %child, error = %err, "restart failed");
+        self.emit(|| SupervisionEvent::ChildExited {
+            supervisor: self.label.to_string(),
+            child,
+            id: ActorId(0),
+            reason: ExitReason::Error(err.to_string()),
+        });
+        self.stop_group(index).await;
+        self.schedule_restart(myself).await
     }
 
     /// Stops every child and fails this supervisor, escalating to its parent (or, for the root,
