@@ -87,12 +87,10 @@ impl SupervisionEvent {
     /// failed to start is reported as an exit of incarnation 0.)
     pub fn id(&self) -> Option<ActorId> {
         match self {
-            SupervisionEvent::ChildStarted { id, .. } | SupervisionEvent::ChildExited { id, .. } => {
-                Some(*id)
-            }
-            SupervisionEvent::ChildRestarting { .. } | SupervisionEvent::SupervisorFailed { .. } => {
-                None
-            }
+            SupervisionEvent::ChildStarted { id, .. }
+            | SupervisionEvent::ChildExited { id, .. } => Some(*id),
+            SupervisionEvent::ChildRestarting { .. }
+            | SupervisionEvent::SupervisorFailed { .. } => None,
         }
     }
 

@@ -739,3 +739,252 @@ async fn shutdown_kills_a_child_that_does_not_stop_in_time() {
     );
     assert_eq!(busy.await.unwrap(), Err(Error::ReplyDropped));
 }
+
+// ---- Supervision from outside: whereis, stop and restart by name, nested supervisors by
+// name, event accessors, waiting for a start ----
+
+#[tokio::test]
+async fn whereis_names_the_incarnation_that_runs_now() {
+    let node = node().await;
+    let journal = Journal::default();
+    let sup = node
+        .spawn_supervisor(quick(Strategy::OneForOne).child(Probe::spec("p", &journal)))
+        .await
+        .unwrap();
+    let first = node.whereis("p").expect("p runs");
+    assert_eq!(sup.children().await.unwrap()[0].id, Some(first));
+
+    // p crashes and is restarted: whereis follows it to the new incarnation.
+    let restarted = node.next_start("p");
+    node.lookup::<Cmd>("p").unwrap().send(Cmd::Panic).unwrap();
+    let second = within("p restarted", restarted).await.unwrap();
+    assert_ne!(second, first, "a restart is a new incarnation");
+    assert_eq!(node.whereis("p"), Some(second));
+
+    // Stopped for good, p is nowhere; a name nobody holds never was.
+    sup.stop_child_named("p").await.unwrap();
+    assert_eq!(node.whereis("p"), None);
+    assert_eq!(node.whereis("nobody"), None);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_child_is_restarted_and_stopped_by_name_whichever_incarnation_runs() {
+    let node = node().await;
+    let journal = Journal::default();
+    // One restart allowed within a minute: restarts by hand must not use it up.
+    let sup = node
+        .spawn_supervisor(
+            quick(Strategy::OneForAll)
+                .intensity(Intensity::new(1, Duration::from_secs(60)))
+                .child(Probe::spec("a", &journal))
+                .child(Probe::spec("b", &journal)),
+        )
+        .await
+        .unwrap();
+    let b = node.lookup::<Cmd>("b").unwrap();
+    b.send(Cmd::Add(7)).unwrap();
+    assert_eq!(count(&b).await.unwrap(), 7);
+    journal.take();
+
+    // Three restarts by hand: b alone stops and starts again with fresh state each time (the
+    // one-for-all strategy is for failures), and the new id is the one that runs.
+    let mut events = node.supervision_events();
+    for _ in 0..3 {
+        let before = node.whereis("b").unwrap();
+        let after = sup.restart_child("b").await.unwrap();
+        assert_ne!(after, before);
+        assert_eq!(node.whereis("b"), Some(after));
+        let exited = next_event(&mut events, "b's old incarnation exits", |e| {
+            e.is_exit_of("b")
+        })
+        .await;
+        assert_eq!(exited.id(), Some(before));
+        assert_eq!(exited.reason(), Some(&ExitReason::Normal));
+        next_event(&mut events, "b starts again", |e| e.is_start_of("b")).await;
+    }
+    assert_eq!(journal.take(), ["b:stop", "b:start"].repeat(3));
+    assert_eq!(count(&b).await.unwrap(), 0, "fresh state");
+
+    // They did not count: the one crash the intensity allows is still restarted.
+    let restarted = sup.next_start("b");
+    b.send(Cmd::Panic).unwrap();
+    within("b restarted after a crash", restarted)
+        .await
+        .unwrap();
+    assert_eq!(node.status(), micro_runtime::NodeStatus::Running);
+    assert!(sup.children().await.is_ok(), "sup did not give up");
+
+    // Stopped by name (no id that went stale at the crash): removed, not restarted.
+    journal.take();
+    sup.stop_child_named("b").await.unwrap();
+    assert_eq!(journal.lines(), ["b:stop"]);
+    let names: Vec<_> = sup
+        .children()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name.unwrap())
+        .collect();
+    assert_eq!(names, ["a"]);
+    assert!(matches!(node.lookup::<Cmd>("b"), Err(Error::NotFound(_))));
+    assert!(matches!(
+        sup.stop_child_named("b").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        sup.restart_child("b").await,
+        Err(Error::NotFound(_))
+    ));
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_waiting_for_its_backoff_is_restarted_by_hand_at_once() {
+    let node = node().await;
+    let journal = Journal::default();
+    let sup = node
+        .spawn_supervisor(
+            quick(Strategy::OneForOne)
+                .backoff(
+                    Backoff::exponential(Duration::from_secs(3600), Duration::from_secs(3600))
+                        .with_jitter(0.0),
+                )
+                .child(Probe::spec("slow", &journal)),
+        )
+        .await
+        .unwrap();
+    let mut events = node.supervision_events();
+    node.lookup::<Cmd>("slow")
+        .unwrap()
+        .send(Cmd::Panic)
+        .unwrap();
+    let scheduled = next_event(&mut events, "slow's restart is scheduled", |e| {
+        e.delay().is_some()
+    })
+    .await;
+    assert_eq!(scheduled.delay(), Some(Duration::from_secs(3600)));
+    assert_eq!(node.whereis("slow"), None, "it waits an hour");
+
+    let id = sup.restart_child("slow").await.unwrap();
+    assert_eq!(node.whereis("slow"), Some(id));
+    // The hour passes: the scheduled restart finds it running and leaves it alone.
+    tokio::time::sleep(Duration::from_secs(3601)).await;
+    assert_eq!(node.whereis("slow"), Some(id));
+    assert_eq!(journal.count("slow:start"), 2);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_nested_supervisor_is_found_by_name_after_it_restarts() {
+    let node = node().await;
+    let journal = Journal::default();
+    let inner = SupervisorSpec::new(Strategy::OneForOne)
+        .named("inner")
+        .child(Probe::spec("w", &journal));
+    let outer = node
+        .spawn_supervisor(quick(Strategy::OneForOne).named("outer").child(inner))
+        .await
+        .unwrap();
+
+    let found = node
+        .supervisor("inner")
+        .await
+        .expect("inner is in the tree");
+    assert_eq!(found.name(), "inner");
+    let children = found.children().await.unwrap();
+    assert_eq!(children[0].name.as_deref(), Some("w"));
+    assert_eq!(children[0].id, node.whereis("w"));
+    assert_eq!(
+        node.supervisor("root").await.unwrap().id(),
+        node.root().unwrap().id()
+    );
+    assert_eq!(node.supervisor("outer").await.unwrap().id(), outer.id());
+    assert!(node.supervisor("nowhere").await.is_none());
+
+    // outer restarts inner (by hand here): the search finds the new one, which runs a new w.
+    let old_w = node.whereis("w").unwrap();
+    let new_inner = outer.restart_child("inner").await.unwrap();
+    let again = node.supervisor("inner").await.unwrap();
+    assert_eq!(again.id(), new_inner);
+    assert_ne!(again.id(), found.id());
+    assert_ne!(node.whereis("w"), Some(old_w));
+    again.stop_child_named("w").await.unwrap();
+    assert_eq!(node.whereis("w"), None);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn next_start_sees_a_start_that_happened_before_it_was_polled() {
+    let node = node().await;
+    let journal = Journal::default();
+    let sup = node
+        .spawn_supervisor(quick(Strategy::OneForOne).child(Probe::spec("x", &journal)))
+        .await
+        .unwrap();
+    let other = node
+        .spawn_supervisor(quick(Strategy::OneForOne).named("other"))
+        .await
+        .unwrap();
+    let old = node.whereis("x").unwrap();
+    let on_node = node.next_start("x");
+    let on_sup = sup.next_start("x");
+    let on_other = other.next_start("x");
+
+    // x crashes and is back before anyone polls the futures.
+    node.lookup::<Cmd>("x").unwrap().send(Cmd::Panic).unwrap();
+    eventually("x runs again", || async {
+        node.whereis("x").is_some_and(|id| id != old)
+    })
+    .await;
+    let new = node.whereis("x");
+    assert_eq!(within("the node saw x start", on_node).await.ok(), new);
+    assert_eq!(within("sup saw x start", on_sup).await.ok(), new);
+
+    // Another supervisor's wait is for its own children only, and ends when the node stops.
+    let waiting = tokio::spawn(on_other);
+    node.shutdown().await.unwrap();
+    assert!(matches!(
+        within("the wait ends with the node", waiting)
+            .await
+            .unwrap(),
+        Err(Error::NodeStopped(_))
+    ));
+}
+
+#[tokio::test]
+async fn supervision_events_are_read_without_matching_their_variants() {
+    let node = node().await;
+    let journal = Journal::default();
+    node.spawn_supervisor(
+        quick(Strategy::OneForOne)
+            .intensity(Intensity::new(0, Duration::from_secs(60)))
+            .restart(Restart::Temporary)
+            .child(Probe::spec("x", &journal)),
+    )
+    .await
+    .unwrap();
+    let old = node.whereis("x");
+    let mut events = node.supervision_events();
+    node.lookup::<Cmd>("x").unwrap().send(Cmd::Panic).unwrap();
+
+    let exited = next_event(&mut events, "x exits", |e| e.is_exit_of("x")).await;
+    assert_eq!(exited.supervisor(), "sup");
+    assert_eq!(exited.child(), Some("x"));
+    assert_eq!(exited.id(), old);
+    assert_eq!(
+        exited.reason(),
+        Some(&ExitReason::Panic("x was told to panic".into()))
+    );
+    assert_eq!((exited.failure(), exited.delay()), (None, None));
+
+    // No restart is allowed: sup gives up, an event about itself rather than a child.
+    let failed = next_event(&mut events, "sup gives up", |e| e.failure().is_some()).await;
+    assert_eq!(failed.supervisor(), "sup");
+    assert_eq!(
+        (failed.child(), failed.id(), failed.reason()),
+        (None, None, None)
+    );
+    assert!(failed.failure().unwrap().contains("more than 0 restarts"));
+    node.shutdown().await.unwrap();
+}
