@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use micro_runtime::{Error, Node, SupervisionEvent};
-use micro_testkit::{Cluster, eventually, next_event};
+use micro_runtime::{Error, Node};
+use micro_testkit::{Cluster, eventually, within};
 use tokio::sync::oneshot;
 
 use crate::common::{ASK, Cmd, Journal, Probe, count};
@@ -97,12 +97,9 @@ async fn an_id_address_ends_with_its_incarnation_and_a_named_one_follows_the_res
     by_name.send(Cmd::Add(3)).unwrap();
     assert_eq!(count(&by_id).await.unwrap(), 3);
 
-    let mut events = node.supervision_events();
+    let restarted = node.next_start("p");
     by_id.send(Cmd::Panic).unwrap();
-    next_event(&mut events, "p restarted", |e| {
-        matches!(e, SupervisionEvent::ChildStarted { .. })
-    })
-    .await;
+    within("p restarted", restarted).await.unwrap();
 
     assert!(matches!(
         by_id.send(Cmd::Add(1)),

@@ -683,7 +683,7 @@ async fn a_node_stops_without_waiting_for_a_dial_to_a_vanished_peer() {
     within("a's shutdown", a.shutdown()).await.unwrap();
     // The link actor took its stop like any other child: nobody had to kill it.
     while let Ok(event) = events.try_recv() {
-        if let micro_runtime::SupervisionEvent::ChildExited { child, reason, .. } = &event {
+        if let (Some(child), Some(reason)) = (event.child(), event.reason()) {
             assert_ne!(*reason, ExitReason::Killed, "{child} had to be killed");
         }
     }

@@ -28,11 +28,9 @@ fn quick(strategy: Strategy) -> SupervisorSpec {
 
 /// Waits until the named child has been started again.
 async fn restarted(events: &mut tokio::sync::broadcast::Receiver<SupervisionEvent>, name: &str) {
-    next_event(
-        events,
-        &format!("{name} restarted"),
-        |e| matches!(e, SupervisionEvent::ChildStarted { child, .. } if child == name),
-    )
+    next_event(events, &format!("{name} restarted"), |e| {
+        e.is_start_of(name)
+    })
     .await;
 }
 
@@ -252,14 +250,8 @@ async fn a_failed_group_restart_counts_against_the_intensity() {
             group_with_a_bad_restart(strategy, Intensity::new(1, Duration::from_secs(60))).await;
         let mut events = node.supervision_events();
         node.lookup::<Cmd>("b").unwrap().send(Cmd::Panic).unwrap();
-        let failed = next_event(&mut events, "sup gives up", |e| {
-            matches!(e, SupervisionEvent::SupervisorFailed { .. })
-        })
-        .await;
-        assert!(
-            matches!(&failed, SupervisionEvent::SupervisorFailed { supervisor, .. } if supervisor == "sup"),
-            "{strategy:?}: {failed:?}"
-        );
+        let failed = next_event(&mut events, "sup gives up", |e| e.failure().is_some()).await;
+        assert_eq!(failed.supervisor(), "sup", "{strategy:?}: {failed:?}");
         assert_eq!(journal.count("b:start fails"), 1, "{strategy:?}");
         assert_eq!(journal.count("b:start"), 0, "{strategy:?}: no second try");
         node.shutdown().await.unwrap();
@@ -278,19 +270,14 @@ async fn is_restarted(restart: Restart, how: fn() -> Cmd) -> bool {
         .unwrap();
     let mut events = node.supervision_events();
     node.lookup::<Cmd>("x").unwrap().send(how()).unwrap();
-    next_event(
-        &mut events,
-        "x exited",
-        |e| matches!(e, SupervisionEvent::ChildExited { child, .. } if child == "x"),
-    )
-    .await;
+    next_event(&mut events, "x exited", |e| e.is_exit_of("x")).await;
     // The supervisor decides in the same step it reports the exit, so after it answers this
     // question the decision is visible in its events.
     let children = sup.children().await.unwrap();
     let (mut scheduled, mut started) = (false, false);
     while let Ok(event) = events.try_recv() {
-        scheduled |= matches!(event, SupervisionEvent::ChildRestarting { .. });
-        started |= matches!(event, SupervisionEvent::ChildStarted { .. });
+        scheduled |= event.delay().is_some();
+        started |= event.is_start_of("x");
     }
     if !scheduled {
         assert!(
@@ -338,25 +325,19 @@ async fn exit_reasons_tell_error_from_panic() {
     let mut events = node.supervision_events();
 
     x.send(Cmd::Panic).unwrap();
-    let exited = next_event(&mut events, "x panicked", |e| {
-        matches!(e, SupervisionEvent::ChildExited { .. })
-    })
-    .await;
-    let SupervisionEvent::ChildExited { reason, .. } = exited else {
-        unreachable!()
-    };
-    assert_eq!(reason, ExitReason::Panic("x was told to panic".into()));
+    let exited = next_event(&mut events, "x panicked", |e| e.is_exit_of("x")).await;
+    assert_eq!(
+        exited.reason(),
+        Some(&ExitReason::Panic("x was told to panic".into()))
+    );
 
     restarted(&mut events, "x").await;
     x.send(Cmd::Fail).unwrap();
-    let exited = next_event(&mut events, "x failed", |e| {
-        matches!(e, SupervisionEvent::ChildExited { .. })
-    })
-    .await;
-    let SupervisionEvent::ChildExited { reason, .. } = exited else {
-        unreachable!()
-    };
-    assert_eq!(reason, ExitReason::Error("x was told to fail".into()));
+    let exited = next_event(&mut events, "x failed", |e| e.is_exit_of("x")).await;
+    assert_eq!(
+        exited.reason(),
+        Some(&ExitReason::Error("x was told to fail".into()))
+    );
     node.shutdown().await.unwrap();
 }
 
@@ -382,13 +363,8 @@ async fn exceeding_intensity_fails_the_supervisor_and_its_parent_restarts_it() {
     }
     // The third crash within the period is one too many for "inner".
     w.send(Cmd::Panic).unwrap();
-    let failed = next_event(&mut events, "inner gives up", |e| {
-        matches!(e, SupervisionEvent::SupervisorFailed { .. })
-    })
-    .await;
-    assert!(
-        matches!(failed, SupervisionEvent::SupervisorFailed { supervisor, .. } if supervisor == "inner")
-    );
+    let failed = next_event(&mut events, "inner gives up", |e| e.failure().is_some()).await;
+    assert_eq!(failed.supervisor(), "inner");
     // "outer" restarts "inner", which starts w afresh.
     restarted(&mut events, "inner").await;
     eventually("w answers again", || async { count(&w).await == Ok(0) }).await;
@@ -416,28 +392,19 @@ async fn gave_up_and_is_restarted(restart: Restart) -> bool {
     restarted(&mut events, "w").await;
     w.send(Cmd::Panic).unwrap();
 
-    let exited = next_event(
-        &mut events,
-        "inner exits",
-        |e| matches!(e, SupervisionEvent::ChildExited { child, .. } if child == "inner"),
-    )
-    .await;
+    let exited = next_event(&mut events, "inner exits", |e| e.is_exit_of("inner")).await;
     // Reported as before: an abnormal exit that says the supervisor gave up.
-    let SupervisionEvent::ChildExited { reason, .. } = exited else {
-        unreachable!()
-    };
+    let reason = exited.reason();
     assert!(
-        matches!(&reason, ExitReason::Error(text) if text.contains("inner gave up")),
+        matches!(reason, Some(ExitReason::Error(text)) if text.contains("inner gave up")),
         "{reason:?}"
     );
     // `outer` decides in the step that reported the exit; once it answers, the decision shows.
     let children = outer.children().await.unwrap();
     let (mut scheduled, mut started) = (false, false);
     while let Ok(event) = events.try_recv() {
-        scheduled |=
-            matches!(&event, SupervisionEvent::ChildRestarting { child, .. } if child == "inner");
-        started |=
-            matches!(&event, SupervisionEvent::ChildStarted { child, .. } if child == "inner");
+        scheduled |= event.child() == Some("inner") && event.delay().is_some();
+        started |= event.is_start_of("inner");
     }
     if scheduled {
         if !started {
@@ -570,13 +537,8 @@ async fn backoff_jitter_stays_within_its_fraction() {
     let mut events = node.supervision_events();
     for attempt in 0..5u32 {
         x.send(Cmd::Panic).unwrap();
-        let event = next_event(&mut events, "restart scheduled", |e| {
-            matches!(e, SupervisionEvent::ChildRestarting { .. })
-        })
-        .await;
-        let SupervisionEvent::ChildRestarting { delay, .. } = event else {
-            unreachable!()
-        };
+        let event = next_event(&mut events, "restart scheduled", |e| e.delay().is_some()).await;
+        let delay = event.delay().unwrap();
         let base = backoff.base_delay(attempt);
         assert!(
             delay >= base.mul_f64(0.75) && delay <= base.mul_f64(1.25),
