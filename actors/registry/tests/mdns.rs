@@ -259,14 +259,11 @@ async fn a_new_registry_rebuilds_what_it_knows_by_browsing() {
 
     // b's registry goes away (its daemon is shut down) and a fresh, empty one takes its place,
     // as after a crash and restart; it learns a's services again by browsing.
-    let old = b.root().unwrap().children().await.unwrap();
-    let registry_id = old
-        .iter()
-        .find(|c| c.name.as_deref() == Some("registry"))
+    b.root()
         .unwrap()
-        .id
+        .stop_child_named("registry")
+        .await
         .unwrap();
-    b.root().unwrap().stop_child(registry_id).await.unwrap();
     let fresh = Registry::mdns(&b, config.clone()).await.unwrap();
     eventually("the new registry sees a1", || async {
         nodes_of(&fresh, "greeter").await == ["a1"]

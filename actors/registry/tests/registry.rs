@@ -9,7 +9,7 @@ use micro_registry::{
     Endpoint, Event, EventKind, MemoryRegistry, Registry, RegistryCache, RegistryError, Service,
     ServiceNode,
 };
-use micro_runtime::{Node, SupervisionEvent};
+use micro_runtime::Node;
 use micro_testkit::{Cluster, eventually, next_event, within};
 
 fn greeter(version: &str, node: &str) -> Service {
@@ -236,16 +236,15 @@ async fn a_replaced_registry_is_empty_and_the_cache_resubscribes() {
 
     // The registry goes away and a new, empty one takes its name, as after a crash and restart.
     let mut events = node.supervision_events();
-    let current = node.root().unwrap().children().await.unwrap()[0]
-        .id
+    node.root()
+        .unwrap()
+        .stop_child_named("registry")
+        .await
         .unwrap();
-    node.root().unwrap().stop_child(current).await.unwrap();
     let restarted = Registry::new(node.spawn(MemoryRegistry::spec()).await.unwrap());
-    next_event(
-        &mut events,
-        "the registry runs again",
-        |e| matches!(e, SupervisionEvent::ChildStarted { child, .. } if child == "registry"),
-    )
+    next_event(&mut events, "the registry runs again", |e| {
+        e.is_start_of("registry")
+    })
     .await;
     assert!(
         restarted.get_service("greeter").await.is_err(),

@@ -581,7 +581,8 @@ impl Node {
         self.shared.pending.len()
     }
 
-    /// Supervision events from every supervisor on this node, from now on.
+    /// Supervision events from every supervisor on this node, from now on. To wait for one
+    /// child's next start, [`Node::next_start`] is simpler.
     pub fn supervision_events(&self) -> broadcast::Receiver<SupervisionEvent> {
         self.shared.events.subscribe()
     }

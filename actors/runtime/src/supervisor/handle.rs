@@ -11,7 +11,8 @@ use super::spec::{Child, Restart, Started};
 use crate::{Actor, ActorId, Addr, ChildSpec, Error, Node, SupervisorSpec};
 
 /// A handle to a running supervisor: start and stop its children at run time (OTP's dynamic
-/// children) and list them.
+/// children), stop or restart them by name, wait for their next start, and list them. Find a
+/// nested one by name with [`Node::supervisor`].
 #[derive(Clone)]
 pub struct SupervisorRef {
     pub(crate) actor: ActorRef<SupMsg>,
@@ -67,7 +68,8 @@ impl SupervisorRef {
     }
 
     /// Stops a child gracefully (then kills it after its shutdown timeout) and removes it: it is
-    /// not restarted.
+    /// not restarted. `id` is one incarnation's, stale once the child restarts
+    /// ([`Error::NotFound`] then); [`SupervisorRef::stop_child_named`] stops whichever runs.
     pub async fn stop_child(&self, id: ActorId) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         self.call(SupMsg::Stop(id, tx), rx).await?
