@@ -280,7 +280,10 @@ async fn what_a_newer_peer_sends_that_this_node_does_not_know_leaves_the_link_up
     let answers = tokio::spawn(replies(conn.clone(), 1));
 
     let mut frames = conn.open_uni().await.unwrap();
-    frames.write_all(&[super::link::STREAM_FRAMES]).await.unwrap();
+    frames
+        .write_all(&[super::link::STREAM_FRAMES])
+        .await
+        .unwrap();
     // A frame kind from a later version: kind 4, a header of 2 bytes, a body of 3.
     frames
         .write_all(&[0, 0, 0, 8, 4, 0, 2, 1, 2, 3, 4, 5])

@@ -625,7 +625,10 @@ mod tests {
         let mut out = Vec::new();
         deliver.encode(&mut out, 1024).unwrap();
         let header_len = u16::from_be_bytes([out[5], out[6]]);
-        out.splice(7 + usize::from(header_len)..7 + usize::from(header_len), [9, 9]);
+        out.splice(
+            7 + usize::from(header_len)..7 + usize::from(header_len),
+            [9, 9],
+        );
         out[5..7].copy_from_slice(&(header_len + 2).to_be_bytes());
         let Frame::Deliver { envelope, body, .. } = Frame::decode(&out[4..]).unwrap() else {
             panic!("not a deliver frame")

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use micro_runtime::{
-    Actor, ActorError, Addr, CallData, ChildSpec, ContentType, Context, Error, RemoteMessage,
-    Reply,
+    Actor, ActorError, Addr, CallData, ChildSpec, ContentType, Context, Error, RemoteMessage, Reply,
 };
 use micro_testkit::{Cluster, eventually};
 use serde::{Deserialize, Serialize};
@@ -307,12 +306,21 @@ async fn call_data_reaches_the_handler_locally_and_in_the_envelope_across_nodes(
 
     // Locally the message carries its call data as it is.
     let (trace, seen_headers, left) = prober
-        .ask(|reply| Probe { call: call(), reply }, ASK)
+        .ask(
+            |reply| Probe {
+                call: call(),
+                reply,
+            },
+            ASK,
+        )
         .await
         .unwrap();
     assert_eq!(trace, Some(0xfeed_face_cafe_beef_u128 << 64));
     assert_eq!(seen_headers, headers);
-    assert!(left.is_some_and(|l| l > Duration::from_secs(20)), "{left:?}");
+    assert!(
+        left.is_some_and(|l| l > Duration::from_secs(20)),
+        "{left:?}"
+    );
 
     // From another node, in either codec, it travels in the frame's envelope.
     for ct in [ContentType::Bincode, ContentType::Json] {
@@ -320,7 +328,13 @@ async fn call_data_reaches_the_handler_locally_and_in_the_envelope_across_nodes(
         let remote: Addr<Probe> = b.decode(ct, &bytes).unwrap();
         assert!(remote.is_remote());
         let (trace, seen_headers, left) = remote
-            .ask(|reply| Probe { call: call(), reply }, ASK)
+            .ask(
+                |reply| Probe {
+                    call: call(),
+                    reply,
+                },
+                ASK,
+            )
             .await
             .unwrap();
         assert_eq!(trace, Some(0xfeed_face_cafe_beef_u128 << 64), "{ct}");
