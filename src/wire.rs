@@ -8,14 +8,20 @@
 
 use std::time::Duration;
 
-use micro_runtime::{ContentType, RemoteMessage, Reply, StreamSender};
+use micro_runtime::{CallData, ContentType, RemoteMessage, Reply, StreamSender};
 use serde::ser::SerializeTupleVariant;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::time::Instant;
 
 use crate::body::Body;
+use crate::context::TRACE_ID_HEADER;
 use crate::{Metadata, ServiceError};
 
 /// A message for an endpoint actor.
+///
+/// The caller's headers, trace id and (for a stream) deadline are its `call` data, which the
+/// runtime carries in the frame's envelope (in the message itself locally); in the body `call`
+/// is a unit, no bytes in bincode, so the body's layout is the one nodes before it wrote and read.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum EndpointMsg {
     /// A unary call: one request, one answer.
@@ -23,6 +29,8 @@ pub(crate) enum EndpointMsg {
         head: Head,
         body: Body,
         reply: Reply<Result<Answer, ServiceError>>,
+        #[serde(default)]
+        call: CallData,
     },
     /// Opens a stream: the caller's sender for responses goes in; the server's sender for
     /// requests comes back.
@@ -30,27 +38,83 @@ pub(crate) enum EndpointMsg {
         head: Head,
         responses: StreamSender<StreamItem>,
         reply: Reply<Result<StreamSender<StreamItem>, ServiceError>>,
+        #[serde(default)]
+        call: CallData,
     },
+}
+
+/// A call's data as the client sends it: its headers, the trace id of a [`TRACE_ID_HEADER`] in
+/// the form [`new_trace_id`](crate::new_trace_id) makes (16 to 32 lowercase hex digits, no
+/// leading zero past 16) as the envelope's trace id, and the deadline if given. Nothing is
+/// allocated when there are no headers.
+pub(crate) fn call_data(metadata: &Metadata, deadline: Option<Instant>) -> CallData {
+    let mut call = CallData::new();
+    call.deadline = deadline;
+    for (key, value) in metadata {
+        match trace_id_of(key, value) {
+            Some(id) if call.trace_id.is_none() => call.trace_id = Some(id),
+            _ => call.headers.push((key.clone(), value.clone())),
+        }
+    }
+    call
+}
+
+/// A trace id header that formats back to the same text as `{:016x}`.
+fn trace_id_of(key: &str, value: &str) -> Option<u128> {
+    let canonical = key == TRACE_ID_HEADER
+        && (16..=32).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && (value.len() == 16 || !value.starts_with('0'));
+    canonical
+        .then(|| u128::from_str_radix(value, 16).ok())
+        .flatten()
+}
+
+/// The headers a handler sees: the call data's (its trace id as [`TRACE_ID_HEADER`]), or those
+/// of a head an older node sent.
+pub(crate) fn headers_of(call: CallData, head: Headers) -> Headers {
+    if call.headers.is_empty() && call.trace_id.is_none() {
+        return head;
+    }
+    let mut headers = head;
+    for (key, value) in call.headers {
+        headers.insert(key, value);
+    }
+    if let Some(id) = call.trace_id {
+        headers.insert(TRACE_ID_HEADER.to_owned(), format!("{id:016x}"));
+    }
+    headers
 }
 
 impl RemoteMessage for EndpointMsg {
     const TYPE_NAME: &'static str = "micro.service.Endpoint";
 }
 
-/// What every call carries besides its body. On the wire the usual head — bincode, no headers,
-/// no timeout — is one byte (variant `Plain`); any other is `Full(content type, headers,
-/// timeout_ms)`.
+/// The body's content type. On the wire a bincode head is one byte (variant `Plain`); any other
+/// is `Full(content type, headers, timeout_ms)` with no headers and no timeout — headers and
+/// deadline travel as the message's call data — a form nodes from before that still read. A
+/// `Full` head from such a node still decodes, with its headers and timeout.
 pub(crate) struct Head {
     /// How the bodies are encoded, both ways.
     pub(crate) content_type: WireContentType,
-    /// The caller's headers.
+    /// Headers in the head: only from a node that sent them there (before call data).
     pub(crate) metadata: Headers,
-    /// Time left when the call was sent (the server counts its deadline from arrival). A unary
-    /// call leaves it out: its reply port carries the same deadline.
+    /// Time left when the call was sent, in the head: only from a node that sent it there.
     pub(crate) timeout_ms: Option<u64>,
 }
 
 impl Head {
+    /// The head of a call in `content_type`.
+    pub(crate) fn new(content_type: ContentType) -> Head {
+        Head {
+            content_type: WireContentType(content_type),
+            metadata: Headers::default(),
+            timeout_ms: None,
+        }
+    }
+
     pub(crate) fn timeout(&self) -> Option<Duration> {
         self.timeout_ms.map(Duration::from_millis)
     }
@@ -151,11 +215,6 @@ pub(crate) struct Headers(Option<Metadata>);
 static NO_HEADERS: Metadata = Metadata::new();
 
 impl Headers {
-    /// A copy of `metadata` (nothing to copy when it is empty).
-    pub(crate) fn copy_of(metadata: &Metadata) -> Headers {
-        Headers((!metadata.is_empty()).then(|| metadata.clone()))
-    }
-
     pub(crate) fn get(&self) -> &Metadata {
         self.0.as_ref().unwrap_or(&NO_HEADERS)
     }
@@ -183,25 +242,8 @@ impl Serialize for Headers {
 
 impl<'de> Deserialize<'de> for Headers {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(HeadersVisitor)
-    }
-}
-
-struct HeadersVisitor;
-
-impl<'de> serde::de::Visitor<'de> for HeadersVisitor {
-    type Value = Headers;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a map of headers")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
-        let mut headers = Headers::default();
-        while let Some((key, value)) = map.next_entry::<String, String>()? {
-            headers.insert(key, value);
-        }
-        Ok(headers)
+        // An empty map allocates nothing.
+        Metadata::deserialize(deserializer).map(Headers::from)
     }
 }
 
@@ -242,14 +284,6 @@ impl<'de> Deserialize<'de> for WireContentType {
 /// The name of the actor serving `endpoint` of `service` on a node.
 pub(crate) fn actor_name(service: &str, endpoint: &str) -> String {
     format!("{service}/{endpoint}")
-}
-
-/// Clamps a duration to whole milliseconds for the wire (at least 1 so that a tiny remaining time
-/// is not read as "none").
-pub(crate) fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 #[cfg(test)]
@@ -319,6 +353,66 @@ mod tests {
             assert_eq!((read.metadata, read.body), (headers.clone(), body.clone()));
             assert!(bare_len < full_len);
         }
+    }
+
+    #[test]
+    fn a_new_head_is_read_by_older_nodes_and_an_older_full_head_still_decodes() {
+        /// The head as nodes before call data wrote and read it.
+        #[derive(Serialize, Deserialize)]
+        #[serde(rename = "Head")]
+        enum OlderHead {
+            Plain,
+            Full(String, Metadata, Option<u64>),
+        }
+        for codec in [ContentType::Bincode, ContentType::Json] {
+            // What a node sends now, an older node reads: headers and timeout travel elsewhere.
+            let bytes = codec.encode(&Head::new(ContentType::Json)).unwrap();
+            let older: OlderHead = codec.decode(&bytes).unwrap();
+            assert!(
+                matches!(&older, OlderHead::Full(ct, headers, None) if ct == "application/json" && headers.is_empty())
+            );
+            let bytes = codec.encode(&Head::new(ContentType::Bincode)).unwrap();
+            assert!(matches!(codec.decode(&bytes).unwrap(), OlderHead::Plain));
+
+            // What an older node sends, a node reads now, headers and timeout included.
+            let mut headers = Metadata::new();
+            headers.insert("lang".into(), "fr".into());
+            let bytes = codec
+                .encode(&OlderHead::Full(String::new(), headers.clone(), Some(250)))
+                .unwrap();
+            let head: Head = codec.decode(&bytes).unwrap();
+            assert!(head.content_type.0 == ContentType::Bincode);
+            assert_eq!(head.metadata.get(), &headers);
+            assert_eq!(head.timeout_ms, Some(250));
+        }
+    }
+
+    #[test]
+    fn call_data_moves_a_trace_id_header_to_the_trace_id_and_back() {
+        let mut metadata = Metadata::new();
+        metadata.insert("tenant".into(), "acme".into());
+        metadata.insert(TRACE_ID_HEADER.into(), "feedfacecafebeef".into());
+        let call = call_data(&metadata, None);
+        assert_eq!(call.trace_id, Some(0xfeed_face_cafe_beef));
+        assert_eq!(call.headers, vec![("tenant".into(), "acme".into())]);
+        assert_eq!(headers_of(call, Headers::default()).get(), &metadata);
+
+        // A trace id that would not format back the same stays a header.
+        for odd in [
+            "FEEDFACECAFEBEEF",
+            "abc",
+            "0feedfacecafebeef",
+            "not hex at all!!",
+        ] {
+            let mut metadata = Metadata::new();
+            metadata.insert(TRACE_ID_HEADER.into(), odd.into());
+            let call = call_data(&metadata, None);
+            assert_eq!(call.trace_id, None, "{odd}");
+            assert_eq!(headers_of(call, Headers::default()).get(), &metadata);
+        }
+
+        // No headers: nothing to carry.
+        assert!(call_data(&Metadata::new(), None).is_empty());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use self::select::{EndpointView, NodeHealth, ServiceView};
 use crate::body::Body;
 use crate::error::{CLIENT_ID, SERVER_ID};
 use crate::service::default_registry;
-use crate::wire::{Answer, EndpointMsg, Head, Headers, StreamItem, WireContentType, millis};
+use crate::wire::{Answer, EndpointMsg, Head, Headers, StreamItem, call_data};
 use crate::wrapper::Next;
 use crate::{BoxFuture, Incoming, Metadata, Outgoing, Request, Response, ServiceError, Wrapper};
 
@@ -588,17 +588,19 @@ impl Client {
         endpoint: &EndpointView,
         call: &Outbound<'_>,
     ) -> Result<Answer, Failure> {
-        let head = Head {
-            content_type: WireContentType(call.content_type),
-            metadata: Headers::copy_of(call.metadata),
-            // The reply port carries the deadline.
-            timeout_ms: None,
-        };
+        let head = Head::new(call.content_type);
+        // The reply port carries the deadline.
+        let data = call_data(call.metadata, None);
         // In place or shared: the clone allocates nothing.
         let body = call.body.clone();
         let answer = addr
             .ask_until(
-                |reply| EndpointMsg::Call { head, body, reply },
+                |reply| EndpointMsg::Call {
+                    head,
+                    body,
+                    reply,
+                    call: data,
+                },
                 call.deadline,
             )
             .await;
@@ -845,17 +847,15 @@ impl Client {
         // Past `open_by`, the lookup or the pause before this attempt already said 408.
         let addr = self.endpoint_addr(view, endpoint, slot, open_by).await?;
         let (responses_tx, responses) = stream_channel(crate::service::STREAM_BUFFER);
-        let head = Head {
-            content_type: WireContentType(options.content_type),
-            metadata: Headers::copy_of(&options.metadata),
-            timeout_ms: deadline.map(|d| millis(d.saturating_duration_since(Instant::now()))),
-        };
+        let head = Head::new(options.content_type);
+        let call = call_data(&options.metadata, deadline);
         let answer = addr
             .ask_until(
                 |reply| EndpointMsg::Open {
                     head,
                     responses: responses_tx,
                     reply,
+                    call,
                 },
                 open_by,
             )

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use futures::FutureExt;
-use micro_runtime::{Actor, ActorError, ContentType, Context, StreamSender, stream_channel};
+use micro_runtime::{
+    Actor, ActorError, CallData, ContentType, Context, StreamSender, stream_channel,
+};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -16,7 +18,7 @@ use super::endpoint::Handler;
 use super::stats::{Accounts, CallGuard, Counters, Drain};
 use crate::body::Body;
 use crate::error::SERVER_ID;
-use crate::wire::{Answer, EndpointMsg, Head, Headers, StreamItem};
+use crate::wire::{Answer, EndpointMsg, Head, Headers, StreamItem, headers_of};
 use crate::wrapper::Next;
 use crate::{BoxFuture, CallContext, Request, Response, ServiceError, Wrapper};
 
@@ -54,14 +56,19 @@ impl Actor for EndpointActor {
         msg: EndpointMsg,
     ) -> Result<(), ActorError> {
         match msg {
-            EndpointMsg::Call { head, body, reply } => {
+            EndpointMsg::Call {
+                head,
+                body,
+                reply,
+                call,
+            } => {
                 let shared = &self.0;
                 match CallGuard::admit(&**shared, shared.limit) {
                     Ok(guard) => {
                         let call = Call {
-                            deadline: earliest(reply.deadline(), &head),
+                            deadline: earliest(reply.deadline(), &call, &head),
                             content_type: head.content_type.0,
-                            metadata: head.metadata,
+                            metadata: headers_of(call, head.metadata),
                             body,
                         };
                         shared.serve(call, guard, reply);
@@ -72,14 +79,16 @@ impl Actor for EndpointActor {
                 }
             }
             EndpointMsg::Open {
-                head,
+                mut head,
                 responses,
                 reply,
+                call,
             } => {
                 let shared = &self.0;
                 match CallGuard::admit(shared.clone(), shared.limit) {
                     Ok(guard) => {
-                        let deadline = earliest(None, &head);
+                        let deadline = earliest(None, &call, &head);
+                        head.metadata = headers_of(call, head.metadata);
                         let (requests_tx, requests) = stream_channel(STREAM_BUFFER);
                         if reply.send(Ok(requests_tx)).is_err() {
                             // The caller gave up before the stream opened.
@@ -271,9 +280,12 @@ fn answer<A: Accounts>(
     let _ = reply.send(outcome);
 }
 
-/// The earlier of the reply port's deadline and the one the head announces.
-fn earliest(reply: Option<Instant>, head: &Head) -> Option<Instant> {
-    let announced = head.timeout().map(|t| Instant::now() + t);
+/// The earliest of the reply port's deadline, the call data's and the one the head of an older
+/// node announces.
+fn earliest(reply: Option<Instant>, call: &CallData, head: &Head) -> Option<Instant> {
+    let announced = call
+        .deadline
+        .or_else(|| head.timeout().map(|t| Instant::now() + t));
     match (reply, announced) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

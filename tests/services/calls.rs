@@ -455,3 +455,56 @@ async fn a_graceful_stop_deregisters_then_lets_calls_in_flight_finish() {
     }
     cluster.shutdown().await;
 }
+
+/// A service whose handler reports what reached it: a header, the trace id and the time left.
+fn probe(name: &str) -> Service {
+    Service::new(name).endpoint(Endpoint::unary(
+        "Probe.Seen",
+        |ctx: CallContext, (): ()| async move {
+            let left = ctx.remaining().map(|d| d.as_millis() as u64);
+            Ok::<_, ServiceError>((
+                ctx.header("tenant").map(str::to_owned),
+                ctx.trace_id().map(str::to_owned),
+                left,
+            ))
+        },
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_the_deadline_and_a_trace_id_reach_the_handler_locally_and_across_nodes() {
+    // "probe-remote" runs on a replica node; "probe-local" on the client's own node.
+    let cluster = Cluster::start(1, |_| probe("probe-remote")).await;
+    let _local = probe("probe-local")
+        .registry(cluster.registry.clone())
+        .start(&cluster.client_node)
+        .await
+        .unwrap();
+    let client = cluster.client().build().await.unwrap();
+
+    for service in ["probe-remote", "probe-local"] {
+        for content_type in [ContentType::Bincode, ContentType::Json] {
+            let options = CallOptions::new()
+                .timeout(Duration::from_secs(30))
+                .header("tenant", "acme")
+                .header(TRACE_ID_HEADER, "0123456789abcdef")
+                .content_type(content_type);
+            let (tenant, trace, left): (Option<String>, Option<String>, Option<u64>) = client
+                .call_with(service, "Probe.Seen", &(), options)
+                .await
+                .unwrap()
+                .message;
+            assert_eq!(tenant.as_deref(), Some("acme"), "{service} {content_type}");
+            assert_eq!(
+                trace.as_deref(),
+                Some("0123456789abcdef"),
+                "{service} {content_type}"
+            );
+            assert!(
+                left.is_some_and(|ms| ms > 20_000 && ms <= 30_000),
+                "{service} {content_type}: {left:?}"
+            );
+        }
+    }
+    cluster.shutdown().await;
+}

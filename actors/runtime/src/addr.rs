@@ -77,8 +77,9 @@ struct Remote<M> {
     encode: EncodeFor<M>,
 }
 
-/// Encodes a message for a peer; returns the bytes and the request id of a reply port inside.
-type EncodeFor<M> = fn(&Node, NodeId, ContentType, &M) -> Result<(Vec<u8>, Option<u64>), Error>;
+/// Encodes a message for a peer; returns the bytes and the frame's envelope (the request id of
+/// a reply port inside, the message's call data).
+type EncodeFor<M> = fn(&Node, NodeId, ContentType, &M) -> Result<(Vec<u8>, Envelope), Error>;
 
 impl<M: Send + 'static> Addr<M> {
     pub(crate) fn local(actor: ActorRef<M>, node: Node, bound: Arc<MailboxBound>) -> Self {
@@ -159,7 +160,7 @@ impl<M: Send + 'static> Addr<M> {
                 cast(&actor, &entry.bound, msg)
             }
             Inner::Remote(remote) => {
-                let (body, request) =
+                let (body, envelope) =
                     (remote.encode)(&remote.via, remote.peer, remote.content_type, &msg)?;
                 remote.via.send_frame(
                     remote.peer,
@@ -167,10 +168,7 @@ impl<M: Send + 'static> Addr<M> {
                         to: remote.target.clone(),
                         type_name: Cow::Borrowed(remote.type_name),
                         content_type: remote.content_type,
-                        envelope: Envelope {
-                            request,
-                            ..Envelope::default()
-                        },
+                        envelope,
                         body,
                     },
                 )
@@ -508,6 +506,6 @@ fn encode_for_wire<M: RemoteMessage>(
     peer: NodeId,
     content_type: ContentType,
     msg: &M,
-) -> Result<(Vec<u8>, Option<u64>), Error> {
+) -> Result<(Vec<u8>, Envelope), Error> {
     node.encode_for(peer, content_type, msg)
 }

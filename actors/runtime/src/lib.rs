@@ -37,4 +37,4 @@ pub use supervisor::{
     SupervisorRef, SupervisorSpec,
 };
 pub use watch::Watch;
-pub use wire::{Codec, ContentType, CustomCodec, Down, RemoteMessage, register_codec};
+pub use wire::{CallData, Codec, ContentType, CustomCodec, Down, RemoteMessage, register_codec};

@@ -18,7 +18,7 @@ use crate::supervisor::start_root;
 use crate::watch::{Watch, Watcher, Watches};
 use crate::wire::context;
 use crate::wire::exports::{Inbound, PendingReplies};
-use crate::wire::frame::{Control, Down, Frame, FrameView, PeerLink, Target, TargetRef};
+use crate::wire::frame::{Control, Down, Envelope, Frame, FrameView, PeerLink, Target, TargetRef};
 use crate::wire::loopback;
 use crate::{
     Actor, ActorId, Addr, ChildSpec, ClusterCa, ContentType, Error, ExitReason, Intensity,
@@ -598,17 +598,18 @@ impl Node {
         content_type.encode(value)
     }
 
-    /// Encodes a message for `peer`, returning the request id of the reply port inside, if any.
+    /// Encodes a message for `peer`, returning with it its frame's envelope: the request id of
+    /// the reply port inside, if any, and its [`CallData`](crate::CallData).
     pub(crate) fn encode_for<T: Serialize + ?Sized>(
         &self,
         peer: NodeId,
         content_type: ContentType,
         value: &T,
-    ) -> Result<(Vec<u8>, Option<u64>), Error> {
+    ) -> Result<(Vec<u8>, Envelope), Error> {
         let _guard = context::enter(self, content_type, Some(peer));
-        context::take_request();
+        context::take_envelope();
         let bytes = content_type.encode(value)?;
-        Ok((bytes, context::take_request()))
+        Ok((bytes, context::take_envelope()))
     }
 
     /// Decodes a value in this node's wire context: handles inside it become working handles here
@@ -960,10 +961,13 @@ impl Node {
                 envelope,
                 body,
             } => {
-                if let Err(err) = self.deliver_message(from, to, type_name, content_type, body) {
+                let request = envelope.request;
+                if let Err(err) =
+                    self.deliver_message(from, to, type_name, content_type, envelope, body)
+                {
                     tracing::debug!(node = %self.shared.name, target = %to, error = %err, "refused an inbound message");
                     self.count_refusal();
-                    if let Some(request) = envelope.request {
+                    if let Some(request) = request {
                         let _ = self.send_frame(
                             from,
                             Frame::Reply {
@@ -990,6 +994,7 @@ impl Node {
         to: TargetRef<'_>,
         type_name: &str,
         content_type: ContentType,
+        envelope: Envelope,
         body: &[u8],
     ) -> Result<(), Error> {
         let inbound = match to {
@@ -1005,7 +1010,7 @@ impl Node {
                 .map(|e| e.value().clone()),
         };
         match inbound {
-            Some(inbound) => inbound.deliver(self, from, type_name, content_type, body),
+            Some(inbound) => inbound.deliver(self, from, type_name, content_type, envelope, body),
             None => Err(match to {
                 TargetRef::Name(name) if self.shared.directory.get(name).is_some() => {
                     Error::NotExposed(name.to_owned())

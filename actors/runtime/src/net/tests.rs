@@ -227,6 +227,113 @@ async fn junk_from_a_raw_quic_client_is_refused_and_nothing_else_is_affected() {
     node.shutdown().await.unwrap();
 }
 
+/// Mixed versions during a rolling upgrade: a newer peer may send a frame kind, a control
+/// message or envelope fields this node does not know. Each is logged, counted and skipped by
+/// its length; the link stays up, and an ask sent after them (with envelope fields appended,
+/// which are ignored) is answered on the same connection.
+#[tokio::test]
+async fn what_a_newer_peer_sends_that_this_node_does_not_know_leaves_the_link_up() {
+    #[derive(Serialize)]
+    struct ReplyWire {
+        origin: NodeId,
+        request: u64,
+        remaining_ms: Option<u64>,
+    }
+    #[derive(Serialize)]
+    enum EchoWire {
+        Say(String, ReplyWire),
+    }
+
+    let ca = ClusterCa::generate("newer").unwrap();
+    let node = Node::builder()
+        .name("older")
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .credentials(ca.issue(NodeId::random()).unwrap())
+        .start()
+        .await
+        .unwrap();
+    node.spawn(ChildSpec::new(|| EchoActor).named("echo"))
+        .await
+        .unwrap();
+    node.expose::<Echo>("echo").unwrap();
+    let server = node.local_addr().unwrap();
+
+    let raw = ca.issue(NodeId::random()).unwrap();
+    let transport = Arc::new(quinn::TransportConfig::default());
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    endpoint.set_default_client_config(raw.client_config(transport).unwrap());
+    let conn = endpoint
+        .connect(server, &tls::server_name("newer"))
+        .unwrap()
+        .await
+        .unwrap();
+    let hello = Hello {
+        version: 1,
+        node: raw.node_id(),
+        incarnation: 1,
+        name: "newer".into(),
+        listen: endpoint.local_addr().unwrap(),
+        max_frame: MAX_FRAME as u64,
+        nonce: 7,
+    };
+    exchange_as_dialer(&conn, &hello).await.unwrap();
+    let answers = tokio::spawn(replies(conn.clone(), 1));
+
+    let mut frames = conn.open_uni().await.unwrap();
+    frames
+        .write_all(&[super::link::STREAM_FRAMES])
+        .await
+        .unwrap();
+    // A frame kind from a later version: kind 4, a header of 2 bytes, a body of 3.
+    frames
+        .write_all(&[0, 0, 0, 8, 4, 0, 2, 1, 2, 3, 4, 5])
+        .await
+        .unwrap();
+    // A control message from a later version: variant 200 (one varint byte), a field of 1.
+    frames
+        .write_all(&[0, 0, 0, 5, 3, 0, 2, 200, 1])
+        .await
+        .unwrap();
+    // An ask whose envelope carries two more bytes, as fields appended by a later version.
+    let body = ContentType::Bincode
+        .encode(&EchoWire::Say(
+            "still linked".into(),
+            ReplyWire {
+                origin: raw.node_id(),
+                request: 5,
+                remaining_ms: Some(10_000),
+            },
+        ))
+        .unwrap();
+    let mut ask = deliver("echo", Echo::TYPE_NAME, 5, body);
+    let header_len = u16::from_be_bytes([ask[5], ask[6]]);
+    let header_end = 7 + usize::from(header_len);
+    ask.splice(header_end..header_end, [0xaa, 0xbb]);
+    let len = u32::from_be_bytes(ask[..4].try_into().unwrap()) + 2;
+    ask[..4].copy_from_slice(&len.to_be_bytes());
+    ask[5..7].copy_from_slice(&(header_len + 2).to_be_bytes());
+    frames.write_all(&ask).await.unwrap();
+
+    let got = tokio::time::timeout(Duration::from_secs(10), answers)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, vec![(5, Ok(()))], "the ask after them is answered");
+    assert_eq!(
+        node.refused_messages(),
+        2,
+        "the unknown kind and control message are counted"
+    );
+    assert!(
+        node.peers()
+            .iter()
+            .any(|p| p.node == raw.node_id() && p.connected),
+        "the link is up"
+    );
+    assert!(conn.close_reason().is_none(), "the connection is open");
+    node.shutdown().await.unwrap();
+}
+
 /// The node's resident memory, from `/proc/self/statm` (the test runs in the node's process).
 fn resident_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();

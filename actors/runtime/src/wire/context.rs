@@ -8,12 +8,18 @@
 use std::cell::{Cell, RefCell};
 
 use super::ContentType;
+use super::call::CallData;
+use super::frame::Envelope;
 use crate::{Error, Node, NodeId};
 
 thread_local! {
     static CURRENT: RefCell<Option<WireContext>> = const { RefCell::new(None) };
     static MISSING: Cell<bool> = const { Cell::new(false) };
-    static REQUEST: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The envelope of the message being encoded for a link: what its handles and call data
+    /// put there.
+    static OUTBOUND: RefCell<Envelope> = const { RefCell::new(Envelope::EMPTY) };
+    /// The call data of the message being delivered, until its `CallData` field takes it.
+    static INBOUND: RefCell<Option<CallData>> = const { RefCell::new(None) };
     static REFUSING: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -45,12 +51,45 @@ pub(crate) struct WireContext {
 
 /// Notes the request id of a reply port encoded in the current message.
 pub(crate) fn record_request(request: u64) {
-    REQUEST.with(|r| r.set(Some(request)));
+    OUTBOUND.with(|e| e.borrow_mut().request = Some(request));
 }
 
-/// Takes the request id noted while encoding the current message.
-pub(crate) fn take_request() -> Option<u64> {
-    REQUEST.with(|r| r.take())
+/// Puts a message's call data in the envelope of the current message (the deadline as the time
+/// left now).
+pub(crate) fn put_call(call: &CallData) {
+    let deadline_ms = call.deadline.map(|deadline| {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+    });
+    OUTBOUND.with(|e| {
+        let mut envelope = e.borrow_mut();
+        envelope.deadline_ms = deadline_ms;
+        envelope.trace_id = call.trace_id;
+        envelope.metadata.clone_from(&call.headers);
+    });
+}
+
+/// Takes the envelope filled while encoding the current message.
+pub(crate) fn take_envelope() -> Envelope {
+    OUTBOUND.with(|e| std::mem::take(&mut *e.borrow_mut()))
+}
+
+/// Runs `f` (the decoding of a delivered message) with the call data of its frame's envelope
+/// on offer to a `CallData` field inside; what no field took is dropped afterwards.
+pub(crate) fn with_inbound<R>(envelope: Envelope, f: impl FnOnce() -> R) -> R {
+    let call = envelope.into_call();
+    if call.is_empty() {
+        return f();
+    }
+    let outer = INBOUND.with(|c| c.replace(Some(call)));
+    let result = f();
+    INBOUND.with(|c| c.replace(outer));
+    result
+}
+
+/// The call data of the message being delivered (empty outside a delivery, or once taken).
+pub(crate) fn take_call() -> CallData {
+    INBOUND.with(|c| c.take()).unwrap_or_default()
 }
 
 /// Restores the previous context when dropped (contexts nest: decoding a reply may encode).

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::ContentType;
+use super::frame::Envelope;
 use crate::FastMap;
 use crate::{Addr, Error, Node, NodeId};
 
@@ -41,6 +42,7 @@ pub(crate) trait Inbound: Send + Sync {
         from: NodeId,
         type_name: &str,
         content_type: ContentType,
+        envelope: Envelope,
         body: &[u8],
     ) -> Result<(), Error>;
 
@@ -65,6 +67,7 @@ impl<M: RemoteMessage> Inbound for Export<M> {
         from: NodeId,
         type_name: &str,
         content_type: ContentType,
+        envelope: Envelope,
         body: &[u8],
     ) -> Result<(), Error> {
         if type_name != M::TYPE_NAME {
@@ -74,7 +77,9 @@ impl<M: RemoteMessage> Inbound for Export<M> {
             });
         }
         super::context::delivering(|| {
-            let msg: M = node.decode_from(from, content_type, body)?;
+            let msg: M = super::context::with_inbound(envelope, || {
+                node.decode_from(from, content_type, body)
+            })?;
             // A full mailbox is overload as far as the sender can tell.
             self.addr.send(msg).map_err(|err| match err {
                 Error::MailboxFull { actor, .. } => Error::Unavailable(actor),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::ContentType;
+use super::call::CallData;
 use crate::{ActorId, Error, ExitReason, NodeId};
 
 /// The actor a frame is for, on its node.
@@ -33,19 +34,42 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// Header fields that travel with a message, for the services built on top. Reserved now so the
-/// wire format does not change when they arrive.
+/// Header fields that travel with a message: the request id of a reply port inside it, and the
+/// message's [`CallData`] (deadline, trace id, headers), which layers above the runtime set.
+/// Newer versions append fields here; an older node ignores what follows the fields it knows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Envelope {
     /// The request id of the reply port inside the body, if any: lets the receiver refuse an
     /// ask it cannot deliver with a typed error instead of leaving the asker to time out.
     pub(crate) request: Option<u64>,
-    /// Milliseconds the asker still waits.
+    /// Milliseconds the caller still waits ([`CallData::deadline`]).
     pub(crate) deadline_ms: Option<u64>,
-    /// The trace this message belongs to.
+    /// The trace this message belongs to ([`CallData::trace_id`]).
     pub(crate) trace_id: Option<u128>,
-    /// Headers (service metadata).
+    /// Headers ([`CallData::headers`]).
     pub(crate) metadata: Vec<(String, String)>,
+}
+
+impl Envelope {
+    /// Nothing at all.
+    pub(crate) const EMPTY: Envelope = Envelope {
+        request: None,
+        deadline_ms: None,
+        trace_id: None,
+        metadata: Vec::new(),
+    };
+
+    /// The call data it carries; the deadline is read against this node's clock (only when
+    /// there is one).
+    pub(crate) fn into_call(self) -> CallData {
+        let mut call = CallData::new();
+        call.deadline = self
+            .deadline_ms
+            .map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms));
+        call.trace_id = self.trace_id;
+        call.headers = self.metadata;
+        call
+    }
 }
 
 /// Why a watched actor is gone.
@@ -384,7 +408,8 @@ impl<'a> FrameView<'a> {
         let (header, body) = rest.split_at(header_len);
         match *kind {
             KIND_DELIVER => {
-                let h: DeliverHeaderRef<'a> = decode_header(header, "deliver header")?;
+                // Fields a newer version appended to the envelope are skipped (rolling upgrades).
+                let h: DeliverHeaderRef<'a> = decode_header_prefix(header, "deliver header")?;
                 Ok(FrameView::Deliver {
                     to: h.to,
                     type_name: h.type_name,
@@ -394,7 +419,20 @@ impl<'a> FrameView<'a> {
                 })
             }
             KIND_REPLY => {
-                let h: ReplyHeaderRef<'a> = decode_header(header, "reply header")?;
+                let h: ReplyHeaderRef<'a> = match decode_header(header, "reply header") {
+                    Ok(h) => h,
+                    // An answer this node cannot read (an error variant from a newer version,
+                    // say) still ends its ask at once, rather than at its timeout.
+                    Err(err) => match decode_header_prefix::<u64>(header, "reply header") {
+                        Ok(request) => {
+                            return Ok(FrameView::Reply {
+                                request,
+                                outcome: Err(err),
+                            });
+                        }
+                        Err(_) => return Err(err),
+                    },
+                };
                 let outcome = match h.outcome {
                     Ok(ct) => Ok((ContentType::parse(ct)?, body)),
                     Err(err) => Err(err),
@@ -414,6 +452,13 @@ fn encode_header<T: Serialize>(header: &T, out: &mut Vec<u8>) -> Result<(), Erro
     bincode::serde::encode_into_std_write(header, out, header_codec())
         .map(|_| ())
         .map_err(|e| malformed("header", e))
+}
+
+/// Decodes a header that may be followed by fields this node does not know.
+fn decode_header_prefix<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, Error> {
+    bincode::serde::borrow_decode_from_slice(bytes, header_codec())
+        .map(|(value, _)| value)
+        .map_err(|e| malformed(what, e))
 }
 
 fn decode_header<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, Error> {
@@ -562,6 +607,71 @@ mod tests {
             round_trip(&located),
             Frame::Control(Control::Located { id: 7, addr: Some(a) }) if a == addr
         ));
+    }
+
+    #[test]
+    fn what_a_newer_version_adds_is_skipped_or_ends_its_ask() {
+        // Fields appended to a deliver frame's envelope are ignored.
+        let deliver = Frame::Deliver {
+            to: Target::Name("kv".into()),
+            type_name: Cow::Borrowed("test.Kv"),
+            content_type: ContentType::Bincode,
+            envelope: Envelope {
+                request: Some(7),
+                ..Envelope::default()
+            },
+            body: vec![1, 2],
+        };
+        let mut out = Vec::new();
+        deliver.encode(&mut out, 1024).unwrap();
+        let header_len = u16::from_be_bytes([out[5], out[6]]);
+        out.splice(
+            7 + usize::from(header_len)..7 + usize::from(header_len),
+            [9, 9],
+        );
+        out[5..7].copy_from_slice(&(header_len + 2).to_be_bytes());
+        let Frame::Deliver { envelope, body, .. } = Frame::decode(&out[4..]).unwrap() else {
+            panic!("not a deliver frame")
+        };
+        assert_eq!((envelope.request, body), (Some(7), vec![1, 2]));
+
+        // An answer whose error this node does not know (variant 200) still ends its ask.
+        let reply = [KIND_REPLY, 0, 3, 9, 1, 200];
+        assert!(matches!(
+            Frame::decode(&reply),
+            Ok(Frame::Reply {
+                request: 9,
+                outcome: Err(Error::Protocol(_))
+            })
+        ));
+
+        // An unknown frame kind or control variant is refused (the reader skips it by its
+        // length and goes on).
+        assert!(matches!(
+            Frame::decode(&[4, 0, 1, 0]),
+            Err(Error::Protocol(_))
+        ));
+        assert!(matches!(
+            Frame::decode(&[KIND_CONTROL, 0, 2, 200, 1]),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn call_data_fills_the_envelope_and_empty_costs_nothing() {
+        let empty = Envelope::default();
+        let mut with_none = Vec::new();
+        bincode::serde::encode_into_std_write(&empty, &mut with_none, header_codec()).unwrap();
+        assert_eq!(with_none, [0, 0, 0, 0], "four bytes, as before");
+        let call = CallData::new()
+            .with_trace_id(42)
+            .with_header("tenant", "acme");
+        crate::wire::context::put_call(&call);
+        let envelope = crate::wire::context::take_envelope();
+        assert_eq!(envelope.trace_id, Some(42));
+        assert_eq!(envelope.metadata, vec![("tenant".into(), "acme".into())]);
+        assert_eq!(envelope.into_call(), call);
+        assert_eq!(crate::wire::context::take_envelope(), Envelope::default());
     }
 
     #[test]

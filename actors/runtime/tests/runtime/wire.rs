@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use micro_runtime::{
-    Actor, ActorError, Addr, ChildSpec, ContentType, Context, Error, RemoteMessage, Reply,
+    Actor, ActorError, Addr, CallData, ChildSpec, ContentType, Context, Error, RemoteMessage, Reply,
 };
 use micro_testkit::{Cluster, eventually};
 use serde::{Deserialize, Serialize};
@@ -260,5 +260,102 @@ async fn an_address_that_comes_home_after_its_actor_ended_reports_it_stopped() {
         Err(Error::ActorStopped(_))
     ));
     assert_eq!(back.watch().await, micro_runtime::Down::NotRunning);
+    cluster.shutdown().await;
+}
+
+/// Asks what call data a message brought.
+#[derive(Serialize, Deserialize)]
+struct Probe {
+    call: CallData,
+    reply: Reply<Seen>,
+}
+
+impl RemoteMessage for Probe {
+    const TYPE_NAME: &'static str = "test.Probe";
+}
+
+/// What the handler saw: the trace id, the headers, and the time left before the deadline.
+type Seen = (Option<u128>, Vec<(String, String)>, Option<Duration>);
+
+struct Prober;
+
+impl Actor for Prober {
+    type Msg = Probe;
+    async fn handle(&mut self, _: &mut Context<Self>, msg: Probe) -> Result<(), ActorError> {
+        let left = msg
+            .call
+            .deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        let _ = msg.reply.send((msg.call.trace_id, msg.call.headers, left));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn call_data_reaches_the_handler_locally_and_in_the_envelope_across_nodes() {
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let prober = a.spawn(ChildSpec::new(|| Prober)).await.unwrap();
+    let headers = vec![("tenant".to_owned(), "acme".to_owned())];
+    let call = || {
+        CallData::new()
+            .with_deadline(tokio::time::Instant::now() + Duration::from_secs(30))
+            .with_trace_id(0xfeed_face_cafe_beef_u128 << 64)
+            .with_header("tenant", "acme")
+    };
+
+    // Locally the message carries its call data as it is.
+    let (trace, seen_headers, left) = prober
+        .ask(
+            |reply| Probe {
+                call: call(),
+                reply,
+            },
+            ASK,
+        )
+        .await
+        .unwrap();
+    assert_eq!(trace, Some(0xfeed_face_cafe_beef_u128 << 64));
+    assert_eq!(seen_headers, headers);
+    assert!(
+        left.is_some_and(|l| l > Duration::from_secs(20)),
+        "{left:?}"
+    );
+
+    // From another node, in either codec, it travels in the frame's envelope.
+    for ct in [ContentType::Bincode, ContentType::Json] {
+        let bytes = a.encode(ct, &prober).unwrap();
+        let remote: Addr<Probe> = b.decode(ct, &bytes).unwrap();
+        assert!(remote.is_remote());
+        let (trace, seen_headers, left) = remote
+            .ask(
+                |reply| Probe {
+                    call: call(),
+                    reply,
+                },
+                ASK,
+            )
+            .await
+            .unwrap();
+        assert_eq!(trace, Some(0xfeed_face_cafe_beef_u128 << 64), "{ct}");
+        assert_eq!(seen_headers, headers, "{ct}");
+        assert!(
+            left.is_some_and(|l| l > Duration::from_secs(20) && l <= Duration::from_secs(30)),
+            "{ct}: {left:?}"
+        );
+
+        // Empty call data arrives empty.
+        let seen = remote
+            .ask(
+                |reply| Probe {
+                    call: CallData::new(),
+                    reply,
+                },
+                ASK,
+            )
+            .await
+            .unwrap();
+        assert_eq!(seen, (None, vec![], None), "{ct}");
+    }
     cluster.shutdown().await;
 }
