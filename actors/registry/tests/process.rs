@@ -6,8 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use micro_registry::{Interfaces, MdnsConfig, Registry, Service, ServiceNode};
 use micro_runtime::NodeId;
@@ -41,16 +40,7 @@ async fn child_registry() {
         )
         .await
         .unwrap();
-    println!("MICRO_CHILD_READY");
-    std::io::stdout().flush().unwrap();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
-        }),
-    )
-    .await;
+    micro_testkit::announce_and_wait_for_stdin("MICRO_CHILD_READY").await;
 }
 
 fn spawn_child(cluster: &TestCluster, service_type: &str) -> std::process::Child {

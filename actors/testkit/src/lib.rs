@@ -577,6 +577,22 @@ pub fn test_child(entry: &str) -> std::process::Command {
     command
 }
 
+/// In a child process: prints `line` on stdout (for [`wait_for_line`]), then waits until the
+/// parent closes the child's stdin (drops it, or ends), for at most a minute.
+pub async fn announce_and_wait_for_stdin(line: &str) {
+    use std::io::Write;
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        }),
+    )
+    .await;
+}
+
 /// Waits (within [`BOUND`]) for the child's first output line containing `marker` and returns
 /// what follows the marker on it. The rest of its output keeps being read, so the child never
 /// writes into a closed pipe.

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::time::Duration;
 
 use micro_testkit::{TestCluster, Transport, eventually, test_ca, test_node, wait_for_line};
@@ -113,19 +112,11 @@ async fn child_node() {
         return;
     }
     let node = test_node("child").start().await.unwrap();
-    println!(
+    micro_testkit::announce_and_wait_for_stdin(&format!(
         "MICRO_CHILD {} {}",
         node.local_addr().unwrap(),
         node.cluster_fingerprint().unwrap()
-    );
-    std::io::stdout().flush().unwrap();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
-        }),
-    )
+    ))
     .await;
 }
 

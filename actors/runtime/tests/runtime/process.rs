@@ -4,7 +4,6 @@
 //! The test re-runs its own binary as the child process, selecting the ignored `child_node`
 //! entry point with an environment variable set.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -63,19 +62,11 @@ async fn child_node() {
         .await
         .unwrap();
     node.expose::<Greet>("greeter").unwrap();
-    println!(
+    micro_testkit::announce_and_wait_for_stdin(&format!(
         "MICRO_NODE {} {}",
         node.local_addr().unwrap(),
         node.id().as_u128()
-    );
-    std::io::stdout().flush().unwrap();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
-        }),
-    )
+    ))
     .await;
     node.shutdown().await.unwrap();
 }
