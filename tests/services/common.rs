@@ -1,7 +1,7 @@
 //! A cluster for service tests: a client node that hosts the registry, and replica nodes that
-//! run a service registered in it. Every node listens on 127.0.0.1 and talks over QUIC.
+//! run a service registered in it. The nodes are a test kit `TestCluster`: each listens on
+//! 127.0.0.1 and talks over QUIC, with credentials from the cluster's own CA.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -10,10 +10,8 @@ use micro::registry::{MemoryRegistry, Registry};
 use micro::{
     CallContext, Client, ClientBuilder, Endpoint, Node, RunningService, Service, ServiceError,
 };
+use micro_testkit::TestCluster;
 use serde::{Deserialize, Serialize};
-
-pub(crate) const LOOPBACK: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Hello {
@@ -26,58 +24,58 @@ pub(crate) struct Greeting {
     pub(crate) node: String,
 }
 
-pub(crate) async fn node(name: &str) -> Node {
-    Node::builder()
-        .name(name)
-        .listen(LOOPBACK)
-        .start()
-        .await
-        .unwrap()
-}
-
-/// The client node (with the registry) and the replica nodes.
+/// The client node (node 0, with the registry) and the replica nodes (the others), not linked
+/// in advance: the client dials the replicas the registry names.
 pub(crate) struct Cluster {
-    pub(crate) client_node: Node,
+    pub(crate) nodes: TestCluster,
     pub(crate) registry: Registry,
-    pub(crate) replicas: Vec<Node>,
     pub(crate) services: Vec<RunningService>,
 }
 
 impl Cluster {
     /// `replicas` nodes named `replica-0…`, each running `service(index)`.
     pub(crate) async fn start(replicas: usize, service: impl Fn(usize) -> Service) -> Cluster {
-        micro_testkit::init_tracing();
-        let client_node = node("client").await;
-        let registry = Registry::new(client_node.spawn(MemoryRegistry::spec()).await.unwrap());
-        let mut nodes = Vec::new();
+        let nodes = TestCluster::builder(1 + replicas)
+            .link(false)
+            .configure(|i, node| match i {
+                0 => node.name("client"),
+                _ => node.name(format!("replica-{}", i - 1)),
+            })
+            .start()
+            .await;
+        let registry = Registry::new(nodes.node(0).spawn(MemoryRegistry::spec()).await.unwrap());
         let mut services = Vec::new();
-        for i in 0..replicas {
-            let replica = node(&format!("replica-{i}")).await;
+        for (i, replica) in nodes.nodes()[1..].iter().enumerate() {
             let running = service(i)
                 .registry(registry.clone())
-                .start(&replica)
+                .start(replica)
                 .await
                 .unwrap();
-            nodes.push(replica);
             services.push(running);
         }
         Cluster {
-            client_node,
+            nodes,
             registry,
-            replicas: nodes,
             services,
         }
     }
 
+    /// The node the client and the registry run on.
+    pub(crate) fn client_node(&self) -> &Node {
+        self.nodes.node(0)
+    }
+
+    /// Replica `index`'s node.
+    pub(crate) fn replica(&self, index: usize) -> &Node {
+        self.nodes.node(1 + index)
+    }
+
     pub(crate) fn client(&self) -> ClientBuilder {
-        Client::builder(&self.client_node).registry(self.registry.clone())
+        Client::builder(self.client_node()).registry(self.registry.clone())
     }
 
     pub(crate) async fn shutdown(self) {
-        for node in self.replicas.iter().rev() {
-            let _ = node.shutdown().await;
-        }
-        let _ = self.client_node.shutdown().await;
+        self.nodes.shutdown().await;
     }
 }
 

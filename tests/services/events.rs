@@ -58,10 +58,10 @@ async fn replicas_in_a_queue_group_share_events_and_a_stopped_one_leaves_the_gro
     let seen: Seen = Arc::default();
     let cluster = Cluster::start(2, |i| billing(format!("replica-{i}"), seen.clone())).await;
     // The publisher's node links to the replicas, and its broker learns their subscriptions.
-    let publisher = Broker::start(&cluster.client_node).await.unwrap();
-    for replica in &cluster.replicas {
+    let publisher = Broker::start(cluster.client_node()).await.unwrap();
+    for replica in &cluster.nodes.nodes()[1..] {
         cluster
-            .client_node
+            .client_node()
             .connect(replica.local_addr().unwrap())
             .await
             .unwrap();

@@ -11,7 +11,7 @@ use micro::registry::{Registry, RegistryMsg};
 use micro::{CallOptions, Client, Selector};
 use micro_testkit::{eventually, within_for};
 
-use crate::common::{Cluster, Greeting, Hello, LOOPBACK, greeter};
+use crate::common::{Cluster, Greeting, Hello, greeter};
 
 const PARENT: &str = "MICRO_TEST_SERVICE_PARENT";
 
@@ -79,7 +79,7 @@ async fn a_node_lost_mid_load_loses_no_idempotent_call() {
     })
     .await;
     // replica-2 goes away without deregistering (its service is never stopped).
-    cluster.replicas[2].shutdown().await.unwrap();
+    cluster.replica(2).shutdown().await.unwrap();
     let (ok, failed) = within_for(Duration::from_secs(60), "the load", running)
         .await
         .unwrap();
@@ -96,7 +96,8 @@ async fn a_node_lost_mid_load_loses_no_idempotent_call() {
 /// In a child process: a greeter on a node of its own, registered in the registry the parent
 /// (at `parent`) exposes; says so on stdout.
 async fn start_child_replica(name: &str, parent: &str) -> (micro::Node, micro::RunningService) {
-    let node = crate::common::node(name).await;
+    // The credentials its parent passed (`TestCluster::child`): a node of the parent's cluster.
+    let node = micro_testkit::test_node(name).start().await.unwrap();
     let parent_id = node.connect(parent.parse().unwrap()).await.unwrap();
     let registry = Registry::new(
         node.lookup_remote::<RegistryMsg>(parent_id, "registry")
@@ -113,11 +114,13 @@ async fn start_child_replica(name: &str, parent: &str) -> (micro::Node, micro::R
 /// where (in the environment variable `var`); returns once the child's replica is registered.
 async fn spawn_child_replica(cluster: &Cluster, entry: &str, var: &str) -> std::process::Child {
     cluster
-        .client_node
+        .client_node()
         .expose::<RegistryMsg>("registry")
         .unwrap();
-    let parent = cluster.client_node.local_addr().unwrap();
-    let mut child = micro_testkit::test_child(entry)
+    let parent = cluster.client_node().local_addr().unwrap();
+    let mut child = cluster
+        .nodes
+        .child(entry)
         .env(var, parent.to_string())
         .spawn()
         .unwrap();
@@ -182,7 +185,6 @@ async fn a_killed_replica_process_loses_no_idempotent_call() {
         &failed[..failed.len().min(5)]
     );
     assert_eq!(ok, 1200);
-    let _ = LOOPBACK;
     cluster.shutdown().await;
 }
 
@@ -281,7 +283,7 @@ async fn hello(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_whose_only_replica_died_fails_at_once() {
-    let cluster = Cluster::start(0, |i| greeter(&format!("replica-{i}"))).await;
+    let mut cluster = Cluster::start(0, |i| greeter(&format!("replica-{i}"))).await;
     let mut child = spawn_child_replica(&cluster, "failover::child_only_replica", LOST).await;
     let client = cluster.client().build().await.unwrap();
     // The client has seen the service: a call reached its only replica.
@@ -339,10 +341,10 @@ async fn a_call_whose_only_replica_died_fails_at_once() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "the call waits for a replica");
-    let replica = crate::common::node("replica-new").await;
+    let replica = cluster.nodes.add_node().await;
     let _service = greeter("replica-new")
         .registry(cluster.registry.clone())
-        .start(&replica)
+        .start(replica)
         .await
         .unwrap();
     let greeting = within_for(Duration::from_secs(20), "the waiting call", waiting)
@@ -350,6 +352,5 @@ async fn a_call_whose_only_replica_died_fails_at_once() {
         .unwrap()
         .unwrap();
     assert_eq!(greeting.node, "replica-new");
-    let _ = replica.shutdown().await;
     cluster.shutdown().await;
 }

@@ -80,7 +80,8 @@ async fn settled(cluster: &Cluster) {
     })
     .await;
     eventually("no reply is left waiting", || {
-        let waiting = cluster.client_node.waiting_replies() + cluster.replicas[0].waiting_replies();
+        let waiting =
+            cluster.client_node().waiting_replies() + cluster.replica(0).waiting_replies();
         async move { waiting == 0 }
     })
     .await;

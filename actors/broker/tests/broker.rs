@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,39 +13,25 @@ use micro_broker::{
     Backpressure, Broker, BrokerConfig, BrokerError, Event, HandlerError, PublishOptions,
     Redelivery, SubscribeOptions, SubscriberSpec,
 };
-use micro_runtime::{ClusterCa, ContentType, Node, NodeId};
-use micro_testkit::{eventually, within};
+use micro_runtime::{ContentType, Node};
+use micro_testkit::{TestCluster, eventually, within};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// `n` listening nodes of one test cluster, linked pairwise over QUIC, each with a broker; returns
+/// `n` nodes of a `TestCluster` (its own CA), each with a broker, then linked pairwise over QUIC; returns
 /// once every broker has said hello to every other.
 async fn cluster(n: usize) -> Vec<(Node, Broker)> {
     cluster_with(n, BrokerConfig::default()).await
 }
 
 async fn cluster_with(n: usize, config: BrokerConfig) -> Vec<(Node, Broker)> {
-    micro_testkit::init_tracing();
-    let ca = ClusterCa::generate("broker-tests").unwrap();
+    let nodes = TestCluster::builder(n).link(false).start().await;
     let mut members: Vec<(Node, Broker)> = Vec::new();
-    for i in 0..n {
-        let node = Node::builder()
-            .name(format!("node-{i}"))
-            .listen(loopback())
-            .credentials(ca.issue(NodeId::random()).unwrap())
-            .start()
-            .await
-            .unwrap();
-        let broker = Broker::start_with(&node, config.clone()).await.unwrap();
-        for (other, _) in &members {
-            node.connect(other.local_addr().unwrap()).await.unwrap();
-        }
-        members.push((node, broker));
+    for node in nodes.nodes() {
+        let broker = Broker::start_with(node, config.clone()).await.unwrap();
+        members.push((node.clone(), broker));
     }
+    nodes.connect_all().await;
     eventually("every broker knows every other", || async {
         members.iter().all(|(_, b)| b.peers().len() == n - 1)
     })

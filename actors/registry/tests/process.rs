@@ -6,16 +6,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use micro_registry::{Interfaces, MdnsConfig, Registry, Service, ServiceNode};
-use micro_runtime::{ClusterCa, Node, NodeCredentials, NodeId};
-use micro_testkit::eventually;
+use micro_runtime::NodeId;
+use micro_testkit::{TestCluster, eventually};
 
+/// Set in the child: the service type its registry announces.
 const CHILD: &str = "MICRO_TEST_REGISTRY_CHILD";
-const SEPARATOR: &str = "\n--8<--\n";
 
 fn config(service_type: &str) -> MdnsConfig {
     MdnsConfig::default()
@@ -28,19 +26,12 @@ fn config(service_type: &str) -> MdnsConfig {
 #[tokio::test]
 #[ignore = "entry point of the child process in a_killed_process_disappears_from_the_registry"]
 async fn child_registry() {
-    let Ok(setup) = std::env::var(CHILD) else {
+    let Ok(service_type) = std::env::var(CHILD) else {
         return;
     };
-    let parts: Vec<&str> = setup.split(SEPARATOR).collect();
-    let credentials = NodeCredentials::from_pem("procs", parts[1], parts[2], parts[3]).unwrap();
-    let node = Node::builder()
-        .name("child")
-        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .credentials(credentials)
-        .start()
-        .await
-        .unwrap();
-    let registry = Registry::mdns(&node, config(parts[0])).await.unwrap();
+    // With the credentials its parent passed.
+    let node = micro_testkit::test_node("child").start().await.unwrap();
+    let registry = Registry::mdns(&node, config(&service_type)).await.unwrap();
     let worker = format!("worker-{}", std::process::id());
     registry
         .register(
@@ -49,21 +40,13 @@ async fn child_registry() {
         )
         .await
         .unwrap();
-    println!("MICRO_CHILD_READY");
-    std::io::stdout().flush().unwrap();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
-        }),
-    )
-    .await;
+    micro_testkit::announce_and_wait_for_stdin("MICRO_CHILD_READY").await;
 }
 
-fn spawn_child(setup: &str) -> std::process::Child {
-    micro_testkit::test_child("child_registry")
-        .env(CHILD, setup)
+fn spawn_child(cluster: &TestCluster, service_type: &str) -> std::process::Child {
+    cluster
+        .child("child_registry")
+        .env(CHILD, service_type)
         .spawn()
         .unwrap()
 }
@@ -90,30 +73,17 @@ async fn a_killed_process_disappears_from_the_registry() {
         return;
     }
     micro_testkit::init_tracing();
-    let ca = ClusterCa::generate("procs").unwrap();
     let service_type = format!("_m{:08x}._udp", NodeId::random().as_u128() as u32);
-    let setup = || {
-        let identity = ca.issue(NodeId::random()).unwrap();
-        [
-            service_type.clone(),
-            ca.cert_pem(),
-            identity.cert_pem(),
-            identity.key_pem(),
-        ]
-        .join(SEPARATOR)
-    };
-
-    let node = Node::builder()
-        .name("parent")
-        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .credentials(ca.issue(NodeId::random()).unwrap())
+    // This process's node; the children get credentials of the same cluster from it.
+    let cluster = TestCluster::builder(1)
+        .configure(|_, node| node.name("parent"))
         .start()
-        .await
-        .unwrap();
-    let registry = Registry::mdns(&node, config(&service_type)).await.unwrap();
+        .await;
+    let node = cluster.node(0);
+    let registry = Registry::mdns(node, config(&service_type)).await.unwrap();
 
-    let mut first = spawn_child(&setup());
-    let mut second = spawn_child(&setup());
+    let mut first = spawn_child(&cluster, &service_type);
+    let mut second = spawn_child(&cluster, &service_type);
     wait_ready(&mut first).await;
     wait_ready(&mut second).await;
     eventually("both children's services are found", || async {

@@ -10,7 +10,7 @@ use micro_registry::{
     ServiceNode,
 };
 use micro_runtime::Node;
-use micro_testkit::{Cluster, eventually, next_event, within};
+use micro_testkit::{TestCluster, eventually, next_event, within};
 
 fn greeter(version: &str, node: &str) -> Service {
     Service::new("greeter", version)
@@ -209,7 +209,7 @@ async fn the_cache_answers_from_memory_and_follows_changes() {
 #[tokio::test]
 async fn nodes_of_one_process_share_a_memory_registry() {
     micro_testkit::init_tracing();
-    let cluster = Cluster::start(3).await;
+    let cluster = TestCluster::in_process(3).await;
     let registry = Registry::new(cluster.node(0).spawn(MemoryRegistry::spec()).await.unwrap());
     for (i, _) in cluster.nodes().iter().enumerate() {
         registry

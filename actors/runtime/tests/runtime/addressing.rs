@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use micro_runtime::{Error, Node};
-use micro_testkit::{Cluster, eventually, within};
+use micro_testkit::{TestCluster, eventually, within};
 use tokio::sync::oneshot;
 
 use crate::common::{ASK, Cmd, Journal, Probe, count};
@@ -173,7 +173,7 @@ async fn a_full_mailbox_refuses_instead_of_growing() {
 
 #[tokio::test]
 async fn two_nodes_in_one_process_keep_their_own_names() {
-    let cluster = Cluster::start(2).await;
+    let cluster = TestCluster::in_process(2).await;
     let journal = Journal::default();
     for (i, node) in cluster.nodes().iter().enumerate() {
         node.spawn(Probe::spec("cache", &journal)).await.unwrap();

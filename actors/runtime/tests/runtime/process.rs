@@ -1,22 +1,21 @@
-//! Nodes in separate OS processes, with no configuration: both join this machine user's
-//! development cluster (the dev CA at the well-known per-user path) and link over QUIC.
+//! Nodes in separate OS processes link over QUIC: the parent issues the child its credentials
+//! from a CA generated for the test and passes them through the environment.
 //!
 //! The test re-runs its own binary as the child process, selecting the ignored `child_node`
 //! entry point with an environment variable set.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use micro_runtime::{Actor, ActorError, ChildSpec, Context, Down, Node, RemoteMessage, Reply};
+use micro_runtime::{
+    Actor, ActorError, ChildSpec, Context, Down, Node, NodeCredentials, RemoteMessage, Reply,
+};
 use micro_testkit::within;
 use serde::{Deserialize, Serialize};
 
 const CHILD_ENV: &str = "MICRO_TEST_CHILD_NODE";
-/// Optional: where the child listens, and its credentials as PEM (CA, certificate, key).
+/// Optional: where the child listens.
 const LISTEN_ENV: &str = "MICRO_TEST_CHILD_LISTEN";
-const PEM_ENV: &str = "MICRO_TEST_CHILD_PEM";
-const PEM_SEPARATOR: &str = "\n--8<--\n";
 
 #[derive(Serialize, Deserialize)]
 enum Greet {
@@ -52,40 +51,35 @@ async fn child_node() {
     let listen = std::env::var(LISTEN_ENV)
         .map(|a| a.parse().unwrap())
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let mut builder = Node::builder().name("child").listen(listen);
-    if let Ok(pem) = std::env::var(PEM_ENV) {
-        let parts: Vec<&str> = pem.split(PEM_SEPARATOR).collect();
-        builder = builder.credentials(
-            micro_runtime::NodeCredentials::from_pem("redial", parts[0], parts[1], parts[2])
-                .unwrap(),
-        );
-    }
-    let node = builder.start().await.unwrap();
+    let node = Node::builder()
+        .name("child")
+        .listen(listen)
+        .credentials(micro_testkit::inherited_credentials().unwrap())
+        .start()
+        .await
+        .unwrap();
     node.spawn(ChildSpec::new(|| Greeter).named("greeter"))
         .await
         .unwrap();
     node.expose::<Greet>("greeter").unwrap();
-    println!(
+    micro_testkit::announce_and_wait_for_stdin(&format!(
         "MICRO_NODE {} {}",
         node.local_addr().unwrap(),
         node.id().as_u128()
-    );
-    std::io::stdout().flush().unwrap();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
-        }),
-    )
+    ))
     .await;
     node.shutdown().await.unwrap();
 }
 
-/// Starts the child process (with extra environment) and waits for its node's address and id.
-async fn spawn_child(env: &[(&str, String)]) -> (std::process::Child, SocketAddr, u128) {
+/// Starts the child process with `credentials` (and extra environment) and waits for its
+/// node's address and id.
+async fn spawn_child(
+    credentials: &NodeCredentials,
+    env: &[(&str, String)],
+) -> (std::process::Child, SocketAddr, u128) {
     let mut command = micro_testkit::test_child("process::child_node");
     command.env(CHILD_ENV, "1");
+    micro_testkit::pass_credentials(&mut command, credentials);
     for (key, value) in env {
         command.env(key, value);
     }
@@ -98,15 +92,11 @@ async fn spawn_child(env: &[(&str, String)]) -> (std::process::Child, SocketAddr
 #[tokio::test]
 async fn a_node_in_another_process_is_reached_and_its_loss_noticed() {
     micro_testkit::init_tracing();
-    let (mut child, addr, id) = spawn_child(&[]).await;
+    let ca = micro_testkit::test_ca();
+    let (mut child, addr, id) = spawn_child(&micro_testkit::issue(ca), &[]).await;
 
-    // No credentials anywhere: both processes use the development cluster.
-    let node = Node::builder()
-        .name("parent")
-        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .start()
-        .await
-        .unwrap();
+    // Both processes hold credentials from the test's CA.
+    let node = micro_testkit::test_node("parent").start().await.unwrap();
     let peer = node.connect(addr).await.unwrap();
     assert_eq!(peer.as_u128(), id);
     let greeter = node.lookup_remote::<Greet>(peer, "greeter").await.unwrap();
@@ -145,8 +135,7 @@ async fn a_killed_peer_that_comes_back_is_redialled_without_being_asked() {
     micro_testkit::init_tracing();
     let ca = micro_runtime::ClusterCa::generate("redial").unwrap();
     let identity = ca.issue(micro_runtime::NodeId::random()).unwrap();
-    let pem = [ca.cert_pem(), identity.cert_pem(), identity.key_pem()].join(PEM_SEPARATOR);
-    let (mut first, addr, id) = spawn_child(&[(PEM_ENV, pem.clone())]).await;
+    let (mut first, addr, id) = spawn_child(&identity, &[]).await;
 
     let node = Node::builder()
         .name("parent")
@@ -180,7 +169,7 @@ async fn a_killed_peer_that_comes_back_is_redialled_without_being_asked() {
     .await;
 
     // The same node (same certificate) comes back on the same address: the link redials it.
-    let (mut second, _, _) = spawn_child(&[(PEM_ENV, pem), (LISTEN_ENV, addr.to_string())]).await;
+    let (mut second, _, _) = spawn_child(&identity, &[(LISTEN_ENV, addr.to_string())]).await;
     let came_back = Instant::now();
     within("the link is up again", async {
         loop {

@@ -1,5 +1,5 @@
 //! Remote actors over QUIC: nodes in one process on 127.0.0.1, linked through real QUIC
-//! connections with mutual TLS from the development cluster or a test CA.
+//! connections with mutual TLS from a CA generated for the test.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,12 +20,7 @@ fn loopback() -> SocketAddr {
 
 async fn listening(name: &str) -> Node {
     micro_testkit::init_tracing();
-    Node::builder()
-        .name(name)
-        .listen(loopback())
-        .start()
-        .await
-        .unwrap()
+    micro_testkit::test_node(name).start().await.unwrap()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -571,9 +566,7 @@ async fn a_restarted_peer_is_a_new_incarnation_and_is_reached_again() {
 #[tokio::test]
 async fn an_overloaded_actor_refuses_remote_asks_as_unavailable() {
     micro_testkit::init_tracing();
-    let a = Node::builder()
-        .name("a")
-        .listen(loopback())
+    let a = micro_testkit::test_node("a")
         .inbound_capacity(4)
         .start()
         .await

@@ -1,7 +1,6 @@
 //! Typed streams: on one node, and across nodes over QUIC, with backpressure, a clean end from
 //! either side, and cancellation from either side.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -144,24 +143,13 @@ impl Actor for Producer {
 
 async fn pair() -> (Node, Node, micro_runtime::Addr<ProducerMsg>) {
     micro_testkit::init_tracing();
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let server = Node::builder()
-        .name("server")
-        .listen(loopback)
-        .start()
-        .await
-        .unwrap();
+    let server = micro_testkit::test_node("server").start().await.unwrap();
     server
         .spawn(ChildSpec::new(|| Producer).named("producer"))
         .await
         .unwrap();
     server.expose::<ProducerMsg>("producer").unwrap();
-    let client = Node::builder()
-        .name("client")
-        .listen(loopback)
-        .start()
-        .await
-        .unwrap();
+    let client = micro_testkit::test_node("client").start().await.unwrap();
     let peer = client.connect(server.local_addr().unwrap()).await.unwrap();
     let producer = client
         .lookup_remote::<ProducerMsg>(peer, "producer")

@@ -7,7 +7,7 @@ use std::time::Duration;
 use micro_runtime::{
     Actor, ActorError, Addr, CallData, ChildSpec, ContentType, Context, Error, RemoteMessage, Reply,
 };
-use micro_testkit::{Cluster, eventually};
+use micro_testkit::{TestCluster, eventually};
 use serde::{Deserialize, Serialize};
 
 const ASK: Duration = Duration::from_secs(5);
@@ -124,7 +124,7 @@ fn codecs_round_trip_and_refuse_garbage() {
 
 #[tokio::test]
 async fn handles_need_a_node_context_to_travel() {
-    let cluster = Cluster::start(1).await;
+    let cluster = TestCluster::in_process(1).await;
     let node = cluster.node(0);
     let kv = node.spawn(ChildSpec::new(Kv::default)).await.unwrap();
     let bytes = node.encode(ContentType::Bincode, &kv).unwrap();
@@ -156,7 +156,7 @@ async fn handles_need_a_node_context_to_travel() {
 #[tokio::test]
 async fn a_remote_ask_carries_its_reply_port_across_nodes() {
     micro_testkit::init_tracing();
-    let cluster = Cluster::start(2).await;
+    let cluster = TestCluster::in_process(2).await;
     let (a, b) = (cluster.node(0), cluster.node(1));
     let kv_on_a = a.spawn(ChildSpec::new(Kv::default)).await.unwrap();
 
@@ -190,7 +190,7 @@ async fn a_remote_ask_carries_its_reply_port_across_nodes() {
 
 #[tokio::test]
 async fn a_reply_forwarded_to_a_third_node_still_answers_its_origin() {
-    let cluster = Cluster::start(3).await;
+    let cluster = TestCluster::in_process(3).await;
     let (asker, middle, owner) = (cluster.node(0), cluster.node(1), cluster.node(2));
     let store = owner.spawn(ChildSpec::new(Kv::default)).await.unwrap();
     store.send(KvMsg::Put("answer".into(), 42)).unwrap();
@@ -211,7 +211,7 @@ async fn a_reply_forwarded_to_a_third_node_still_answers_its_origin() {
 
 #[tokio::test]
 async fn an_address_that_comes_home_is_local_again() {
-    let cluster = Cluster::start(2).await;
+    let cluster = TestCluster::in_process(2).await;
     let (a, b) = (cluster.node(0), cluster.node(1));
     let kv = a
         .spawn(ChildSpec::new(Kv::default).named("kv"))
@@ -242,7 +242,7 @@ async fn an_address_that_comes_home_is_local_again() {
 
 #[tokio::test]
 async fn an_address_that_comes_home_after_its_actor_ended_reports_it_stopped() {
-    let cluster = Cluster::start(2).await;
+    let cluster = TestCluster::in_process(2).await;
     let (a, b) = (cluster.node(0), cluster.node(1));
     let kv = a.spawn(ChildSpec::new(Kv::default)).await.unwrap();
     let there = carry(&kv, a, b);
@@ -293,7 +293,7 @@ impl Actor for Prober {
 
 #[tokio::test]
 async fn call_data_reaches_the_handler_locally_and_in_the_envelope_across_nodes() {
-    let cluster = Cluster::start(2).await;
+    let cluster = TestCluster::in_process(2).await;
     let (a, b) = (cluster.node(0), cluster.node(1));
     let prober = a.spawn(ChildSpec::new(|| Prober)).await.unwrap();
     let headers = vec![("tenant".to_owned(), "acme".to_owned())];
