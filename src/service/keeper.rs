@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use micro_registry::Registry;
 use micro_runtime::{Actor, ActorError, Context};
-use tokio::task::JoinHandle;
 
 #[derive(Clone)]
 pub(crate) struct Keeper {
@@ -13,15 +12,6 @@ pub(crate) struct Keeper {
     registration: micro_registry::Service,
     ttl: Duration,
     interval: Duration,
-    ticker: Option<std::sync::Arc<AbortOnDrop>>,
-}
-
-pub(crate) struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 pub(crate) enum KeeperMsg {
@@ -40,7 +30,6 @@ impl Keeper {
             registration,
             ttl,
             interval,
-            ticker: None,
         }
     }
 }
@@ -49,19 +38,8 @@ impl Actor for Keeper {
     type Msg = KeeperMsg;
 
     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
-        let me = ctx.addr();
-        let interval = self.interval;
-        self.ticker = Some(std::sync::Arc::new(AbortOnDrop(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await; // the first tick is now: the service registered itself
-            loop {
-                tick.tick().await;
-                if me.send(KeeperMsg::Refresh).is_err() {
-                    break;
-                }
-            }
-        }))));
+        // The first refresh is one interval from now: the service registered itself.
+        ctx.tick(self.interval, || KeeperMsg::Refresh);
         Ok(())
     }
 

@@ -8,8 +8,6 @@ use std::time::Duration;
 use micro_runtime::{
     Actor, ActorError, Addr, Context, Node, NodeId, PeerEvent, Reply, SupervisionEvent,
 };
-use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
 
 use crate::core::{CREDIT_EVERY, Core};
 use crate::protocol::{BrokerMsg, Interest, InterestChange};
@@ -47,26 +45,13 @@ pub(crate) fn local(kind: Kind) -> BrokerMsg {
     BrokerMsg::Local(Local(kind))
 }
 
-/// A task aborted when dropped, so the broker's helpers end with it, even after a panic.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 pub(crate) struct BrokerActor {
     core: Arc<Core>,
-    tasks: Vec<AbortOnDrop>,
 }
 
 impl BrokerActor {
     pub(crate) fn new(core: Arc<Core>) -> Self {
-        BrokerActor {
-            core,
-            tasks: Vec::new(),
-        }
+        BrokerActor { core }
     }
 
     fn myself(node: &Node) -> Result<Addr<BrokerMsg>, micro_runtime::Error> {
@@ -138,65 +123,36 @@ impl Actor for BrokerActor {
         node.expose::<BrokerMsg>(BROKER_NAME)?;
         let me = Self::myself(&node)?;
 
-        let tick_to = me.clone();
-        let every = self.core.config.tick;
-        self.tasks.push(AbortOnDrop(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if tick_to.send(local(Kind::Tick)).is_err() {
-                    return;
-                }
-            }
-        })));
+        // Ticks, membership and failed subscriptions: messages to itself, ended with this
+        // incarnation (even after a panic).
+        ctx.tick(self.core.config.tick, || local(Kind::Tick));
 
         // Membership: peers up and down. A node that does not listen has no peers.
-        if let Ok(mut events) = node.peer_events() {
+        if let Ok(events) = node.peer_events() {
             let to = me.clone();
             let weak = node.clone();
-            self.tasks.push(AbortOnDrop(tokio::spawn(async move {
-                loop {
-                    let msg = match events.recv().await {
-                        Ok(PeerEvent::Up { node, .. }) => local(Kind::PeerUp(node)),
-                        Ok(PeerEvent::Down { node, .. }) => local(Kind::PeerDown(node)),
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            // Missed some: say hello to everyone linked now.
-                            for info in weak.peers().into_iter().filter(|p| p.connected) {
-                                let _ = to.send(local(Kind::PeerUp(info.node)));
-                            }
-                            continue;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    };
-                    if to.send(msg).is_err() {
-                        return;
+            ctx.forward_broadcast(events, move |event| match event {
+                Ok(PeerEvent::Up { node, .. }) => Some(local(Kind::PeerUp(node))),
+                Ok(PeerEvent::Down { node, .. }) => Some(local(Kind::PeerDown(node))),
+                Ok(_) => None,
+                Err(_lagged) => {
+                    // Missed some: say hello to everyone linked now.
+                    for info in weak.peers().into_iter().filter(|p| p.connected) {
+                        let _ = to.send(local(Kind::PeerUp(info.node)));
                     }
+                    None
                 }
-            })));
+            });
         }
 
         // Subscriptions whose supervisor gave up are withdrawn.
-        let mut supervision = node.supervision_events();
-        let to = me.clone();
-        self.tasks.push(AbortOnDrop(tokio::spawn(async move {
-            loop {
-                match supervision.recv().await {
-                    Ok(SupervisionEvent::SupervisorFailed { supervisor, .. }) => {
-                        if let Some(sub) = supervisor
-                            .strip_prefix(SUB_PREFIX)
-                            .and_then(|id| id.parse::<u64>().ok())
-                            && to.send(local(Kind::SubFailed(sub))).is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        })));
+        ctx.forward_broadcast(node.supervision_events(), |event| match event {
+            Ok(SupervisionEvent::SupervisorFailed { supervisor, .. }) => supervisor
+                .strip_prefix(SUB_PREFIX)
+                .and_then(|id| id.parse::<u64>().ok())
+                .map(|sub| local(Kind::SubFailed(sub))),
+            _ => None,
+        });
 
         for info in node.peers().into_iter().filter(|p| p.connected) {
             self.peer_up(&node, info.node);

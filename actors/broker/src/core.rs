@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
-use micro_runtime::{Addr, Node, NodeId, SupervisorRef};
+use micro_runtime::{AbortOnDrop, Addr, Node, NodeId, SupervisorRef};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
@@ -184,22 +184,13 @@ pub(crate) struct PeerOut {
     _flusher: AbortOnDrop,
 }
 
-/// A task aborted when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl PeerOut {
     fn new(node: NodeId, addr: Addr<BrokerMsg>, core: Weak<Core>) -> Arc<Self> {
         Arc::new_cyclic(|weak: &Weak<PeerOut>| {
             let wake = Arc::new(Notify::new());
             let flusher = {
                 let (weak, wake) = (weak.clone(), wake.clone());
-                tokio::spawn(async move {
+                AbortOnDrop::spawn(async move {
                     loop {
                         wake.notified().await;
                         let Some(out) = weak.upgrade() else { return };
@@ -218,7 +209,7 @@ impl PeerOut {
                 scheduled: std::sync::atomic::AtomicBool::new(false),
                 sending: Mutex::new(()),
                 wake,
-                _flusher: AbortOnDrop(flusher),
+                _flusher: flusher,
             }
         })
     }

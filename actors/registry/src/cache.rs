@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use micro_runtime::AbortOnDrop;
 
 use crate::{Event, EventKind, Registry, RegistryError, Service};
 
@@ -37,13 +37,8 @@ impl Known {
 pub struct RegistryCache {
     registry: Registry,
     services: Services,
-    follower: JoinHandle<()>,
-}
-
-impl Drop for RegistryCache {
-    fn drop(&mut self) {
-        self.follower.abort();
-    }
+    /// Aborted when the cache is dropped.
+    _follower: AbortOnDrop,
 }
 
 impl RegistryCache {
@@ -51,11 +46,11 @@ impl RegistryCache {
     pub async fn start(registry: Registry) -> Result<Self, RegistryError> {
         let services: Services = Arc::default();
         let first = sync(&registry, &services).await?;
-        let follower = tokio::spawn(follow(registry.clone(), services.clone(), first));
+        let follower = AbortOnDrop::spawn(follow(registry.clone(), services.clone(), first));
         Ok(RegistryCache {
             registry,
             services,
-            follower,
+            _follower: follower,
         })
     }
 

@@ -2,10 +2,8 @@
 //! [`RegistryMsg::Internal`], which has no wire form, so none of it can come from the network.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use micro_runtime::{Addr, NodeId};
-use tokio::task::JoinHandle;
 
 use crate::{RegistryError, RegistryMsg, Service};
 
@@ -49,28 +47,7 @@ pub(crate) struct Fetched {
     pub(crate) addr: SocketAddr,
 }
 
-/// A task aborted when dropped, so a registry's helpers end with it, even after a panic.
-pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Sends the registry a [`Kind::Sweep`] every `period` until it stops.
-pub(crate) fn sweeper(registry: Addr<RegistryMsg>, period: Duration) -> AbortOnDrop {
-    AbortOnDrop(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if registry
-                .send(RegistryMsg::Internal(Internal(Kind::Sweep)))
-                .is_err()
-            {
-                return;
-            }
-        }
-    }))
+/// The message a backend ticks itself with to drop expired registrations.
+pub(crate) fn sweep() -> RegistryMsg {
+    RegistryMsg::Internal(Internal(Kind::Sweep))
 }

@@ -26,7 +26,7 @@ use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
 use micro_runtime::{Actor, ActorError, ChildSpec, Context, Node, NodeId, PeerEvent};
 use tokio::time::Instant;
 
-use crate::internal::{AbortOnDrop, Fetched, Internal, Kind, sweeper};
+use crate::internal::{Fetched, Internal, Kind, sweep};
 use crate::memory::MemoryRegistry;
 use crate::protocol::{LocalState, Registry, RegistryMsg};
 use crate::{RegistryError, Service, ServiceNode};
@@ -149,7 +149,6 @@ pub struct MdnsRegistry {
     fingerprint: String,
     announce: Option<Announcement>,
     daemon: Option<DaemonGuard>,
-    tasks: Vec<AbortOnDrop>,
     /// Failed fetches, for diagnostics.
     failures: u64,
     /// Announcements that could not be read.
@@ -174,7 +173,6 @@ impl MdnsRegistry {
             fingerprint: String::new(),
             announce: None,
             daemon: None,
-            tasks: Vec::new(),
             failures: 0,
             malformed: 0,
             own: None,
@@ -575,6 +573,67 @@ fn parse(
     Ok(Some((id, SocketAddr::new(ip, info.get_port()), rev)))
 }
 
+/// The daemon's browse for the service type, read as what the registry should hear of it.
+struct Browsing {
+    browse: mdns_sd::Receiver<ServiceEvent>,
+    requery: std::pin::Pin<Box<tokio::time::Sleep>>,
+    requeried: bool,
+    daemon: ServiceDaemon,
+    service_type: String,
+    fingerprint: String,
+}
+
+impl Browsing {
+    /// Resolved announcements, goodbyes and malformed announcements, in the order mDNS saw them;
+    /// it ends when the daemon's browse does.
+    fn discoveries(self) -> impl futures::Stream<Item = Kind> + Send + 'static {
+        futures::stream::unfold(self, |mut b| async move {
+            loop {
+                let event = tokio::select! {
+                    // mdns-sd queries again only after a second; a query sent while this daemon
+                    // was still joining the group can go unanswered, so ask once more right away.
+                    () = &mut b.requery, if !b.requeried => {
+                        b.requeried = true;
+                        if let Ok(fresh) = b.daemon.browse(&b.service_type) {
+                            b.browse = fresh;
+                        }
+                        continue;
+                    }
+                    event = b.browse.recv_async() => match event {
+                        Ok(event) => event,
+                        Err(_) if !b.requeried => continue,
+                        Err(_) => return None,
+                    },
+                };
+                let kind = match event {
+                    ServiceEvent::ServiceResolved(info) => match parse(&info, &b.fingerprint) {
+                        Ok(Some((id, addr, rev))) => Kind::Resolved { id, addr, rev },
+                        Ok(None) => continue,
+                        Err(err) => {
+                            tracing::debug!(error = %err, "mDNS: ignored a malformed announcement");
+                            Kind::Malformed
+                        }
+                    },
+                    ServiceEvent::ServiceRemoved(_, fullname) => {
+                        let Some(id) = fullname
+                            .split('.')
+                            .next()
+                            .and_then(|hex| u128::from_str_radix(hex, 16).ok())
+                        else {
+                            continue;
+                        };
+                        Kind::Removed {
+                            id: NodeId::from_u128(id),
+                        }
+                    }
+                    _ => continue,
+                };
+                return Some((kind, b));
+            }
+        })
+    }
+}
+
 impl Actor for MdnsRegistry {
     type Msg = RegistryMsg;
 
@@ -614,85 +673,27 @@ impl Actor for MdnsRegistry {
         guard.0.register(announcement.info(self.rev)?)?;
         self.announce = Some(announcement);
 
-        let first = guard.0.browse(&self.config.service_type)?;
-        let daemon = guard.0.clone();
-        let service_type = self.config.service_type.clone();
-        let me = ctx.addr();
-        let fingerprint = self.fingerprint.clone();
-        self.tasks.push(AbortOnDrop(tokio::spawn(async move {
-            let mut browse = first;
-            // mdns-sd queries again only after a second; a query sent while this daemon was still
-            // joining the group can go unanswered, so ask once more right away.
-            let requery = tokio::time::sleep(REQUERY_AFTER);
-            tokio::pin!(requery);
-            let mut requeried = false;
-            loop {
-                let event = tokio::select! {
-                    () = &mut requery, if !requeried => {
-                        requeried = true;
-                        if let Ok(fresh) = daemon.browse(&service_type) {
-                            browse = fresh;
-                        }
-                        continue;
-                    }
-                    event = browse.recv_async() => match event {
-                        Ok(event) => event,
-                        Err(_) if !requeried => continue,
-                        Err(_) => return,
-                    },
-                };
-                let kind = match event {
-                    ServiceEvent::ServiceResolved(info) => match parse(&info, &fingerprint) {
-                        Ok(Some((id, addr, rev))) => Kind::Resolved { id, addr, rev },
-                        Ok(None) => continue,
-                        Err(err) => {
-                            tracing::debug!(error = %err, "mDNS: ignored a malformed announcement");
-                            Kind::Malformed
-                        }
-                    },
-                    ServiceEvent::ServiceRemoved(_, fullname) => {
-                        let Some(id) = fullname
-                            .split('.')
-                            .next()
-                            .and_then(|hex| u128::from_str_radix(hex, 16).ok())
-                        else {
-                            continue;
-                        };
-                        Kind::Removed {
-                            id: NodeId::from_u128(id),
-                        }
-                    }
-                    _ => continue,
-                };
-                if me.send(RegistryMsg::Internal(Internal(kind))).is_err() {
-                    return;
-                }
+        // Discoveries, then lost links (a node whose link dies is gone, whatever mDNS caches
+        // say), then expiry of TTL registrations (local ones bump the revision): messages to
+        // itself, ended with this incarnation.
+        let browsing = Browsing {
+            browse: guard.0.browse(&self.config.service_type)?,
+            requery: Box::pin(tokio::time::sleep(REQUERY_AFTER)),
+            requeried: false,
+            daemon: guard.0.clone(),
+            service_type: self.config.service_type.clone(),
+            fingerprint: self.fingerprint.clone(),
+        };
+        ctx.forward(browsing.discoveries(), |kind| {
+            RegistryMsg::Internal(Internal(kind))
+        });
+        ctx.forward_broadcast(node.peer_events()?, |event| match event {
+            Ok(PeerEvent::Down { node, .. }) => {
+                Some(RegistryMsg::Internal(Internal(Kind::Lost { id: node })))
             }
-        })));
-
-        // A node whose link dies is gone, whatever mDNS caches say.
-        let mut peers = node.peer_events()?;
-        let me = ctx.addr();
-        self.tasks.push(AbortOnDrop(tokio::spawn(async move {
-            loop {
-                match peers.recv().await {
-                    Ok(PeerEvent::Down { node, .. }) => {
-                        if me
-                            .send(RegistryMsg::Internal(Internal(Kind::Lost { id: node })))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        })));
-
-        // Expire TTL registrations (local ones bump the revision).
-        self.tasks
-            .push(sweeper(ctx.addr(), Duration::from_millis(250)));
+            _ => None,
+        });
+        ctx.tick(Duration::from_millis(250), sweep);
 
         self.daemon = Some(guard);
         node.expose::<RegistryMsg>("registry")?;

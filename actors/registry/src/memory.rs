@@ -8,7 +8,7 @@ use micro_runtime::{Actor, ActorError, ChildSpec, Context, StreamSender};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::internal::{AbortOnDrop, Internal, Kind, sweeper};
+use crate::internal::{Internal, Kind, sweep};
 use crate::protocol::RegistryMsg;
 use crate::{Event, EventKind, RegistryError, Service, ServiceNode};
 
@@ -21,8 +21,6 @@ pub struct MemoryRegistry {
     services: BTreeMap<String, BTreeMap<String, Entry>>,
     watchers: Vec<Watcher>,
     sweep_every: Duration,
-    /// The expiry ticker; aborted when the actor is dropped, even after a panic.
-    ticker: Option<AbortOnDrop>,
 }
 
 struct Entry {
@@ -43,7 +41,6 @@ impl MemoryRegistry {
             services: BTreeMap::new(),
             watchers: Vec::new(),
             sweep_every: Duration::from_millis(250),
-            ticker: None,
         }
     }
 
@@ -255,7 +252,8 @@ impl Actor for MemoryRegistry {
     type Msg = RegistryMsg;
 
     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
-        self.ticker = Some(sweeper(ctx.addr(), self.sweep_every));
+        // The expiry ticker ends with this incarnation, even after a panic.
+        ctx.tick(self.sweep_every, sweep);
         Ok(())
     }
 

@@ -7,11 +7,14 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::FutureExt;
+use futures::{FutureExt, Stream};
 use ractor::{ActorProcessingErr, ActorRef, SupervisionEvent as RactorEvent};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::mailbox::MailboxBound;
+use crate::task::{self, AbortOnDrop, Mailbox};
 use crate::{ActorId, Addr, Node};
 
 /// What an actor's hooks return on failure: any error. A handler that returns one fails the actor,
@@ -80,6 +83,8 @@ pub struct Context<A: Actor> {
     name: Option<Arc<str>>,
     bound: Arc<MailboxBound>,
     myself: ActorRef<A::Msg>,
+    /// Ticks and forwarded streams: aborted when the incarnation's state is dropped.
+    helpers: Vec<AbortOnDrop>,
 }
 
 impl<A: Actor> Context<A> {
@@ -108,6 +113,170 @@ impl<A: Actor> Context<A> {
     pub fn stop(&self) {
         self.myself.stop(None);
     }
+
+    /// Puts `msg()` in this actor's mailbox every `period`, the first one period from now, until
+    /// this incarnation ends (gracefully, by an error, a panic or a kill: the ticker is aborted
+    /// with the actor's state). A restarted actor ticks only if its new incarnation asks again.
+    ///
+    /// A tick that finds a bounded mailbox full is skipped, and ticks missed while the runtime
+    /// was busy are not made up in a burst. A zero period counts as one millisecond.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use micro_runtime::{Actor, ActorError, Context};
+    ///
+    /// struct Sweeper;
+    /// enum Msg { Sweep }
+    ///
+    /// impl Actor for Sweeper {
+    ///     type Msg = Msg;
+    ///     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+    ///         ctx.tick(Duration::from_millis(250), || Msg::Sweep);
+    ///         Ok(())
+    ///     }
+    ///     async fn handle(&mut self, _ctx: &mut Context<Self>, msg: Msg) -> Result<(), ActorError> {
+    ///         match msg {
+    ///             Msg::Sweep => { /* drop what expired */ }
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub fn tick<F>(&mut self, period: Duration, msg: F)
+    where
+        F: FnMut() -> A::Msg + Send + 'static,
+    {
+        let ticker = task::tick(self.mailbox(), period, msg);
+        self.keep(ticker);
+    }
+
+    /// Puts each item of `stream` in this actor's mailbox as the message `f` makes of it, in the
+    /// stream's order, until the stream ends (the forwarding then stops quietly) or this
+    /// incarnation ends (the forwarder is aborted with the actor's state, also after a panic or a
+    /// kill, and the stream dropped; a restarted actor gets items only if it forwards again).
+    ///
+    /// `f` returns a message or an `Option` of one: `None` skips the item. While a bounded
+    /// mailbox is full, the stream is not polled.
+    ///
+    /// ```
+    /// use micro_runtime::{Actor, ActorError, Context};
+    ///
+    /// struct Totals { sum: u64 }
+    /// enum Msg { Add(u64) }
+    ///
+    /// impl Actor for Totals {
+    ///     type Msg = Msg;
+    ///     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+    ///         // Any `futures::Stream`; odd numbers are skipped.
+    ///         let numbers = futures::stream::iter(1..=10u64);
+    ///         ctx.forward(numbers, |n| (n % 2 == 0).then_some(Msg::Add(n)));
+    ///         Ok(())
+    ///     }
+    ///     async fn handle(&mut self, _ctx: &mut Context<Self>, msg: Msg) -> Result<(), ActorError> {
+    ///         let Msg::Add(n) = msg;
+    ///         self.sum += n;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub fn forward<S, F, R>(&mut self, stream: S, f: F)
+    where
+        S: Stream + Send + 'static,
+        F: FnMut(S::Item) -> R + Send + 'static,
+        R: Into<Option<A::Msg>>,
+    {
+        let forwarder = task::forward(self.mailbox(), stream, f);
+        self.keep(forwarder);
+    }
+
+    /// [`forward`](Context::forward)s a watch channel: its current value first, then each
+    /// change (values overwritten before the forwarder saw them are skipped, as watch receivers
+    /// do); it stops when the sender is dropped.
+    ///
+    /// ```
+    /// use micro_runtime::{Actor, ActorError, Context};
+    /// use tokio::sync::watch;
+    ///
+    /// struct Follower { config: watch::Receiver<u32>, current: u32 }
+    /// enum Msg { Config(u32) }
+    ///
+    /// impl Actor for Follower {
+    ///     type Msg = Msg;
+    ///     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+    ///         ctx.forward_watch(self.config.clone(), Msg::Config);
+    ///         Ok(())
+    ///     }
+    ///     async fn handle(&mut self, _ctx: &mut Context<Self>, msg: Msg) -> Result<(), ActorError> {
+    ///         let Msg::Config(value) = msg;
+    ///         self.current = value;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub fn forward_watch<T, F, R>(&mut self, rx: watch::Receiver<T>, f: F)
+    where
+        T: Clone + Send + Sync + 'static,
+        F: FnMut(T) -> R + Send + 'static,
+        R: Into<Option<A::Msg>>,
+    {
+        self.forward(task::watch_stream(rx), f);
+    }
+
+    /// [`forward`](Context::forward)s a broadcast channel. `f` gets what the receiver got: a
+    /// value, or `Err(RecvError::Lagged(n))` when `n` values were missed (so the actor can
+    /// catch up another way); the forwarding stops when the channel closes.
+    ///
+    /// ```
+    /// use micro_runtime::{Actor, ActorError, Context, PeerEvent};
+    ///
+    /// struct Membership;
+    /// enum Msg { Peer(PeerEvent) }
+    ///
+    /// impl Actor for Membership {
+    ///     type Msg = Msg;
+    ///     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+    ///         let events = ctx.node().peer_events()?;
+    ///         // Lags are skipped here: `ok()` turns them into `None`.
+    ///         ctx.forward_broadcast(events, |event| event.ok().map(Msg::Peer));
+    ///         Ok(())
+    ///     }
+    ///     async fn handle(&mut self, _ctx: &mut Context<Self>, msg: Msg) -> Result<(), ActorError> {
+    ///         let Msg::Peer(_event) = msg;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub fn forward_broadcast<T, F, R>(&mut self, rx: broadcast::Receiver<T>, f: F)
+    where
+        T: Clone + Send + 'static,
+        F: FnMut(Result<T, broadcast::error::RecvError>) -> R + Send + 'static,
+        R: Into<Option<A::Msg>>,
+    {
+        self.forward(task::broadcast_stream(rx), f);
+    }
+
+    /// [`forward`](Context::forward)s an mpsc channel's values; it stops when every sender is
+    /// dropped. (An unbounded receiver forwards as a stream:
+    /// `futures::stream::poll_fn(move |cx| rx.poll_recv(cx))`.)
+    pub fn forward_channel<T, F, R>(&mut self, rx: mpsc::Receiver<T>, f: F)
+    where
+        T: Send + 'static,
+        F: FnMut(T) -> R + Send + 'static,
+        R: Into<Option<A::Msg>>,
+    {
+        self.forward(task::channel_stream(rx), f);
+    }
+
+    /// This incarnation's mailbox, for its helper tasks.
+    fn mailbox(&self) -> Mailbox<A::Msg> {
+        Mailbox::new(self.myself.clone(), self.bound.clone())
+    }
+
+    /// Keeps a helper task until the incarnation ends, forgetting the ones that already ended.
+    fn keep(&mut self, helper: AbortOnDrop) {
+        self.helpers.retain(|h| !h.is_finished());
+        self.helpers.push(helper);
+    }
 }
 
 impl<A: Actor> fmt::Debug for Context<A> {
@@ -115,6 +284,7 @@ impl<A: Actor> fmt::Debug for Context<A> {
         f.debug_struct("Context")
             .field("name", &self.name)
             .field("id", &self.id())
+            .field("helpers", &self.helpers.len())
             .finish()
     }
 }
@@ -294,6 +464,7 @@ impl<A: Actor> ractor::Actor for Host<A> {
             name,
             bound,
             myself,
+            helpers: Vec::new(),
         };
         // The name is bound before `started` runs, so the actor can be found (and exposed) from
         // its own start; a failed start unbinds it.

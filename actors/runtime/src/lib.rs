@@ -17,6 +17,7 @@ mod node;
 mod reply;
 mod stream;
 mod supervisor;
+mod task;
 mod watch;
 mod wire;
 
@@ -36,5 +37,6 @@ pub use supervisor::{
     Backoff, Child, ChildInfo, ChildSpec, Intensity, Restart, Strategy, SupervisionEvent,
     SupervisorRef, SupervisorSpec,
 };
+pub use task::AbortOnDrop;
 pub use watch::Watch;
 pub use wire::{CallData, Codec, ContentType, CustomCodec, Down, RemoteMessage, register_codec};

@@ -5,6 +5,7 @@
 
 mod addressing;
 mod common;
+mod helpers;
 mod process;
 mod remote;
 mod resources;
