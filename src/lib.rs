@@ -4,12 +4,23 @@
 //! registry, pubsub broker, store, locks, config) and every service endpoint is a supervised actor
 //! exchanging typed messages, and remote actors are transparent over QUIC.
 //!
-//! This crate is the front door. It holds services — [`Service`] (typed endpoints run by
-//! supervised endpoint actors, registered and kept alive in the registry, stopped gracefully) and
-//! [`Client`] (resolve, select, call, with retries, deadlines, headers and streams) with
-//! [`Wrapper`]s around both — and re-exports what they stand on: the runtime
-//! ([`micro_runtime`]: nodes, supervision, typed addresses, reply ports, remote actors over
-//! QUIC), the registry ([`registry`]) and the broker ([`broker`]).
+//! This crate is the front door users depend on: a facade over the crates that do the work, with
+//! the names most programs need at its root and in [`prelude`].
+//!
+//! - [`runtime`] (`micro-runtime`): nodes, supervision, typed addresses, reply ports, remote
+//!   actors over QUIC. Its items are also re-exported at the root ([`Node`], [`Addr`], …).
+//! - [`service`] (`micro-service`): [`Service`] (typed endpoints run by supervised endpoint
+//!   actors, registered and kept alive in the registry, stopped gracefully) and [`Client`]
+//!   (resolve, select, call, with retries, deadlines, headers and streams), with [`Wrapper`]s
+//!   around both. Its items are also re-exported at the root ([`Service`], [`CallOptions`], …).
+//! - [`registry`] (`micro-registry`): service discovery, memory or mDNS.
+//! - [`broker`] (`micro-broker`): pubsub, a broker actor on every node.
+//!
+//! # Features
+//!
+//! - `mdns` (default): the mDNS registry backend ([`registry::MdnsRegistry`]). Without it the
+//!   registry has the memory backend only; services and clients are unaffected, since with no
+//!   registry given they use the node's `"registry"` actor or start a memory one.
 //!
 //! ```
 //! use micro::prelude::*;
@@ -41,40 +52,44 @@
 //! # Ok(()) }
 //! ```
 
-mod body;
-mod client;
-mod context;
-mod error;
-mod service;
-mod stream;
-mod wire;
-mod wrapper;
-
 pub use micro_runtime::*;
 
-pub use bytes::Bytes;
-pub use client::{
-    CallOptions, Client, ClientBuilder, ClientStreaming, Ejection, Filter, RetryBudget,
-    RetryPolicy, Selector, WithHeaders,
-};
-pub use context::{CallContext, TRACE_ID_HEADER};
-pub use error::ServiceError;
-pub use micro_registry::Metadata;
-pub use service::{
-    Endpoint, EndpointStats, HEALTH_ENDPOINT, Health, IDEMPOTENT_KEY, NODE_NAME_KEY,
-    RunningService, SHAPE_KEY, STATS_ENDPOINT, Service, ServiceStats, Shape,
-};
-pub use stream::{Incoming, Outgoing};
-pub use wrapper::{
-    BoxFuture, EndpointMetrics, Logging, Metrics, Next, Request, Response, Tracing, Wrapper,
+pub use micro_service::{
+    BoxFuture, Bytes, CallContext, CallOptions, Client, ClientBuilder, ClientStreaming, Ejection,
+    Endpoint, EndpointMetrics, EndpointStats, Filter, HEALTH_ENDPOINT, Health, IDEMPOTENT_KEY,
+    Incoming, Logging, Metadata, Metrics, NODE_NAME_KEY, Next, Outgoing, Request, Response,
+    RetryBudget, RetryPolicy, RunningService, SHAPE_KEY, STATS_ENDPOINT, Selector, Service,
+    ServiceError, ServiceStats, Shape, TRACE_ID_HEADER, Tracing, WithHeaders, Wrapper,
     new_trace_id,
 };
 
-/// Service discovery: the registry actor, its backends (memory, mDNS) and a watch-fed cache.
-pub use micro_registry as registry;
+/// The runtime: nodes, actors, supervision, typed addresses and reply ports, remote actors over
+/// QUIC (the `micro-runtime` crate; its items are also at the root of `micro`).
+pub mod runtime {
+    #[doc(inline)]
+    pub use micro_runtime::*;
+}
 
-/// Pubsub: a broker actor on every node, queue groups, at-most-once or at-least-once delivery.
-pub use micro_broker as broker;
+/// Services: typed endpoints, the client, selection, retries, wrappers, streams (the
+/// `micro-service` crate; its items are also at the root of `micro`).
+pub mod service {
+    #[doc(inline)]
+    pub use micro_service::*;
+}
+
+/// Service discovery: the registry actor, its backends (memory, mDNS) and a watch-fed cache (the
+/// `micro-registry` crate).
+pub mod registry {
+    #[doc(inline)]
+    pub use micro_registry::*;
+}
+
+/// Pubsub: a broker actor on every node, queue groups, at-most-once or at-least-once delivery
+/// (the `micro-broker` crate).
+pub mod broker {
+    #[doc(inline)]
+    pub use micro_broker::*;
+}
 
 /// The names most programs need, for `use micro::prelude::*`.
 pub mod prelude {

@@ -12,6 +12,8 @@ use crate::{RegistryError, RegistryMsg, Service};
 pub struct Internal(pub(crate) Kind);
 
 #[derive(Debug)]
+// Without the `mdns` feature only the memory backend's `Sweep` is made.
+#[cfg_attr(not(feature = "mdns"), allow(dead_code))]
 pub(crate) enum Kind {
     /// Time to drop expired registrations.
     Sweep,
@@ -40,6 +42,7 @@ pub(crate) enum Kind {
 /// [`RegistryMsg::LocalAt`]) and its registrations; its registry's address, and where the node
 /// listens (as its link knows it).
 #[derive(Debug)]
+#[cfg_attr(not(feature = "mdns"), allow(dead_code))]
 pub(crate) struct Fetched {
     pub(crate) rev: Option<u64>,
     pub(crate) services: Vec<Service>,

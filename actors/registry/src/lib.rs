@@ -7,11 +7,12 @@
 //!
 //! Backends: [`MemoryRegistry`] (one node, or several nodes of one process sharing it) and
 //! [`MdnsRegistry`] (nodes find each other on the local network and fetch each other's services
-//! over the runtime).
+//! over the runtime; behind the `mdns` feature, on by default).
 
 mod cache;
 mod error;
 mod internal;
+#[cfg(feature = "mdns")]
 mod mdns;
 mod memory;
 mod model;
@@ -19,6 +20,7 @@ mod protocol;
 
 pub use cache::RegistryCache;
 pub use error::RegistryError;
+#[cfg(feature = "mdns")]
 pub use mdns::{Interfaces, MdnsConfig, MdnsRegistry};
 pub use memory::MemoryRegistry;
 pub use model::{Endpoint, Event, EventKind, Metadata, Service, ServiceNode};

@@ -72,7 +72,7 @@ pub(crate) enum Handler {
 /// handler from a typed request to a typed response (or a [`ServiceError`]), and options.
 ///
 /// ```
-/// use micro::{CallContext, Endpoint, ServiceError};
+/// use micro_service::{CallContext, Endpoint, ServiceError};
 ///
 /// let hello = Endpoint::unary("Greeter.Hello", |_ctx: CallContext, name: String| async move {
 ///     Ok::<_, ServiceError>(format!("Hello {name}"))

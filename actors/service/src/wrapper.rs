@@ -50,7 +50,7 @@ pub struct Response {
 /// in the order they were added, the first outermost.
 ///
 /// ```
-/// use micro::{BoxFuture, Next, Request, Response, ServiceError, Wrapper};
+/// use micro_service::{BoxFuture, Next, Request, Response, ServiceError, Wrapper};
 ///
 /// /// Refuses calls without an `authorization` header.
 /// struct RequireAuth;

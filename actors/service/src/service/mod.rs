@@ -36,7 +36,8 @@ pub const NODE_NAME_KEY: &str = "node";
 /// A service definition: name, version, metadata and typed endpoints, plus how it runs.
 ///
 /// ```no_run
-/// use micro::{CallContext, Endpoint, Node, Service, ServiceError};
+/// use micro_runtime::Node;
+/// use micro_service::{CallContext, Endpoint, Service, ServiceError};
 ///
 /// # #[tokio::main] async fn main() -> Result<(), ServiceError> {
 /// let node = Node::builder().listen("127.0.0.1:0".parse().unwrap()).start().await?;

@@ -35,7 +35,8 @@ use crate::{BoxFuture, Incoming, Metadata, Outgoing, Request, Response, ServiceE
 /// Per-call options: deadline, retries, headers, content type, node filter.
 ///
 /// ```
-/// use micro::{CallOptions, ContentType, Filter};
+/// use micro_runtime::ContentType;
+/// use micro_service::{CallOptions, Filter};
 /// use std::time::Duration;
 ///
 /// let options = CallOptions::new()
@@ -232,7 +233,8 @@ impl ClientBuilder {
 /// deadline — unless it asked to [wait for a replica](CallOptions::wait_for_replica).
 ///
 /// ```no_run
-/// use micro::{Client, Node, ServiceError};
+/// use micro_runtime::Node;
+/// use micro_service::{Client, ServiceError};
 ///
 /// # #[tokio::main] async fn main() -> Result<(), ServiceError> {
 /// let node = Node::builder().listen("127.0.0.1:0".parse().unwrap()).start().await?;

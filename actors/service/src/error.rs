@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// what goes wrong on the way (timeout → 408, no node reachable → 503, …).
 ///
 /// ```
-/// use micro::ServiceError;
+/// use micro_service::ServiceError;
 ///
 /// let err = ServiceError::not_found("greeter", "no user named ada");
 /// assert_eq!(err.code, 404);
@@ -127,8 +127,8 @@ fn status_text(code: u16) -> &'static str {
     }
 }
 
-/// Runtime failures seen by the front door (starting a service, a stream's transport), with the
-/// nearest code.
+/// Runtime failures seen by services and the client (starting a service, a stream's
+/// transport), with the nearest code.
 impl From<micro_runtime::Error> for ServiceError {
     fn from(err: micro_runtime::Error) -> Self {
         use micro_runtime::Error as E;

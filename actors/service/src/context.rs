@@ -15,7 +15,7 @@ pub const TRACE_ID_HEADER: &str = "Micro-Trace-Id";
 /// headers to send back.
 ///
 /// ```
-/// use micro::{CallContext, ServiceError};
+/// use micro_service::{CallContext, ServiceError};
 ///
 /// async fn hello(ctx: CallContext, name: String) -> Result<String, ServiceError> {
 ///     let lang = ctx.header("lang").unwrap_or("en").to_owned();
