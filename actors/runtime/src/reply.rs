@@ -24,7 +24,7 @@ use crate::{ContentType, Error, Node, NodeId};
 /// node learns where the origin listens from the node that passed the port on, so the two need
 /// not have been linked. Dropping a forwarded port unanswered tells the asker at once too.
 pub struct Reply<T: Send + 'static> {
-    slot: Cell<Slot<T>>,
+    slot: Cell<Port<T>>,
     deadline: Deadline,
 }
 
@@ -51,8 +51,10 @@ impl Deadline {
     }
 }
 
+/// Where a reply port's answer goes: a local asker's oneshot, or a request on another node
+/// (`Used` once answered, dropped or sent away).
 #[derive(Default)]
-enum Slot<T: Send + 'static> {
+enum Port<T: Send + 'static> {
     #[default]
     Used,
     Local(oneshot::Sender<Result<T, Error>>),
@@ -70,6 +72,17 @@ struct RemoteReply<T> {
 
 /// Encodes a value (an answer, a stream item) for the node it goes to.
 pub(crate) type EncodeAnswer<T> = fn(&Node, NodeId, ContentType, &T) -> Result<Vec<u8>, Error>;
+
+/// The [`EncodeAnswer`] of every port and sender that travelled: `value` encoded for `origin`.
+pub(crate) fn encode_answer<T: Serialize>(
+    node: &Node,
+    origin: NodeId,
+    content_type: ContentType,
+    value: &T,
+) -> Result<Vec<u8>, Error> {
+    node.encode_for(origin, content_type, value)
+        .map(|(bytes, _)| bytes)
+}
 
 impl<T> RemoteReply<T> {
     fn answer(self, outcome: Result<(ContentType, Vec<u8>), Error>) -> Result<(), Error> {
@@ -91,7 +104,7 @@ impl<T: Send + 'static> Reply<T> {
     pub(crate) fn channel(deadline: Option<Instant>) -> (Self, Answer<T>) {
         let (tx, rx) = oneshot::channel();
         let reply = Reply {
-            slot: Cell::new(Slot::Local(tx)),
+            slot: Cell::new(Port::Local(tx)),
             deadline: deadline.map_or(Deadline::NONE, Deadline::at),
         };
         (reply, rx)
@@ -104,9 +117,9 @@ impl<T: Send + 'static> Reply<T> {
     /// [`Error::NoRoute`] if the asker's node cannot be reached.
     pub fn send(self, value: T) -> Result<(), Error> {
         match self.slot.take() {
-            Slot::Used => Err(Error::ReplyUsed),
-            Slot::Local(tx) => tx.send(Ok(value)).map_err(|_| Error::AskerGone),
-            Slot::Remote(remote) => {
+            Port::Used => Err(Error::ReplyUsed),
+            Port::Local(tx) => tx.send(Ok(value)).map_err(|_| Error::AskerGone),
+            Port::Remote(remote) => {
                 let encoded =
                     (remote.encode)(&remote.via, remote.origin, remote.content_type, &value);
                 let content_type = remote.content_type;
@@ -141,7 +154,7 @@ impl<T: Send + 'static> Reply<T> {
 impl<T: Send + 'static> Drop for Reply<T> {
     fn drop(&mut self) {
         // A local sender tells its receiver by being dropped; a remote port must say so.
-        if let Slot::Remote(remote) = self.slot.take()
+        if let Port::Remote(remote) = self.slot.take()
             && !context::refusing()
         {
             let _ = remote.answer(Err(Error::ReplyDropped));
@@ -177,12 +190,12 @@ where
             .remaining()
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let wire = match self.slot.take() {
-            Slot::Used => return Err(serde::ser::Error::custom(Error::ReplyUsed)),
-            Slot::Local(tx) => {
+            Port::Used => return Err(serde::ser::Error::custom(Error::ReplyUsed)),
+            Port::Local(tx) => {
                 let ctx = match context::current_ser::<S::Error>() {
                     Ok(ctx) => ctx,
                     Err(err) => {
-                        self.slot.set(Slot::Local(tx));
+                        self.slot.set(Port::Local(tx));
                         return Err(err);
                     }
                 };
@@ -205,7 +218,7 @@ where
                     remaining_ms,
                 }
             }
-            Slot::Remote(remote) => ReplyWire {
+            Port::Remote(remote) => ReplyWire {
                 origin: remote.origin,
                 request: remote.request,
                 remaining_ms,
@@ -229,15 +242,12 @@ where
             ctx.node.note_route(wire.origin, from);
         }
         Ok(Reply {
-            slot: Cell::new(Slot::Remote(Box::new(RemoteReply {
+            slot: Cell::new(Port::Remote(Box::new(RemoteReply {
                 via: ctx.node,
                 origin: wire.origin,
                 request: wire.request,
                 content_type: ctx.content_type,
-                encode: |node, origin, content_type, value| {
-                    node.encode_for(origin, content_type, value)
-                        .map(|(bytes, _)| bytes)
-                },
+                encode: encode_answer::<T>,
             }))),
             deadline: wire.remaining_ms.map_or(Deadline::NONE, |ms| {
                 Deadline::at(Instant::now() + Duration::from_millis(ms))

@@ -59,7 +59,7 @@ pub fn stream_channel<T: Send + 'static>(capacity: usize) -> (StreamSender<T>, S
     let (tx, rx) = mpsc::channel(capacity.max(1));
     (
         StreamSender {
-            slot: Cell::new(Slot::Local(tx)),
+            slot: Cell::new(SenderEnd::Local(tx)),
         },
         StreamReceiver { rx },
     )
@@ -94,11 +94,13 @@ impl<T> fmt::Debug for StreamReceiver<T> {
 
 /// The sending end of a typed stream. It can travel inside a message to another node.
 pub struct StreamSender<T: Send + 'static> {
-    slot: Cell<Slot<T>>,
+    slot: Cell<SenderEnd<T>>,
 }
 
+/// Where a stream sender's items go: the receiver's local queue, or a stream to the node that
+/// holds the receiver.
 #[derive(Default)]
-enum Slot<T: Send + 'static> {
+enum SenderEnd<T: Send + 'static> {
     /// Sent away (encoded), finished or cancelled.
     #[default]
     Spent,
@@ -168,12 +170,12 @@ impl<T: Send + 'static> StreamSender<T> {
     /// if the item does not encode.
     pub async fn send(&mut self, item: T) -> Result<(), Error> {
         match self.slot.get_mut() {
-            Slot::Spent => Err(Error::StreamClosed("already finished".to_owned())),
-            Slot::Local(tx) => tx
+            SenderEnd::Spent => Err(Error::StreamClosed("already finished".to_owned())),
+            SenderEnd::Local(tx) => tx
                 .send(Ok(item))
                 .await
                 .map_err(|_| Error::StreamClosed("the receiver went away".to_owned())),
-            Slot::Remote(remote) => {
+            SenderEnd::Remote(remote) => {
                 let body = (remote.encode)(&remote.via, remote.origin, remote.content_type, &item)?;
                 remote.open().await?;
                 if body.len() > remote.max_frame {
@@ -198,8 +200,8 @@ impl<T: Send + 'static> StreamSender<T> {
     /// Ends the stream cleanly: the receiver gets `None` after the items sent.
     pub async fn finish(self) -> Result<(), Error> {
         match self.slot.take() {
-            Slot::Spent | Slot::Local(_) => Ok(()),
-            Slot::Remote(mut remote) => {
+            SenderEnd::Spent | SenderEnd::Local(_) => Ok(()),
+            SenderEnd::Remote(mut remote) => {
                 let send = remote.open().await?;
                 send.finish()
                     .map_err(|_| Error::StreamClosed("already closed".to_owned()))
@@ -211,8 +213,8 @@ impl<T: Send + 'static> StreamSender<T> {
     /// delivered stay delivered; items in flight over the network may be lost).
     pub fn cancel(self, reason: &str) {
         match self.slot.take() {
-            Slot::Spent => {}
-            Slot::Local(tx) => {
+            SenderEnd::Spent => {}
+            SenderEnd::Local(tx) => {
                 let err = Error::StreamCancelled(reason.to_owned());
                 if let Err(mpsc::error::TrySendError::Full(item)) = tx.try_send(Err(err)) {
                     tokio::spawn(async move {
@@ -220,7 +222,7 @@ impl<T: Send + 'static> StreamSender<T> {
                     });
                 }
             }
-            Slot::Remote(mut remote) => {
+            SenderEnd::Remote(mut remote) => {
                 let reason = reason.as_bytes();
                 let reason = &reason[..reason.len().min(u16::MAX as usize)];
                 let mut mark = Vec::with_capacity(6 + reason.len());
@@ -241,7 +243,7 @@ impl<T: Send + 'static> StreamSender<T> {
 impl<T: Send + 'static> Drop for StreamSender<T> {
     /// Dropping finishes the stream, like [`StreamSender::finish`].
     fn drop(&mut self) {
-        if let Slot::Remote(mut remote) = self.slot.take() {
+        if let SenderEnd::Remote(mut remote) = self.slot.take() {
             match remote.send.as_mut() {
                 Some(send) => {
                     let _ = send.finish();
@@ -278,16 +280,16 @@ where
     /// Encoding hands the stream to the encoded copy: this sender is spent afterwards.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let wire = match self.slot.take() {
-            Slot::Spent => {
+            SenderEnd::Spent => {
                 return Err(serde::ser::Error::custom(Error::StreamClosed(
                     "the sender was already used".to_owned(),
                 )));
             }
-            Slot::Local(tx) => {
+            SenderEnd::Local(tx) => {
                 let ctx = match context::current_ser::<S::Error>() {
                     Ok(ctx) => ctx,
                     Err(err) => {
-                        self.slot.set(Slot::Local(tx));
+                        self.slot.set(SenderEnd::Local(tx));
                         return Err(err);
                     }
                 };
@@ -300,12 +302,12 @@ where
                     stream,
                 }
             }
-            Slot::Remote(remote) if remote.send.is_none() => SenderWire {
+            SenderEnd::Remote(remote) if remote.send.is_none() => SenderWire {
                 origin: remote.origin,
                 stream: remote.stream,
             },
-            Slot::Remote(remote) => {
-                self.slot.set(Slot::Remote(remote));
+            SenderEnd::Remote(remote) => {
+                self.slot.set(SenderEnd::Remote(remote));
                 return Err(serde::ser::Error::custom(Error::StreamClosed(
                     "a sender that has started sending cannot be forwarded".to_owned(),
                 )));
@@ -323,15 +325,12 @@ where
         let wire = SenderWire::deserialize(deserializer)?;
         let ctx = context::current::<D::Error>()?;
         Ok(StreamSender {
-            slot: Cell::new(Slot::Remote(Box::new(RemoteSender {
+            slot: Cell::new(SenderEnd::Remote(Box::new(RemoteSender {
                 via: ctx.node,
                 origin: wire.origin,
                 stream: wire.stream,
                 content_type: ctx.content_type,
-                encode: |node, origin, content_type, item| {
-                    node.encode_for(origin, content_type, item)
-                        .map(|(bytes, _)| bytes)
-                },
+                encode: crate::reply::encode_answer::<T>,
                 send: None,
                 max_frame: usize::MAX,
             }))),

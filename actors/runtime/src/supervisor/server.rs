@@ -46,7 +46,8 @@ struct Running {
     supervisor: Option<SupervisorRef>,
 }
 
-struct Slot {
+/// One child of a supervisor: its spec and its running incarnation, if any.
+struct ChildSlot {
     key: u64,
     child: Child,
     running: Option<Running>,
@@ -55,7 +56,7 @@ struct Slot {
     dynamic: bool,
 }
 
-impl Slot {
+impl ChildSlot {
     fn label(&self) -> String {
         match &self.child.name {
             Some(name) => name.to_string(),
@@ -71,7 +72,7 @@ pub(crate) struct SupState {
     strategy: Strategy,
     intensity: Intensity,
     backoff: Backoff,
-    slots: Vec<Slot>,
+    slots: Vec<ChildSlot>,
     next_key: u64,
     /// When recent restarts happened, for the intensity window.
     restarts: VecDeque<Instant>,
@@ -302,7 +303,7 @@ fn gave_up(event: &RactorEvent) -> bool {
 impl SupState {
     fn push_slot(&mut self, child: Child, dynamic: bool) -> usize {
         self.next_key += 1;
-        self.slots.push(Slot {
+        self.slots.push(ChildSlot {
             key: self.next_key,
             child,
             running: None,
@@ -611,7 +612,7 @@ impl SupState {
     }
 
     /// Stops one child: gracefully within its shutdown timeout, then by kill; says which.
-    async fn shut_down(&self, slot: &Slot, running: Running) -> ExitReason {
+    async fn shut_down(&self, slot: &ChildSlot, running: Running) -> ExitReason {
         let Running { id, cell, .. } = running;
         let reason = match cell
             .stop_and_wait(Some("shutdown".to_owned()), Some(slot.child.shutdown))
