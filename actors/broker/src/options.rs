@@ -5,7 +5,7 @@ use std::time::Duration;
 use micro_runtime::{Backoff, ContentType, Intensity};
 use serde::{Deserialize, Serialize};
 
-use crate::Headers;
+use micro_runtime::Metadata;
 
 /// What a subscription promises about delivery. Chosen at subscribe time.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -161,7 +161,7 @@ impl SubscribeOptions {
 /// How a message is published: headers and the codec of its payload.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PublishOptions {
-    pub(crate) headers: Headers,
+    pub(crate) headers: Metadata,
     pub(crate) content_type: ContentType,
 }
 
