@@ -220,6 +220,7 @@ impl SubscriberSpec {
     }
 
     /// Sets the subscription's options (queue group, delivery, backpressure, supervision).
+    #[must_use = "a builder method returns the changed value"]
     pub fn options(mut self, options: SubscribeOptions) -> Self {
         self.options = options;
         self
