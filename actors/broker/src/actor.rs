@@ -1,49 +1,16 @@
 //! The broker actor: exchanges interest with peer brokers, fans out what they send, settles
 //! acknowledgements and drives redelivery. One per node, named [`BROKER_NAME`] and exposed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use micro_runtime::{
-    Actor, ActorError, Addr, Context, Node, NodeId, PeerEvent, Reply, SupervisionEvent,
+use micro_runtime::{Actor, ActorError, Addr, Context, Node, NodeId, PeerEvent, SupervisionEvent};
+
+use crate::core::Core;
+use crate::protocol::{
+    BROKER_NAME, BrokerCommand, BrokerMsg, Command, InterestChange, SUB_PREFIX, command,
 };
-
-use crate::core::{CREDIT_EVERY, Core};
-use crate::protocol::{BrokerMsg, Interest, InterestChange};
-use crate::queue::{SubQueue, lock};
-
-/// The name of every node's broker actor (exposed to other nodes).
-pub const BROKER_NAME: &str = "broker";
-
-/// Prefix of the name of each subscription's supervisor; the subscription id follows.
-pub(crate) const SUB_PREFIX: &str = "broker.sub.";
-
-/// The broker's messages to itself and from its handle (opaque outside the crate).
-pub struct Local(pub(crate) Kind);
-
-pub(crate) enum Kind {
-    Subscribe {
-        queue: Arc<SubQueue>,
-        interest: Interest,
-        reply: Reply<()>,
-    },
-    Unsubscribe {
-        sub: u64,
-        reply: Reply<()>,
-    },
-    PeerUp(NodeId),
-    PeerFound(NodeId, Addr<BrokerMsg>),
-    PeerDown(NodeId),
-    /// A subscription's supervisor gave up.
-    SubFailed(u64),
-    Tick,
-    Core(Reply<Arc<Core>>),
-}
-
-pub(crate) fn local(kind: Kind) -> BrokerMsg {
-    BrokerMsg::Local(Local(kind))
-}
+use crate::queue::lock;
 
 pub(crate) struct BrokerActor {
     core: Arc<Core>,
@@ -95,7 +62,7 @@ impl BrokerActor {
                 }
                 match node.lookup_remote::<BrokerMsg>(peer, BROKER_NAME).await {
                     Ok(addr) => {
-                        let _ = me.send(local(Kind::PeerFound(peer, addr)));
+                        let _ = me.send(command(Command::PeerFound(peer, addr)));
                         return;
                     }
                     Err(err) => {
@@ -125,20 +92,20 @@ impl Actor for BrokerActor {
 
         // Ticks, membership and failed subscriptions: messages to itself, ended with this
         // incarnation (even after a panic).
-        ctx.tick(self.core.config.tick, || local(Kind::Tick));
+        ctx.tick(self.core.config.tick, || command(Command::Tick));
 
         // Membership: peers up and down. A node that does not listen has no peers.
         if let Ok(events) = node.peer_events() {
             let to = me.clone();
             let weak = node.clone();
             ctx.forward_broadcast(events, move |event| match event {
-                Ok(PeerEvent::Up { node, .. }) => Some(local(Kind::PeerUp(node))),
-                Ok(PeerEvent::Down { node, .. }) => Some(local(Kind::PeerDown(node))),
+                Ok(PeerEvent::Up { node, .. }) => Some(command(Command::PeerUp(node))),
+                Ok(PeerEvent::Down { node, .. }) => Some(command(Command::PeerDown(node))),
                 Ok(_) => None,
                 Err(_lagged) => {
                     // Missed some: say hello to everyone linked now.
                     for info in weak.peers().into_iter().filter(|p| p.connected) {
-                        let _ = to.send(local(Kind::PeerUp(info.node)));
+                        let _ = to.send(command(Command::PeerUp(info.node)));
                     }
                     None
                 }
@@ -150,7 +117,7 @@ impl Actor for BrokerActor {
             Ok(SupervisionEvent::SupervisorFailed { supervisor, .. }) => supervisor
                 .strip_prefix(SUB_PREFIX)
                 .and_then(|id| id.parse::<u64>().ok())
-                .map(|sub| local(Kind::SubFailed(sub))),
+                .map(|sub| command(Command::SubFailed(sub))),
             _ => None,
         });
 
@@ -169,13 +136,8 @@ impl Actor for BrokerActor {
                 for delivery in batch {
                     self.core.accept_remote(from, delivery);
                 }
-                let (before, received) = {
-                    let mut counts = lock(&self.core.received);
-                    let count = counts.entry(from).or_insert(0);
-                    *count += n;
-                    (*count - n, *count)
-                };
-                if before / CREDIT_EVERY != received / CREDIT_EVERY
+                let credit = lock(&self.core.received).received(from, n);
+                if let Some(received) = credit
                     && let Some(peer) = self.core.peer(from)
                 {
                     let _ = peer.addr.send(BrokerMsg::Credit {
@@ -216,9 +178,9 @@ impl Actor for BrokerActor {
                 InterestChange::Added(interest) => self.core.add_interest(node, interest),
                 InterestChange::Removed(sub) => self.core.remove_interest(node, sub),
             },
-            BrokerMsg::Local(Local(kind)) => match kind {
-                Kind::Tick => self.core.tick(),
-                Kind::Subscribe {
+            BrokerMsg::Local(BrokerCommand(command)) => match command {
+                Command::Tick => self.core.tick(),
+                Command::Subscribe {
                     queue,
                     interest,
                     reply,
@@ -228,30 +190,30 @@ impl Actor for BrokerActor {
                     self.broadcast(InterestChange::Added(interest));
                     let _ = reply.send(());
                 }
-                Kind::Unsubscribe { sub, reply } => {
+                Command::Unsubscribe { sub, reply } => {
                     self.remove_local(sub);
                     let _ = reply.send(());
                 }
-                Kind::SubFailed(sub) => {
+                Command::SubFailed(sub) => {
                     tracing::warn!(
                         sub,
                         "subscription gave up after repeated crashes; withdrawn"
                     );
                     self.remove_local(sub);
                 }
-                Kind::PeerUp(peer) => self.peer_up(ctx.node(), peer),
-                Kind::PeerFound(peer, addr) => {
+                Command::PeerUp(peer) => self.peer_up(ctx.node(), peer),
+                Command::PeerFound(peer, addr) => {
                     self.core.set_peer(peer, addr.clone());
                     if let Err(err) = addr.send(self.hello(ctx.node(), true)?) {
                         tracing::debug!(%peer, %err, "hello not sent");
                     }
                 }
-                Kind::PeerDown(peer) => {
+                Command::PeerDown(peer) => {
                     tracing::debug!(%peer, "peer down: its interest is dropped");
                     self.core.drop_peer(peer);
-                    lock(&self.core.received).remove(&peer);
+                    lock(&self.core.received).forget(peer);
                 }
-                Kind::Core(reply) => {
+                Command::Shared(reply) => {
                     let _ = reply.send(self.core.clone());
                 }
             },
@@ -259,6 +221,3 @@ impl Actor for BrokerActor {
         Ok(())
     }
 }
-
-/// For `HashMap` in `Core` (frames received per peer).
-pub(crate) type Received = HashMap<NodeId, u64>;

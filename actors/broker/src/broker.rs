@@ -3,19 +3,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use micro_runtime::{Addr, ChildSpec, Intensity, Node, NodeId, Strategy, SupervisorSpec};
+use micro_runtime::{
+    Addr, ChildSpec, Intensity, Metadata, Node, NodeId, Strategy, SupervisorRef, SupervisorSpec,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::actor::{BROKER_NAME, BrokerActor, Kind, local};
+use crate::actor::BrokerActor;
 use crate::core::{BrokerConfig, BrokerStats, Core, TopicInterest};
-use crate::protocol::{BrokerMsg, Interest};
-use crate::queue::SubQueue;
-use crate::{
-    BrokerError, Delivery, Envelope, Handler, PublishOptions, SubscribeOptions, SubscriberSpec,
-    Subscription,
-};
+use crate::protocol::{BROKER_NAME, BrokerMsg, Command, Interest, command};
+use crate::queue::{SubQueue, SubscriptionStats};
+use crate::subscription::{Handler, SubscriberSpec};
+use crate::{BrokerError, Delivery, Envelope, PublishOptions, SubscribeOptions};
 
 /// Messages the broker actor may have queued (it is exposed, so this bounds what peers can queue
 /// on it; flow control keeps each peer well under it).
@@ -98,7 +98,12 @@ impl Broker {
     /// A handle to the broker already running on `node`.
     pub async fn lookup(node: &Node) -> Result<Broker, BrokerError> {
         let addr = node.lookup::<BrokerMsg>(BROKER_NAME)?;
-        let core = addr.ask(|reply| local(Kind::Core(reply)), ASK).await?;
+        let shared = addr
+            .ask(|reply| command(Command::Shared(reply)), ASK)
+            .await?;
+        let core = shared
+            .downcast::<Core>()
+            .map_err(|_| BrokerError::Closed(format!("the broker of node {}", node.id())))?;
         Ok(Broker { core, addr })
     }
 
@@ -155,7 +160,7 @@ impl Broker {
         &self,
         topic: &str,
         content_type: &str,
-        headers: crate::Headers,
+        headers: Metadata,
         body: Vec<u8>,
     ) -> Result<(), BrokerError> {
         check_name(topic)?;
@@ -242,7 +247,7 @@ impl Broker {
             .addr
             .ask(
                 |reply| {
-                    local(Kind::Subscribe {
+                    command(Command::Subscribe {
                         queue: for_actor,
                         interest,
                         reply,
@@ -265,7 +270,7 @@ impl Broker {
 
     pub(crate) async fn unsubscribe_id(&self, sub: u64) -> Result<(), BrokerError> {
         self.addr
-            .ask(|reply| local(Kind::Unsubscribe { sub, reply }), ASK)
+            .ask(|reply| command(Command::Unsubscribe { sub, reply }), ASK)
             .await?;
         Ok(())
     }
@@ -295,4 +300,54 @@ fn check_name(name: &str) -> Result<(), BrokerError> {
         return Err(BrokerError::InvalidTopic(name.chars().take(64).collect()));
     }
     Ok(())
+}
+
+/// A running subscription. Dropping the handle leaves the subscription running (as services
+/// expect); [`Subscription::unsubscribe`] ends it.
+#[derive(Debug)]
+pub struct Subscription {
+    pub(crate) queue: Arc<SubQueue>,
+    pub(crate) broker: Broker,
+    pub(crate) supervisor: SupervisorRef,
+}
+
+impl Subscription {
+    /// The subscription's id (unique on its node).
+    pub fn id(&self) -> u64 {
+        self.queue.id
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.queue.topic
+    }
+
+    /// The queue group, if any.
+    pub fn group(&self) -> Option<&str> {
+        self.queue.group.as_deref()
+    }
+
+    /// The subscription's counters: received, handled, failed, crashed, dropped, rejected,
+    /// undecodable, discarded, and what is queued now.
+    pub fn stats(&self) -> SubscriptionStats {
+        self.queue.stats()
+    }
+
+    /// Whether the subscription ended (unsubscribed, or withdrawn after too many crashes).
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
+    /// Withdraws the subscription here and on every peer, then stops its actor. What is still
+    /// queued is discarded (counted in `discarded`); its unacknowledged at-least-once group
+    /// messages move to other members.
+    pub async fn unsubscribe(self) -> Result<SubscriptionStats, BrokerError> {
+        self.broker.unsubscribe_id(self.queue.id).await?;
+        let id = self.supervisor.id();
+        if let Some(parent) = self.broker.core.supervisor.get() {
+            // Already gone if it gave up on its own.
+            let _ = parent.stop_child(id).await;
+        }
+        Ok(self.queue.stats())
+    }
 }

@@ -5,7 +5,7 @@
 //! is the only writer of the interest tables, so snapshots and deltas sent to peers stay ordered.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
@@ -14,9 +14,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
+use crate::acks::{AckScope, Pending, PendingAcks};
+use crate::outbox::{CreditCounter, Outbox, Window};
 use crate::protocol::{BrokerMsg, Dispatch, Interest, Outcome};
 use crate::queue::{Confirm, Item, Pushed, RemoteConfirm, SubQueue, lock};
-use crate::{Backpressure, BrokerError, Envelope, Redelivery};
+use crate::routes::{InterestTable, Target, TopicRoutes};
+use crate::{Backpressure, BrokerError, Envelope};
 
 /// Tuning of a broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,9 +47,6 @@ impl Default for BrokerConfig {
         }
     }
 }
-
-/// A receiving broker confirms every this many deliveries from a peer.
-pub(crate) const CREDIT_EVERY: u64 = 512;
 
 /// Counters of a broker, for the user to read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,44 +103,6 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One subscription as a publisher sees it.
-#[derive(Clone)]
-pub(crate) struct Target {
-    pub(crate) node: NodeId,
-    pub(crate) sub: u64,
-    pub(crate) group: Option<String>,
-    pub(crate) redelivery: Option<Redelivery>,
-    pub(crate) block: Option<Duration>,
-    /// The queue, when the subscription is on this node.
-    pub(crate) queue: Option<Arc<SubQueue>>,
-}
-
-struct Group {
-    members: Vec<Target>,
-    next: AtomicUsize,
-}
-
-impl Group {
-    /// The next member, round robin, skipping members on `avoid` nodes while others remain.
-    fn pick(&self, avoid: &[NodeId]) -> Option<&Target> {
-        let len = self.members.len();
-        if len == 0 {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..len)
-            .map(|i| &self.members[(start + i) % len])
-            .find(|t| !avoid.contains(&t.node))
-    }
-}
-
-/// Who wants one topic.
-#[derive(Default)]
-pub(crate) struct TopicRoutes {
-    plain: Vec<Target>,
-    groups: BTreeMap<String, Group>,
-}
-
 /// Where a topic's subscribers are, as this node knows now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopicInterest {
@@ -162,21 +124,15 @@ impl TopicInterest {
     }
 }
 
-/// Deliveries queued for one peer that one frame carries at most.
-const MAX_BATCH: usize = 512;
-/// Payload bytes one frame carries at most (more only for a single large message).
-const MAX_BATCH_BYTES: usize = 1 << 20;
-
 /// The way out to one peer's broker: an outbox that a flusher task turns into batched Deliver
 /// frames (in order), and the flow-control window (in deliveries).
 pub(crate) struct PeerOut {
     pub(crate) addr: Addr<BrokerMsg>,
     node: NodeId,
     core: Weak<Core>,
-    sent: AtomicU64,
-    confirmed: AtomicU64,
+    window: Window,
     room: Notify,
-    outbox: Mutex<std::collections::VecDeque<Dispatch>>,
+    outbox: Mutex<Outbox>,
     scheduled: std::sync::atomic::AtomicBool,
     /// Held while batches are taken and sent.
     sending: Mutex<()>,
@@ -202,10 +158,9 @@ impl PeerOut {
                 addr,
                 node,
                 core,
-                sent: AtomicU64::new(0),
-                confirmed: AtomicU64::new(0),
+                window: Window::default(),
                 room: Notify::new(),
-                outbox: Mutex::new(std::collections::VecDeque::new()),
+                outbox: Mutex::new(Outbox::default()),
                 scheduled: std::sync::atomic::AtomicBool::new(false),
                 sending: Mutex::new(()),
                 wake,
@@ -215,29 +170,21 @@ impl PeerOut {
     }
 
     fn in_flight(&self) -> u64 {
-        self.sent
-            .load(Ordering::Acquire)
-            .saturating_sub(self.confirmed.load(Ordering::Acquire))
+        self.window.in_flight()
     }
 
     pub(crate) fn confirm(&self, received: u64) {
-        self.confirmed.fetch_max(received, Ordering::AcqRel);
+        self.window.confirm(received);
         self.room.notify_waiters();
     }
 
     /// Queues a delivery; the flusher sends it (with whatever else is queued by then).
     fn enqueue(&self, delivery: Dispatch) {
-        let queued = {
-            let mut outbox = lock(&self.outbox);
-            outbox.push_back(delivery);
-            outbox.len()
-        };
-        self.sent.fetch_add(1, Ordering::AcqRel);
+        let full = lock(&self.outbox).push(delivery);
+        self.window.sent_one();
         // A full batch is sent by the publisher that completed it (unless a flush is running);
         // anything less by the flusher task, at once.
-        if queued >= MAX_BATCH
-            && let Ok(sending) = self.sending.try_lock()
-        {
+        if full && let Ok(sending) = self.sending.try_lock() {
             self.send_batches(sending);
             return;
         }
@@ -246,7 +193,7 @@ impl PeerOut {
         }
     }
 
-    /// Sends everything queued, in order, in frames of at most [`MAX_BATCH`] deliveries.
+    /// Sends everything queued, in order, in frames of at most `MAX_BATCH` deliveries.
     fn flush(&self) {
         self.scheduled.store(false, Ordering::Release);
         self.send_batches(lock(&self.sending));
@@ -255,19 +202,7 @@ impl PeerOut {
     /// Sends what is queued; the guard keeps one sender at a time, so batches leave in order.
     fn send_batches(&self, _sending: std::sync::MutexGuard<'_, ()>) {
         loop {
-            let batch: Vec<Dispatch> = {
-                let mut outbox = lock(&self.outbox);
-                let mut bytes = 0;
-                let mut take = 0;
-                for delivery in outbox.iter().take(MAX_BATCH) {
-                    bytes += delivery.envelope.body.len();
-                    if take > 0 && bytes > MAX_BATCH_BYTES {
-                        break;
-                    }
-                    take += 1;
-                }
-                outbox.drain(..take).collect()
-            };
+            let batch = lock(&self.outbox).next_batch();
             if batch.is_empty() {
                 return;
             }
@@ -290,33 +225,6 @@ impl PeerOut {
             }
         }
     }
-}
-
-/// Which delivery of a message an ack settles: a plain subscription's, or a group's (any member
-/// may ack, since redelivery can move the message to another member).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Slot {
-    Sub(u64),
-    Group(String),
-}
-
-impl Slot {
-    fn of(sub: u64, group: &Option<String>) -> Slot {
-        match group {
-            Some(group) => Slot::Group(group.clone()),
-            None => Slot::Sub(sub),
-        }
-    }
-}
-
-/// An at-least-once delivery waiting for its ack.
-struct Pending {
-    env: Arc<Envelope>,
-    node: NodeId,
-    sub: u64,
-    redelivery: Redelivery,
-    attempt: u32,
-    deadline: Instant,
 }
 
 /// Where a remote node's confirmation is awaited.
@@ -342,14 +250,14 @@ pub(crate) struct Core {
     pub(crate) supervisor: OnceLock<SupervisorRef>,
     next_msg: AtomicU64,
     next_sub: AtomicU64,
-    /// What every node (this one included) subscribed: node → subscription → interest.
-    interest: Mutex<HashMap<NodeId, BTreeMap<u64, Interest>>>,
+    /// What every node (this one included) subscribed.
+    interest: Mutex<InterestTable>,
     routes: RwLock<HashMap<String, Arc<TopicRoutes>>>,
     local: RwLock<HashMap<u64, Arc<SubQueue>>>,
     peers: RwLock<HashMap<NodeId, Arc<PeerOut>>>,
-    pending: Mutex<HashMap<(u64, Slot), Pending>>,
+    pending: Mutex<PendingAcks>,
     /// Deliver frames received from each peer (flow-control credit), kept across broker restarts.
-    pub(crate) received: Mutex<crate::actor::Received>,
+    pub(crate) received: Mutex<CreditCounter>,
     /// Publishers waiting for a remote blocking subscriber: token → (node, who waits).
     confirms: Mutex<HashMap<u64, (NodeId, ConfirmSender)>>,
     next_token: AtomicU64,
@@ -358,21 +266,22 @@ pub(crate) struct Core {
 
 impl Core {
     pub(crate) fn new(node: Node, config: BrokerConfig) -> Arc<Self> {
+        let (me, max_pending) = (node.id(), config.max_pending);
         Arc::new_cyclic(|myself| Core {
             myself: myself.clone(),
-            me: node.id(),
+            me,
             node,
             config,
             supervisor: OnceLock::new(),
             next_msg: AtomicU64::new(1),
             // Subscription ids never repeat on a node, even across broker restarts.
             next_sub: AtomicU64::new(rand::random::<u32>() as u64 + 1),
-            interest: Mutex::new(HashMap::new()),
+            interest: Mutex::new(InterestTable::new(me)),
             routes: RwLock::new(HashMap::new()),
             local: RwLock::new(HashMap::new()),
             peers: RwLock::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
-            received: Mutex::new(HashMap::new()),
+            pending: Mutex::new(PendingAcks::new(max_pending)),
+            received: Mutex::new(CreditCounter::default()),
             confirms: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             counters: Counters::default(),
@@ -415,27 +324,18 @@ impl Core {
 
     /// This node's subscriptions, as sent to peers.
     pub(crate) fn local_interest(&self) -> Vec<Interest> {
-        lock(&self.interest)
-            .get(&self.me)
-            .map(|subs| subs.values().cloned().collect())
-            .unwrap_or_default()
+        lock(&self.interest).local()
     }
 
     /// Adds one subscription of `node`.
     pub(crate) fn add_interest(&self, node: NodeId, interest: Interest) {
-        let topic = interest.topic.clone();
-        lock(&self.interest)
-            .entry(node)
-            .or_default()
-            .insert(interest.sub, interest);
+        let topic = lock(&self.interest).add(node, interest);
         self.rebuild(&[topic]);
     }
 
     /// Removes one subscription of `node`; its unacknowledged messages move on.
     pub(crate) fn remove_interest(&self, node: NodeId, sub: u64) {
-        let removed = lock(&self.interest)
-            .get_mut(&node)
-            .and_then(|subs| subs.remove(&sub));
+        let removed = lock(&self.interest).remove(node, sub);
         if let Some(interest) = removed {
             self.rebuild(&[interest.topic]);
         }
@@ -453,20 +353,7 @@ impl Core {
 
     /// Replaces everything `node` subscribed (its broker said hello).
     pub(crate) fn replace_interest(&self, node: NodeId, interests: Vec<Interest>) {
-        let mut topics: Vec<String> = Vec::new();
-        {
-            let mut all = lock(&self.interest);
-            if let Some(old) = all.remove(&node) {
-                topics.extend(old.into_values().map(|i| i.topic));
-            }
-            let subs: BTreeMap<u64, Interest> = interests.into_iter().map(|i| (i.sub, i)).collect();
-            topics.extend(subs.values().map(|i| i.topic.clone()));
-            if !subs.is_empty() {
-                all.insert(node, subs);
-            }
-        }
-        topics.sort();
-        topics.dedup();
+        let topics = lock(&self.interest).replace(node, interests);
         self.rebuild(&topics);
     }
 
@@ -521,47 +408,13 @@ impl Core {
         let local = self.local.read().unwrap_or_else(|p| p.into_inner());
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         for topic in topics {
-            let mut built = TopicRoutes::default();
-            for (node, subs) in all.iter() {
-                for interest in subs.values().filter(|i| &i.topic == topic) {
-                    let target = Target {
-                        node: *node,
-                        sub: interest.sub,
-                        group: interest.group.clone(),
-                        redelivery: interest.redelivery.clone(),
-                        block: match interest.backpressure {
-                            Backpressure::Block { timeout, .. } => Some(timeout),
-                            Backpressure::DropOldest { .. } => None,
-                        },
-                        queue: (*node == self.me)
-                            .then(|| local.get(&interest.sub).cloned())
-                            .flatten(),
-                    };
-                    if *node == self.me && target.queue.is_none() {
-                        continue;
-                    }
-                    match &interest.group {
-                        None => built.plain.push(target),
-                        Some(group) => built
-                            .groups
-                            .entry(group.clone())
-                            .or_insert_with(|| Group {
-                                members: Vec::new(),
-                                next: AtomicUsize::new(rand::random::<u16>() as usize),
-                            })
-                            .members
-                            .push(target),
-                    }
+            match all.routes(topic, &local, || rand::random::<u16>() as usize) {
+                Some(built) => {
+                    routes.insert(topic.clone(), Arc::new(built));
                 }
-            }
-            // A stable order, so round robin visits members evenly.
-            for group in built.groups.values_mut() {
-                group.members.sort_by_key(|t| (t.node, t.sub));
-            }
-            if built.plain.is_empty() && built.groups.is_empty() {
-                routes.remove(topic);
-            } else {
-                routes.insert(topic.clone(), Arc::new(built));
+                None => {
+                    routes.remove(topic);
+                }
             }
         }
     }
@@ -610,25 +463,17 @@ impl Core {
         // At-least-once deliveries are tracked before they are sent.
         if targets.iter().any(|t| t.redelivery.is_some()) {
             let mut pending = lock(&self.pending);
-            if pending.len() >= self.config.max_pending {
+            if pending.is_full() {
                 return Err(BrokerError::Overloaded(format!(
                     "{} unacknowledged messages",
                     pending.len()
                 )));
             }
+            let now = Instant::now();
             for t in &targets {
                 if let Some(redelivery) = &t.redelivery {
-                    pending.insert(
-                        (env.id, Slot::of(t.sub, &t.group)),
-                        Pending {
-                            env: env.clone(),
-                            node: t.node,
-                            sub: t.sub,
-                            redelivery: redelivery.clone(),
-                            attempt: 1,
-                            deadline: Instant::now() + redelivery.ack_timeout,
-                        },
-                    );
+                    let first = Pending::first(env.clone(), t.node, t.sub, redelivery.clone(), now);
+                    pending.track(env.id, AckScope::of(t.sub, &t.group), first);
                 }
             }
         }
@@ -683,10 +528,7 @@ impl Core {
 
     /// Moves a pending at-least-once delivery to another group member.
     fn retarget(&self, id: u64, from: &Target, to: &Target) {
-        if let Some(p) = lock(&self.pending).get_mut(&(id, Slot::of(from.sub, &from.group))) {
-            p.node = to.node;
-            p.sub = to.sub;
-        }
+        lock(&self.pending).retarget(id, AckScope::of(from.sub, &from.group), to.node, to.sub);
     }
 
     fn push_local(
@@ -908,13 +750,13 @@ impl Core {
 
     /// An ack for a message this node published.
     pub(crate) fn settled(&self, id: u64, sub: u64, group: Option<String>, outcome: Outcome) {
-        let key = (id, Slot::of(sub, &group));
-        let Some(pending) = lock(&self.pending).remove(&key) else {
+        let settled = lock(&self.pending).settle(id, AckScope::of(sub, &group));
+        let Some((scope, pending)) = settled else {
             return;
         };
         match outcome {
             Outcome::Ack => bump(&self.counters.acked),
-            Outcome::Nack(reason) => self.redeliver(key.1, pending, &reason),
+            Outcome::Nack(reason) => self.redeliver(scope, pending, &reason),
             Outcome::Dead(reason) => self.dead_letter(pending, &reason),
         }
     }
@@ -922,19 +764,9 @@ impl Core {
     /// Redelivers the at-least-once messages whose ack is overdue.
     pub(crate) fn tick(self: &Arc<Self>) {
         let now = Instant::now();
-        let overdue: Vec<((u64, Slot), Pending)> = {
-            let mut pending = lock(&self.pending);
-            let keys: Vec<(u64, Slot)> = pending
-                .iter()
-                .filter(|(_, p)| p.deadline <= now)
-                .map(|(k, _)| k.clone())
-                .collect();
-            keys.into_iter()
-                .filter_map(|k| pending.remove(&k).map(|p| (k, p)))
-                .collect()
-        };
-        for ((_, slot), pending) in overdue {
-            self.redeliver(slot, pending, "no ack within the timeout");
+        let overdue = lock(&self.pending).poll_overdue(now);
+        for (scope, pending) in overdue {
+            self.redeliver(scope, pending, "no ack within the timeout");
         }
         for queue in self.local_queues() {
             queue.expire_waiters(now);
@@ -943,60 +775,41 @@ impl Core {
 
     /// Moves the pending deliveries `which` selects (their subscriber or node went away).
     fn move_pending(&self, which: impl Fn(&Pending) -> bool) {
-        let moved: Vec<((u64, Slot), Pending)> = {
-            let mut pending = lock(&self.pending);
-            let keys: Vec<(u64, Slot)> = pending
-                .iter()
-                .filter(|(_, p)| which(p))
-                .map(|(k, _)| k.clone())
-                .collect();
-            keys.into_iter()
-                .filter_map(|k| pending.remove(&k).map(|p| (k, p)))
-                .collect()
-        };
-        for ((_, slot), pending) in moved {
-            match slot {
-                Slot::Group(_) => self.redeliver(slot, pending, "its subscriber went away"),
-                Slot::Sub(_) => bump(&self.counters.abandoned),
+        let moved = lock(&self.pending).take_where(which);
+        for (scope, pending) in moved {
+            match scope {
+                AckScope::Group(_) => self.redeliver(scope, pending, "its subscriber went away"),
+                AckScope::Sub(_) => bump(&self.counters.abandoned),
             }
         }
     }
 
     /// Sends a pending delivery again (another group member when there is one), or to the
     /// dead-letter topic once its attempts are spent. Never waits.
-    fn redeliver(&self, slot: Slot, mut pending: Pending, reason: &str) {
-        if pending.attempt >= pending.redelivery.max_attempts {
+    fn redeliver(&self, scope: AckScope, mut pending: Pending, reason: &str) {
+        if pending.spent() {
             self.dead_letter(pending, reason);
             return;
         }
-        let target = match &slot {
-            Slot::Sub(sub) => self
+        let target = match &scope {
+            AckScope::Sub(sub) => self
                 .routes_for(&pending.env.topic)
                 .and_then(|routes| routes.plain.iter().find(|t| t.sub == *sub).cloned()),
-            Slot::Group(group) => self.routes_for(&pending.env.topic).and_then(|routes| {
-                let members = routes.groups.get(group)?;
+            AckScope::Group(group) => self.routes_for(&pending.env.topic).and_then(|routes| {
                 // Prefer another member than the one that failed.
-                let len = members.members.len();
-                let start = members.next.fetch_add(1, Ordering::Relaxed);
-                (0..len)
-                    .map(|i| &members.members[(start + i) % len])
-                    .find(|t| t.sub != pending.sub || len == 1)
-                    .cloned()
+                routes.groups.get(group)?.pick_other(pending.sub).cloned()
             }),
         };
         let Some(target) = target else {
             bump(&self.counters.abandoned);
             return;
         };
-        pending.attempt += 1;
-        pending.node = target.node;
-        pending.sub = target.sub;
-        pending.deadline = Instant::now() + pending.redelivery.ack_timeout;
+        pending.redirect(target.node, target.sub, Instant::now());
         let env = pending.env.clone();
         let attempt = pending.attempt;
         bump(&self.counters.redelivered);
         tracing::debug!(topic = %env.topic, id = env.id, attempt, %reason, "redelivering");
-        lock(&self.pending).insert((env.id, slot), pending);
+        lock(&self.pending).track(env.id, scope, pending);
         match &target.queue {
             Some(queue) => {
                 if queue.push(Item { env, attempt }, None) == Pushed::Full {
@@ -1020,24 +833,7 @@ impl Core {
 
     /// Publishes a message that could not be delivered on its dead-letter topic.
     fn dead_letter(&self, pending: Pending, reason: &str) {
-        let topic = pending
-            .redelivery
-            .dead_letter
-            .clone()
-            .unwrap_or_else(|| format!("{}.dead-letter", pending.env.topic));
-        let mut headers = pending.env.headers.clone();
-        headers.insert("x-dead-letter-topic".into(), pending.env.topic.clone());
-        headers.insert("x-dead-letter-reason".into(), reason.to_owned());
-        headers.insert("x-dead-letter-attempts".into(), pending.attempt.to_string());
-        headers.insert("x-dead-letter-id".into(), pending.env.id.to_string());
-        let env = Envelope {
-            origin: self.me,
-            id: self.next_msg_id(),
-            topic,
-            content_type: pending.env.content_type.clone(),
-            headers,
-            body: pending.env.body.clone(),
-        };
+        let env = pending.dead_letter(reason, self.me, self.next_msg_id());
         bump(&self.counters.dead_lettered);
         tracing::debug!(topic = %pending.env.topic, id = pending.env.id, %reason, "dead-lettered");
         // Published from a task: a blocking dead-letter subscriber may make it wait.

@@ -102,22 +102,34 @@
 //! # Ok(()) }
 //! ```
 
+// Layers, each importing only those above it in this list (no cycles):
+// message, error, options → queue → protocol → routes, acks, outbox (state machines, no I/O)
+// → core → actor, subscription → broker (the handle).
+mod acks;
 mod actor;
 mod broker;
 mod core;
 mod error;
 mod message;
 mod options;
+mod outbox;
 mod protocol;
 mod queue;
+mod routes;
 mod subscription;
 
-pub use actor::{BROKER_NAME, Local};
-pub use broker::Broker;
+pub use broker::{Broker, Subscription};
 pub use core::{BrokerConfig, BrokerStats, TopicInterest};
 pub use error::{BrokerError, HandlerError};
-pub use message::{Envelope, Event, Headers};
+#[allow(deprecated)]
+pub use message::Headers;
+pub use message::{Envelope, Event};
+pub use micro_runtime::Metadata;
 pub use options::{Backpressure, Delivery, PublishOptions, Redelivery, SubscribeOptions};
-pub use protocol::{BrokerMsg, Dispatch, Interest, InterestChange, Outcome};
+#[allow(deprecated)]
+pub use protocol::Local;
+pub use protocol::{
+    BROKER_NAME, BrokerCommand, BrokerMsg, Dispatch, Interest, InterestChange, Outcome,
+};
 pub use queue::SubscriptionStats;
-pub use subscription::{Handler, SubscriberSpec, Subscription};
+pub use subscription::{Handler, SubscriberSpec};

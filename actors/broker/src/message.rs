@@ -1,12 +1,11 @@
 //! Messages: their wire form (bytes, content type, headers) and the typed event a handler gets.
 
-use std::collections::BTreeMap;
-
-use micro_runtime::NodeId;
+use micro_runtime::{Metadata, NodeId};
 use serde::{Deserialize, Serialize};
 
-/// Headers that travel with a message (Go Micro's `map[string]string`).
-pub type Headers = BTreeMap<String, String>;
+/// Headers that travel with a message: the runtime's [`Metadata`] (same type, same wire form).
+#[deprecated(note = "use `micro_runtime::Metadata` (the same type)")]
+pub type Headers = Metadata;
 
 /// A published message as it travels: the payload stays bytes in its content type, so the broker
 /// never needs the message's type and any codec works.
@@ -21,7 +20,7 @@ pub struct Envelope {
     /// The payload's content type (a MIME name the runtime's codecs know).
     pub content_type: String,
     /// The headers.
-    pub headers: Headers,
+    pub headers: Metadata,
     /// The payload (encoded as one byte string, not a sequence of numbers).
     #[serde(with = "as_bytes")]
     pub body: Vec<u8>,
@@ -84,7 +83,7 @@ pub struct Event<T> {
     /// The node that published it.
     pub publisher: NodeId,
     /// The headers.
-    pub headers: Headers,
+    pub headers: Metadata,
     /// Which delivery this is (1 for the first; more after redeliveries).
     pub attempt: u32,
     /// The message.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use micro_runtime::{Backoff, ContentType, Intensity};
 use serde::{Deserialize, Serialize};
 
-use crate::Headers;
+use micro_runtime::Metadata;
 
 /// What a subscription promises about delivery. Chosen at subscribe time.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -121,24 +121,28 @@ impl SubscribeOptions {
 
     /// Joins the queue group `group`: each message of the topic goes to one member of the group
     /// across the cluster.
+    #[must_use = "a builder method returns the changed value"]
     pub fn queue(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
         self
     }
 
     /// Asks for at-least-once delivery.
+    #[must_use = "a builder method returns the changed value"]
     pub fn at_least_once(mut self, redelivery: Redelivery) -> Self {
         self.delivery = Delivery::AtLeastOnce(redelivery);
         self
     }
 
     /// Sets the delivery guarantee.
+    #[must_use = "a builder method returns the changed value"]
     pub fn delivery(mut self, delivery: Delivery) -> Self {
         self.delivery = delivery;
         self
     }
 
     /// Sets the backpressure policy of the subscriber's queue.
+    #[must_use = "a builder method returns the changed value"]
     pub fn backpressure(mut self, backpressure: Backpressure) -> Self {
         self.backpressure = backpressure;
         self
@@ -146,12 +150,14 @@ impl SubscribeOptions {
 
     /// How many handler crashes within a period the subscription survives (it is restarted after
     /// each); beyond that it is closed and its interest withdrawn. Default: 100 within 10 s.
+    #[must_use = "a builder method returns the changed value"]
     pub fn intensity(mut self, intensity: Intensity) -> Self {
         self.intensity = intensity;
         self
     }
 
     /// The delay before a crashed handler is restarted. Default: 5 ms doubling up to 1 s.
+    #[must_use = "a builder method returns the changed value"]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
@@ -161,7 +167,7 @@ impl SubscribeOptions {
 /// How a message is published: headers and the codec of its payload.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PublishOptions {
-    pub(crate) headers: Headers,
+    pub(crate) headers: Metadata,
     pub(crate) content_type: ContentType,
 }
 
@@ -172,6 +178,7 @@ impl PublishOptions {
     }
 
     /// Adds a header.
+    #[must_use = "a builder method returns the changed value"]
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.insert(key.into(), value.into());
         self
@@ -179,6 +186,7 @@ impl PublishOptions {
 
     /// Encodes the payload with `content_type` (any codec the runtime knows: bincode, JSON, or a
     /// registered one); subscribers decode whatever content type arrives.
+    #[must_use = "a builder method returns the changed value"]
     pub fn content_type(mut self, content_type: ContentType) -> Self {
         self.content_type = content_type;
         self

@@ -1,15 +1,23 @@
 //! The broker's typed protocol: what brokers of a cluster tell each other.
 
+use std::any::Any;
 use std::sync::Arc;
 
-use micro_runtime::{Addr, NodeId, RemoteMessage};
+use micro_runtime::{Addr, NodeId, RemoteMessage, Reply};
 use serde::{Deserialize, Serialize};
 
+use crate::queue::SubQueue;
 use crate::{Backpressure, BrokerError, Envelope, Redelivery};
+
+/// The name of every node's broker actor (exposed to other nodes).
+pub const BROKER_NAME: &str = "broker";
+
+/// Prefix of the name of each subscription's supervisor; the subscription id follows.
+pub(crate) const SUB_PREFIX: &str = "broker.sub.";
 
 /// What a broker actor takes. Brokers of a cluster speak it to each other; applications use the
 /// [`Broker`](crate::Broker) handle.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum BrokerMsg {
     /// A peer's broker introduces itself with everything its node subscribed (replacing what
     /// was known of that node), and asks for the same back when `answer` is set.
@@ -67,11 +75,56 @@ pub enum BrokerMsg {
     /// The broker's messages to itself and from its handle. Never travels: it has no wire form.
     #[serde(skip)]
     #[doc(hidden)]
-    Local(crate::actor::Local),
+    Local(BrokerCommand),
 }
 
 impl RemoteMessage for BrokerMsg {
     const TYPE_NAME: &'static str = "micro.broker.v1";
+}
+
+/// A command to the broker actor from its own node (its handle, its timers, its membership
+/// events): opaque outside the crate, and never sent over the wire.
+pub struct BrokerCommand(pub(crate) Command);
+
+/// The broker's command under its old name (it is not the registry's `Local`).
+#[deprecated(note = "renamed `BrokerCommand`")]
+pub type Local = BrokerCommand;
+
+impl std::fmt::Debug for BrokerCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BrokerCommand").field(&self.0).finish()
+    }
+}
+
+/// What a [`BrokerCommand`] asks.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A subscription on this node: its queue and its interest, to announce.
+    Subscribe {
+        queue: Arc<SubQueue>,
+        interest: Interest,
+        reply: Reply<()>,
+    },
+    /// Withdraw a subscription of this node.
+    Unsubscribe { sub: u64, reply: Reply<()> },
+    /// A link to a peer came up: find its broker.
+    PeerUp(NodeId),
+    /// The peer's broker was found.
+    PeerFound(NodeId, Addr<BrokerMsg>),
+    /// A link to a peer went down.
+    PeerDown(NodeId),
+    /// A subscription's supervisor gave up.
+    SubFailed(u64),
+    /// Time to check redelivery and blocked publishers' deadlines.
+    Tick,
+    /// The broker's shared state, for a handle found by lookup. Typed as `Any` so this module
+    /// (below the core) need not name it; the handle downcasts.
+    Shared(Reply<Arc<dyn Any + Send + Sync>>),
+}
+
+/// A command wrapped as the broker actor's message.
+pub(crate) fn command(command: Command) -> BrokerMsg {
+    BrokerMsg::Local(BrokerCommand(command))
 }
 
 /// One message for some subscriptions of one node.

@@ -13,6 +13,13 @@ use tokio::time::Instant;
 
 use crate::{Backpressure, BrokerError, Envelope, Redelivery};
 
+/// What wakes a subscription's actor: there is something in its queue.
+#[derive(Debug)]
+pub(crate) enum SubMsg {
+    /// Drain the queue.
+    Drain,
+}
+
 /// One delivery waiting in a queue.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
@@ -140,7 +147,7 @@ pub(crate) struct SubQueue {
     pub(crate) policy: Backpressure,
     pub(crate) redelivery: Option<Redelivery>,
     inner: Mutex<Inner>,
-    wake: Mutex<Option<Addr<crate::subscription::SubMsg>>>,
+    wake: Mutex<Option<Addr<SubMsg>>>,
     scheduled: AtomicBool,
     pub(crate) counters: Counters,
 }
@@ -326,7 +333,7 @@ impl SubQueue {
     }
 
     /// The actor's incarnation that drains the queue (set at every start).
-    pub(crate) fn set_waker(&self, addr: Addr<crate::subscription::SubMsg>) {
+    pub(crate) fn set_waker(&self, addr: Addr<SubMsg>) {
         *lock(&self.wake) = Some(addr);
         // A fresh incarnation drains whatever is queued.
         self.scheduled.store(false, Ordering::Release);
@@ -338,7 +345,7 @@ impl SubQueue {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             let wake = lock(&self.wake).clone();
             if let Some(addr) = wake {
-                let _ = addr.send(crate::subscription::SubMsg::Drain);
+                let _ = addr.send(SubMsg::Drain);
             }
         }
     }

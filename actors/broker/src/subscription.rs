@@ -7,16 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use micro_runtime::{
-    Actor, ActorError, ChildSpec, ContentType, Context, Restart, Strategy, SupervisorRef,
-    SupervisorSpec,
+    Actor, ActorError, ChildSpec, ContentType, Context, Restart, Strategy, SupervisorSpec,
 };
 use serde::de::DeserializeOwned;
 
-use crate::actor::SUB_PREFIX;
 use crate::core::Core;
 use crate::protocol::Outcome;
-use crate::queue::{Item, SubQueue};
-use crate::{Broker, BrokerError, Event, HandlerError, SubscribeOptions, SubscriptionStats};
+use crate::protocol::SUB_PREFIX;
+use crate::queue::{Item, SubMsg, SubQueue};
+use crate::{BrokerError, Event, HandlerError, SubscribeOptions};
 
 /// Deliveries handled per turn before the actor yields to its mailbox.
 const BATCH: usize = 64;
@@ -49,13 +48,6 @@ where
     fn handle(&self, event: Event<T>) -> impl Future<Output = Result<(), HandlerError>> + Send {
         self(event)
     }
-}
-
-/// What wakes a subscription's actor: there is something in its queue.
-#[derive(Debug)]
-pub(crate) enum SubMsg {
-    /// Drain the queue.
-    Drain,
 }
 
 /// The actor that runs one subscription's handler over its queue.
@@ -168,7 +160,7 @@ type Starter = dyn Fn(Arc<SubQueue>, Arc<Core>) -> SupervisorSpec + Send + Sync;
 
 /// A subscriber described as a value: topic, options and handler. A service definition holds
 /// these (like Go Micro's `RegisterSubscriber`) and starts them with
-/// [`Broker::subscribe_spec`]; the same spec can be started on several brokers.
+/// [`Broker::subscribe_spec`](crate::Broker::subscribe_spec); the same spec can be started on several brokers.
 ///
 /// ```
 /// use micro_broker::{Event, HandlerError, SubscribeOptions, SubscriberSpec};
@@ -228,6 +220,7 @@ impl SubscriberSpec {
     }
 
     /// Sets the subscription's options (queue group, delivery, backpressure, supervision).
+    #[must_use = "a builder method returns the changed value"]
     pub fn options(mut self, options: SubscribeOptions) -> Self {
         self.options = options;
         self
@@ -250,15 +243,6 @@ impl SubscriberSpec {
     }
 }
 
-/// A running subscription. Dropping the handle leaves the subscription running (as services
-/// expect); [`Subscription::unsubscribe`] ends it.
-#[derive(Debug)]
-pub struct Subscription {
-    pub(crate) queue: Arc<SubQueue>,
-    pub(crate) broker: Broker,
-    pub(crate) supervisor: SupervisorRef,
-}
-
 impl std::fmt::Debug for SubQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SubQueue")
@@ -266,46 +250,5 @@ impl std::fmt::Debug for SubQueue {
             .field("topic", &self.topic)
             .field("group", &self.group)
             .finish()
-    }
-}
-
-impl Subscription {
-    /// The subscription's id (unique on its node).
-    pub fn id(&self) -> u64 {
-        self.queue.id
-    }
-
-    /// The topic.
-    pub fn topic(&self) -> &str {
-        &self.queue.topic
-    }
-
-    /// The queue group, if any.
-    pub fn group(&self) -> Option<&str> {
-        self.queue.group.as_deref()
-    }
-
-    /// The subscription's counters: received, handled, failed, crashed, dropped, rejected,
-    /// undecodable, discarded, and what is queued now.
-    pub fn stats(&self) -> SubscriptionStats {
-        self.queue.stats()
-    }
-
-    /// Whether the subscription ended (unsubscribed, or withdrawn after too many crashes).
-    pub fn is_closed(&self) -> bool {
-        self.queue.is_closed()
-    }
-
-    /// Withdraws the subscription here and on every peer, then stops its actor. What is still
-    /// queued is discarded (counted in `discarded`); its unacknowledged at-least-once group
-    /// messages move to other members.
-    pub async fn unsubscribe(self) -> Result<SubscriptionStats, BrokerError> {
-        self.broker.unsubscribe_id(self.queue.id).await?;
-        let id = self.supervisor.id();
-        if let Some(parent) = self.broker.core.supervisor.get() {
-            // Already gone if it gave up on its own.
-            let _ = parent.stop_child(id).await;
-        }
-        Ok(self.queue.stats())
     }
 }

@@ -1,11 +1,8 @@
 //! Go Micro's data model: a service has a name, a version, metadata, endpoints and nodes.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-/// Key/value metadata on services, endpoints and nodes.
-pub type Metadata = BTreeMap<String, String>;
+pub use micro_runtime::Metadata;
 
 /// One version of a service, with the nodes that run it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
