@@ -477,7 +477,7 @@ async fn a_header_the_deadline_and_a_trace_id_reach_the_handler_locally_and_acro
     let cluster = Cluster::start(1, |_| probe("probe-remote")).await;
     let _local = probe("probe-local")
         .registry(cluster.registry.clone())
-        .start(&cluster.client_node())
+        .start(cluster.client_node())
         .await
         .unwrap();
     let client = cluster.client().build().await.unwrap();

@@ -106,6 +106,7 @@ impl<M: Send + 'static> Addr<M> {
 
     /// The same address, encoding its messages with `content_type` when they cross nodes (local
     /// addresses do not encode, so this changes nothing for them).
+    #[must_use]
     pub fn with_content_type(&self, content_type: ContentType) -> Self {
         match &self.inner {
             Inner::Remote(remote) => Addr {

@@ -139,6 +139,7 @@ impl fmt::Debug for NodeBuilder {
 
 impl NodeBuilder {
     /// Names the node (in logs and events).
+    #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -146,18 +147,21 @@ impl NodeBuilder {
 
     /// Sets the root supervisor's spec (strategy, intensity, backoff, and children started with
     /// the node). The default is one-for-one with default intensity and backoff, and no children.
+    #[must_use]
     pub fn root(mut self, spec: SupervisorSpec) -> Self {
         self.root = spec;
         self
     }
 
     /// How long [`Node::shutdown`] waits for the tree to stop gracefully before killing it.
+    #[must_use]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
     }
 
     /// How many supervision events a slow subscriber may fall behind by before it misses some.
+    #[must_use]
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity.max(1);
         self
@@ -165,6 +169,7 @@ impl NodeBuilder {
 
     /// Listens for other nodes on `addr` (QUIC over UDP; `127.0.0.1:0` picks a free port, see
     /// [`Node::local_addr`]). Without it the node is purely local.
+    #[must_use]
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         let credentials = self.net.take().and_then(|n| n.credentials);
         let mut net = NetConfig::new(addr);
@@ -176,6 +181,7 @@ impl NodeBuilder {
     /// The node's certificate, key and cluster CA. Without them a listening node joins the
     /// development cluster of this machine user ([`ClusterCa::dev`](crate::ClusterCa::dev)) with a
     /// fresh node id.
+    #[must_use]
     pub fn credentials(mut self, credentials: NodeCredentials) -> Self {
         self.net_config().credentials = Some(credentials);
         self
@@ -185,6 +191,7 @@ impl NodeBuilder {
     /// [`Error::FrameTooLarge`] at the sender; larger frames arriving are skipped and counted.
     /// Memory for a frame arriving is taken as its bytes arrive; a connection may hold up to twice
     /// this in frames not yet complete, past which its reads wait ([`Node::throttled_reads`]).
+    #[must_use]
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.net_config().max_frame = bytes.max(1024);
         self
@@ -192,6 +199,7 @@ impl NodeBuilder {
 
     /// How long a silent peer is given before its link counts as lost (default 1 s; keep-alives
     /// go out at a quarter of it).
+    #[must_use]
     pub fn peer_timeout(mut self, timeout: Duration) -> Self {
         let net = self.net_config();
         net.idle_timeout = timeout;
@@ -202,6 +210,7 @@ impl NodeBuilder {
     /// How many messages an actor reachable from other nodes may have queued before more from the
     /// network are refused with [`Error::Unavailable`] (default 65,536; an actor whose child spec
     /// sets a mailbox bound keeps its own).
+    #[must_use]
     pub fn inbound_capacity(mut self, messages: usize) -> Self {
         self.inbound_capacity = messages.max(1);
         if let Some(net) = &mut self.net {

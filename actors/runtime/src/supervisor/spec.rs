@@ -118,12 +118,14 @@ impl Backoff {
     }
 
     /// The same backoff with another jitter fraction (clamped to 0.0..=1.0).
+    #[must_use]
     pub fn with_jitter(mut self, jitter: f64) -> Self {
         self.jitter = jitter.clamp(0.0, 1.0);
         self
     }
 
     /// The same backoff with another quiet period before it resets.
+    #[must_use]
     pub fn with_reset_after(mut self, quiet: Duration) -> Self {
         self.reset_after = quiet;
         self
@@ -188,18 +190,21 @@ impl<A: Actor> ChildSpec<A> {
     }
 
     /// Registers the child under `name` in its node's directory (unique per node).
+    #[must_use]
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into().into());
         self
     }
 
     /// Sets the restart type.
+    #[must_use]
     pub fn restart(mut self, restart: Restart) -> Self {
         self.restart = restart;
         self
     }
 
     /// Sets how long the child gets to stop gracefully before it is killed.
+    #[must_use]
     pub fn shutdown(mut self, timeout: Duration) -> Self {
         self.shutdown = timeout;
         self
@@ -207,6 +212,7 @@ impl<A: Actor> ChildSpec<A> {
 
     /// Bounds the mailbox: sends beyond `capacity` queued messages fail with
     /// [`Error::MailboxFull`](crate::Error::MailboxFull).
+    #[must_use]
     pub fn mailbox(mut self, capacity: usize) -> Self {
         self.mailbox = Some(capacity.max(1));
         self
@@ -276,24 +282,28 @@ impl SupervisorSpec {
     }
 
     /// Names the supervisor (in events and logs).
+    #[must_use]
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into().into());
         self
     }
 
     /// Sets the restart intensity.
+    #[must_use]
     pub fn intensity(mut self, intensity: Intensity) -> Self {
         self.intensity = intensity;
         self
     }
 
     /// Sets the backoff between restarts.
+    #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
     }
 
     /// Adds a child, started after the ones before it.
+    #[must_use]
     pub fn child(mut self, child: impl Into<Child>) -> Self {
         self.children.push(child.into());
         self
@@ -301,12 +311,14 @@ impl SupervisorSpec {
 
     /// The restart type of this supervisor as a child of another (permanent by default). When
     /// this supervisor gives up (exceeds its intensity) only a permanent one is restarted.
+    #[must_use]
     pub fn restart(mut self, restart: Restart) -> Self {
         self.restart = restart;
         self
     }
 
     /// How long this supervisor gets to stop its children when it is itself stopped.
+    #[must_use]
     pub fn shutdown(mut self, timeout: Duration) -> Self {
         self.shutdown = timeout;
         self

@@ -65,48 +65,56 @@ impl CallOptions {
 
     /// The whole call's deadline, retries included; the time left travels with each attempt and
     /// the handler is cancelled when it passes. Default: the client's (5 s).
+    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
     /// Retries after the first attempt (default: the client's policy).
+    #[must_use]
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = Some(retries);
         self
     }
 
     /// A header for the handler.
+    #[must_use]
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self
     }
 
     /// All the headers at once.
+    #[must_use]
     pub fn metadata(mut self, metadata: Metadata) -> Self {
         self.metadata = metadata;
         self
     }
 
     /// How the request is encoded, and so the response (default bincode).
+    #[must_use]
     pub fn content_type(mut self, content_type: ContentType) -> Self {
         self.content_type = content_type;
         self
     }
 
     /// Which nodes may serve the call.
+    #[must_use]
     pub fn filter(mut self, filter: Filter) -> Self {
         self.filter = filter;
         self
     }
 
     /// Another selection strategy for this call.
+    #[must_use]
     pub fn strategy(mut self, strategy: Selector) -> Self {
         self.strategy = Some(strategy);
         self
     }
 
     /// Overrides whether the endpoint counts as idempotent (by default, as it registered).
+    #[must_use]
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = Some(idempotent);
         self
@@ -116,6 +124,7 @@ impl CallOptions {
     /// can be reached — every node it had is known lost (its link went down), or the registry
     /// lists none — instead of failing at once. Default: fail at once (503 naming the lost
     /// nodes, or the registry's 404 for a service this client never saw).
+    #[must_use]
     pub fn wait_for_replica(mut self) -> Self {
         self.wait_for_replica = true;
         self
@@ -148,36 +157,42 @@ pub struct ClientBuilder {
 impl ClientBuilder {
     /// The registry to resolve services in (default: the node's `"registry"` actor, or a memory
     /// registry started under that name).
+    #[must_use]
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = Some(registry);
         self
     }
 
     /// How to pick nodes (default random).
+    #[must_use]
     pub fn strategy(mut self, strategy: Selector) -> Self {
         self.strategy = strategy;
         self
     }
 
     /// How to retry (default 3 retries).
+    #[must_use]
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
     }
 
     /// The retry budget (default 20 % of calls plus 10 a second).
+    #[must_use]
     pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
         self.budget = budget;
         self
     }
 
     /// When failing nodes are ejected.
+    #[must_use]
     pub fn ejection(mut self, ejection: Ejection) -> Self {
         self.ejection = ejection;
         self
     }
 
     /// The default deadline of a call (5 s).
+    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -185,12 +200,14 @@ impl ClientBuilder {
 
     /// At most this many calls at once from this client (default 10,000); past it a call fails
     /// at once with 503.
+    #[must_use]
     pub fn max_in_flight(mut self, calls: usize) -> Self {
         self.max_in_flight = calls.max(1);
         self
     }
 
     /// Adds a wrapper around every unary call; the first added runs outermost.
+    #[must_use]
     pub fn wrap(mut self, wrapper: impl Wrapper) -> Self {
         self.wrappers.push(Arc::new(wrapper));
         self

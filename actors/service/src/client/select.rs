@@ -44,12 +44,14 @@ impl Filter {
     }
 
     /// Only nodes of this service version.
+    #[must_use]
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = Some(version.into());
         self
     }
 
     /// Only nodes whose metadata (or their service version's) has `key = value`.
+    #[must_use]
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.push((key.into(), value.into()));
         self

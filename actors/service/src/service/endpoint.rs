@@ -213,12 +213,14 @@ impl Endpoint {
 
     /// Marks the endpoint idempotent: calling it twice does no more harm than once, so a client
     /// may retry it on another node even when it cannot know whether the first attempt ran.
+    #[must_use]
     pub fn idempotent(mut self) -> Self {
         self.idempotent = true;
         self
     }
 
     /// At most `calls` at once on each node; past it, callers get 503 (retryable elsewhere).
+    #[must_use]
     pub fn max_concurrent(mut self, calls: usize) -> Self {
         self.max_concurrent = Some(calls.max(1));
         self

@@ -91,6 +91,7 @@ impl Service {
     }
 
     /// Its version (default `"latest"`); clients can filter on it.
+    #[must_use]
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
         self
@@ -98,6 +99,7 @@ impl Service {
 
     /// A metadata entry of the service version (shared by all its nodes: the last registration
     /// wins); clients can filter on it.
+    #[must_use]
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self
@@ -106,12 +108,14 @@ impl Service {
     /// A metadata entry of this node's registration only (a zone, a shard…), unlike
     /// [`meta`](Service::meta), which is shared by every node of the version; clients can filter
     /// on it.
+    #[must_use]
     pub fn node_meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.node_metadata.insert(key.into(), value.into());
         self
     }
 
     /// Adds an endpoint.
+    #[must_use]
     pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
         self.endpoints.push(endpoint);
         self
@@ -121,18 +125,21 @@ impl Service {
     /// broker when the service starts, each handler in its own supervised actor, and
     /// unsubscribes when the service stops. A queue group in its options makes the service's
     /// replicas share the topic's messages instead of each getting all of them.
+    #[must_use]
     pub fn subscriber(mut self, subscriber: SubscriberSpec) -> Self {
         self.subscribers.push(subscriber);
         self
     }
 
     /// The broker the subscribers use (default: the node's broker, started if there is none).
+    #[must_use]
     pub fn broker(mut self, broker: Broker) -> Self {
         self.broker = Some(broker);
         self
     }
 
     /// Adds a handler wrapper (middleware); the first added runs outermost.
+    #[must_use]
     pub fn wrap(mut self, wrapper: impl Wrapper) -> Self {
         self.wrappers.push(Arc::new(wrapper));
         self
@@ -140,6 +147,7 @@ impl Service {
 
     /// The registry to register in. Without one, the node's actor named `"registry"` is used,
     /// and if there is none a [`MemoryRegistry`] is started under that name.
+    #[must_use]
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = Some(registry);
         self
@@ -147,6 +155,7 @@ impl Service {
 
     /// How long the registration lives without a refresh (default 30 s), and how often it is
     /// refreshed (default 10 s).
+    #[must_use]
     pub fn register_ttl(mut self, ttl: Duration, interval: Duration) -> Self {
         self.ttl = ttl;
         self.interval = interval.min(ttl);
@@ -154,12 +163,14 @@ impl Service {
     }
 
     /// How long a stop waits for calls in flight before cancelling them (default 10 s).
+    #[must_use]
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
     }
 
     /// The concurrency limit of endpoints that set none (default 1024 calls at once per node).
+    #[must_use]
     pub fn max_concurrent(mut self, calls: usize) -> Self {
         self.max_concurrent = calls.max(1);
         self
