@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use micro_runtime::{Addr, NodeId};
 
-use crate::{RegistryError, RegistryMsg, Service};
+use crate::{RegistryError, RegistryMsg, ServiceRecord};
 
 /// A backend's message to itself (opaque outside the crate).
 #[derive(Debug)]
@@ -45,7 +45,7 @@ pub(crate) enum Kind {
 #[cfg_attr(not(feature = "mdns"), allow(dead_code))]
 pub(crate) struct Fetched {
     pub(crate) rev: Option<u64>,
-    pub(crate) services: Vec<Service>,
+    pub(crate) services: Vec<ServiceRecord>,
     pub(crate) registry: Addr<RegistryMsg>,
     pub(crate) addr: SocketAddr,
 }

@@ -23,5 +23,7 @@ pub use error::RegistryError;
 #[cfg(feature = "mdns")]
 pub use mdns::{Interfaces, MdnsConfig, MdnsRegistry};
 pub use memory::MemoryRegistry;
-pub use model::{Endpoint, Event, EventKind, Metadata, Service, ServiceNode};
+#[allow(deprecated)]
+pub use model::{Endpoint, Service, ServiceNode};
+pub use model::{EndpointRecord, Event, EventKind, Metadata, NodeRecord, ServiceRecord};
 pub use protocol::{LocalState, Registry, RegistryMsg, RegistryStats};

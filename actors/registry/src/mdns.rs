@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use crate::internal::{Fetched, Internal, Kind, sweep};
 use crate::memory::MemoryRegistry;
 use crate::protocol::{LocalState, Registry, RegistryMsg};
-use crate::{RegistryError, Service, ServiceNode};
+use crate::{NodeRecord, RegistryError, ServiceRecord};
 
 /// Which interfaces mDNS uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,12 +82,14 @@ impl MdnsConfig {
     }
 
     /// The interfaces mDNS uses.
+    #[must_use = "a builder method returns the changed settings"]
     pub fn interfaces(mut self, interfaces: Interfaces) -> Self {
         self.interfaces = interfaces;
         self
     }
 
     /// How long fetching a node's services may take before the attempt counts as failed.
+    #[must_use = "a builder method returns the changed settings"]
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.fetch_timeout = timeout;
         self
@@ -112,7 +114,7 @@ struct Peer {
     /// The revision it reported (`None`: a registry that does not report one; every hint about
     /// it is fetched).
     rev: Option<u64>,
-    services: Vec<Service>,
+    services: Vec<ServiceRecord>,
     /// Its registry, to tell it when ours changes.
     registry: Option<micro_runtime::Addr<RegistryMsg>>,
     /// Where it was fetched from.
@@ -133,7 +135,7 @@ struct InFlight {
 /// A local registration's key: service name, version, node id.
 type LocalKey = (String, String, String);
 /// A local registration: the service (without nodes), the node, and when it expires.
-type LocalNode = (Service, ServiceNode, Option<Instant>);
+type LocalNode = (ServiceRecord, NodeRecord, Option<Instant>);
 
 /// The mDNS registry actor. It needs a node that listens (`NodeBuilder::listen`): others fetch
 /// from it, and it fetches from them, over the runtime. It exposes itself as `"registry"`.
@@ -159,6 +161,17 @@ pub struct MdnsRegistry {
     fetching: HashMap<NodeId, InFlight>,
     /// The token of the next fetch.
     next_token: u64,
+}
+
+impl std::fmt::Debug for MdnsRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MdnsRegistry")
+            .field("config", &self.config)
+            .field("rev", &self.rev)
+            .field("peers", &self.peers.len())
+            .field("own", &self.own)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MdnsRegistry {
@@ -187,8 +200,8 @@ impl MdnsRegistry {
         ChildSpec::new(move || MdnsRegistry::new(config.clone())).named("registry")
     }
 
-    fn local_services(&self) -> Vec<Service> {
-        let mut grouped: BTreeMap<(String, String), Service> = BTreeMap::new();
+    fn local_services(&self) -> Vec<ServiceRecord> {
+        let mut grouped: BTreeMap<(String, String), ServiceRecord> = BTreeMap::new();
         for ((name, version, _), (service, node, _)) in &self.local {
             grouped
                 .entry((name.clone(), version.clone()))
@@ -236,7 +249,7 @@ impl MdnsRegistry {
 
     fn register_local(
         &mut self,
-        service: Service,
+        service: ServiceRecord,
         ttl: Option<Duration>,
     ) -> Result<(), RegistryError> {
         self.store.register(service.clone(), ttl)?;
@@ -258,7 +271,7 @@ impl MdnsRegistry {
         Ok(())
     }
 
-    fn deregister_local(&mut self, service: &Service) -> Result<(), RegistryError> {
+    fn deregister_local(&mut self, service: &ServiceRecord) -> Result<(), RegistryError> {
         self.store.deregister(service)?;
         for node in &service.nodes {
             self.local.remove(&(
@@ -286,7 +299,7 @@ impl MdnsRegistry {
             .map(|p| p.services)
             .unwrap_or_default();
         for service in &old {
-            let gone: Vec<ServiceNode> = service
+            let gone: Vec<NodeRecord> = service
                 .nodes
                 .iter()
                 .filter(|n| !contains_node(&services, service, &n.id))
@@ -444,7 +457,7 @@ impl MdnsRegistry {
     }
 }
 
-fn contains_node(services: &[Service], like: &Service, node: &str) -> bool {
+fn contains_node(services: &[ServiceRecord], like: &ServiceRecord, node: &str) -> bool {
     services.iter().any(|s| {
         s.name == like.name && s.version == like.version && s.nodes.iter().any(|n| n.id == node)
     })

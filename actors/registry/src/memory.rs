@@ -10,12 +10,13 @@ use tokio::time::Instant;
 
 use crate::internal::{Internal, Kind, sweep};
 use crate::protocol::RegistryMsg;
-use crate::{Event, EventKind, RegistryError, Service, ServiceNode};
+use crate::{Event, EventKind, NodeRecord, RegistryError, ServiceRecord};
 
 /// Events queued for one watcher before it counts as stuck and is dropped.
 const WATCHER_QUEUE: usize = 4096;
 
 /// The in-memory registry actor.
+#[derive(Debug)]
 pub struct MemoryRegistry {
     /// name → version → entry.
     services: BTreeMap<String, BTreeMap<String, Entry>>,
@@ -23,12 +24,14 @@ pub struct MemoryRegistry {
     sweep_every: Duration,
 }
 
+#[derive(Debug)]
 struct Entry {
     /// The version's description; its `nodes` are kept in `nodes`.
-    service: Service,
-    nodes: BTreeMap<String, (ServiceNode, Option<Instant>)>,
+    service: ServiceRecord,
+    nodes: BTreeMap<String, (NodeRecord, Option<Instant>)>,
 }
 
+#[derive(Debug)]
 struct Watcher {
     service: Option<String>,
     queue: mpsc::Sender<Event>,
@@ -45,6 +48,7 @@ impl MemoryRegistry {
     }
 
     /// How often expired registrations are dropped.
+    #[must_use]
     pub fn sweep_every(mut self, period: Duration) -> Self {
         self.sweep_every = period;
         self
@@ -58,7 +62,7 @@ impl MemoryRegistry {
 
     pub(crate) fn register(
         &mut self,
-        mut service: Service,
+        mut service: ServiceRecord,
         ttl: Option<Duration>,
     ) -> Result<(), RegistryError> {
         if service.name.is_empty() {
@@ -116,7 +120,7 @@ impl MemoryRegistry {
         Ok(())
     }
 
-    pub(crate) fn deregister(&mut self, service: &Service) -> Result<(), RegistryError> {
+    pub(crate) fn deregister(&mut self, service: &ServiceRecord) -> Result<(), RegistryError> {
         let Some(versions) = self.services.get_mut(&service.name) else {
             return Err(RegistryError::NotFound(service.name.clone()));
         };
@@ -149,14 +153,14 @@ impl MemoryRegistry {
         Ok(())
     }
 
-    pub(crate) fn get(&self, name: &str) -> Result<Vec<Service>, RegistryError> {
+    pub(crate) fn get(&self, name: &str) -> Result<Vec<ServiceRecord>, RegistryError> {
         self.services
             .get(name)
             .map(|versions| versions.values().map(Entry::snapshot).collect())
             .ok_or_else(|| RegistryError::NotFound(name.to_owned()))
     }
 
-    pub(crate) fn list(&self) -> Vec<Service> {
+    pub(crate) fn list(&self) -> Vec<ServiceRecord> {
         self.services
             .values()
             .flat_map(|versions| versions.values().map(Entry::snapshot))
@@ -241,7 +245,7 @@ impl Default for MemoryRegistry {
 }
 
 impl Entry {
-    fn snapshot(&self) -> Service {
+    fn snapshot(&self) -> ServiceRecord {
         let mut service = self.service.clone();
         service.nodes = self.nodes.values().map(|(node, _)| node.clone()).collect();
         service

@@ -5,15 +5,15 @@ use std::time::Duration;
 use micro_runtime::{Addr, RemoteMessage, Reply, StreamReceiver, StreamSender, stream_channel};
 use serde::{Deserialize, Serialize};
 
-use crate::{Event, RegistryError, Service};
+use crate::{Event, RegistryError, ServiceRecord};
 
 /// What a registry actor takes. Every backend speaks it; callers use [`Registry`].
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum RegistryMsg {
     /// Adds or refreshes the service's nodes; with a TTL they expire unless registered again.
     Register {
         /// The service version and the nodes to register.
-        service: Service,
+        service: ServiceRecord,
         /// How long the registration lives without a refresh, in milliseconds.
         ttl_ms: Option<u64>,
         /// The outcome.
@@ -22,7 +22,7 @@ pub enum RegistryMsg {
     /// Removes the service's listed nodes (the version goes when its last node does).
     Deregister {
         /// The service version and the nodes to remove.
-        service: Service,
+        service: ServiceRecord,
         /// The outcome.
         reply: Reply<Result<(), RegistryError>>,
     },
@@ -31,12 +31,12 @@ pub enum RegistryMsg {
         /// The service's name.
         name: String,
         /// The versions, or `NotFound`.
-        reply: Reply<Result<Vec<Service>, RegistryError>>,
+        reply: Reply<Result<Vec<ServiceRecord>, RegistryError>>,
     },
     /// Every service version.
     List {
         /// The versions.
-        reply: Reply<Vec<Service>>,
+        reply: Reply<Vec<ServiceRecord>>,
     },
     /// Streams changes (of one service, or all) from now on, in order.
     Watch {
@@ -49,7 +49,7 @@ pub enum RegistryMsg {
     /// opposed to what it learned from other nodes.
     Local {
         /// The versions registered here, with the nodes registered here.
-        reply: Reply<Vec<Service>>,
+        reply: Reply<Vec<ServiceRecord>>,
     },
     /// Counters for diagnostics.
     Stats {
@@ -107,7 +107,7 @@ pub struct LocalState {
     /// Bumped at every local change; 0 from a backend that keeps no revisions (memory).
     pub rev: u64,
     /// The versions registered here, with the nodes registered here.
-    pub services: Vec<Service>,
+    pub services: Vec<ServiceRecord>,
 }
 
 /// The default time to wait for a registry's answer.
@@ -119,7 +119,7 @@ const WATCH_BUFFER: usize = 256;
 /// A handle to a registry actor (local or remote), with async methods.
 ///
 /// ```
-/// use micro_registry::{MemoryRegistry, Registry, Service, ServiceNode};
+/// use micro_registry::{MemoryRegistry, Registry, ServiceRecord, NodeRecord};
 /// use micro_runtime::Node;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -127,7 +127,7 @@ const WATCH_BUFFER: usize = 256;
 /// let node = Node::builder().start().await?;
 /// let registry = Registry::new(node.spawn(MemoryRegistry::spec()).await?);
 ///
-/// let greeter = Service::new("greeter", "1.0.0").node(ServiceNode::new("greeter-1", "10.0.0.1:4000"));
+/// let greeter = ServiceRecord::new("greeter", "1.0.0").node(NodeRecord::new("greeter-1", "10.0.0.1:4000"));
 /// registry.register(&greeter, None).await?;
 /// assert_eq!(registry.get_service("greeter").await?, vec![greeter]);
 /// node.shutdown().await?;
@@ -146,6 +146,7 @@ impl Registry {
     }
 
     /// The same handle with another timeout for each request.
+    #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -159,7 +160,7 @@ impl Registry {
     /// Registers (or refreshes) the service's nodes, expiring after `ttl` unless refreshed.
     pub async fn register(
         &self,
-        service: &Service,
+        service: &ServiceRecord,
         ttl: Option<Duration>,
     ) -> Result<(), RegistryError> {
         let ttl_ms = ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
@@ -177,7 +178,7 @@ impl Registry {
     }
 
     /// Deregisters the service's nodes.
-    pub async fn deregister(&self, service: &Service) -> Result<(), RegistryError> {
+    pub async fn deregister(&self, service: &ServiceRecord) -> Result<(), RegistryError> {
         let service = service.clone();
         self.addr
             .ask(
@@ -188,7 +189,7 @@ impl Registry {
     }
 
     /// All versions of the service `name`, with their nodes; `NotFound` if none.
-    pub async fn get_service(&self, name: &str) -> Result<Vec<Service>, RegistryError> {
+    pub async fn get_service(&self, name: &str) -> Result<Vec<ServiceRecord>, RegistryError> {
         let name = name.to_owned();
         self.addr
             .ask(|reply| RegistryMsg::Get { name, reply }, self.timeout)
@@ -196,7 +197,7 @@ impl Registry {
     }
 
     /// Every registered service version.
-    pub async fn list_services(&self) -> Result<Vec<Service>, RegistryError> {
+    pub async fn list_services(&self) -> Result<Vec<ServiceRecord>, RegistryError> {
         Ok(self
             .addr
             .ask(|reply| RegistryMsg::List { reply }, self.timeout)
