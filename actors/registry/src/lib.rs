@@ -9,9 +9,9 @@
 //! [`MdnsRegistry`] (nodes find each other on the local network and fetch each other's services
 //! over the runtime; behind the `mdns` feature, on by default).
 
+mod backend;
 mod cache;
 mod error;
-mod internal;
 #[cfg(feature = "mdns")]
 mod mdns;
 mod memory;
@@ -26,4 +26,4 @@ pub use memory::MemoryRegistry;
 #[allow(deprecated)]
 pub use model::{Endpoint, Service, ServiceNode};
 pub use model::{EndpointRecord, Event, EventKind, Metadata, NodeRecord, ServiceRecord};
-pub use protocol::{LocalState, Registry, RegistryMsg, RegistryStats};
+pub use protocol::{LocalState, MdnsStats, PeerMsg, Registry, RegistryMsg, RegistryStats};

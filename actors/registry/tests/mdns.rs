@@ -291,10 +291,10 @@ async fn counters_show_peers_and_failures() {
     let (b, on_b) = node("b", &ca, &config).await;
     on_b.register(&greeter("b1"), None).await.unwrap();
     eventually("a holds b", || async {
-        on_a.stats().await.map(|s| s.peers) == Ok(1)
+        on_a.mdns_stats().await.map(|s| s.peers) == Ok(1)
     })
     .await;
-    let stats = on_a.stats().await.unwrap();
+    let stats = on_a.mdns_stats().await.unwrap();
     assert_eq!((stats.malformed, stats.failed_fetches), (0, 0));
     b.shutdown().await.unwrap();
     eventually("a forgets b", || async {
@@ -438,7 +438,7 @@ async fn a_stolen_id_with_a_huge_rev_does_not_hold_back_the_real_nodes_changes()
         ]),
     );
     eventually("b has read the junk and tried the stranger", || async {
-        on_b.stats()
+        on_b.mdns_stats()
             .await
             .is_ok_and(|s| s.malformed >= 2 && s.failed_fetches >= 1)
     })
@@ -471,7 +471,7 @@ async fn a_stolen_id_with_a_huge_rev_does_not_hold_back_the_real_nodes_changes()
     })
     .await;
     assert_eq!(
-        on_b.stats().await.unwrap().peers,
+        on_b.mdns_stats().await.unwrap().peers,
         1,
         "the stranger was never taken in"
     );
