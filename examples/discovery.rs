@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use micro::prelude::*;
-use micro::registry::{Interfaces, MdnsConfig, Registry, Service, ServiceNode};
+use micro::registry::{Interfaces, MdnsConfig, NodeRecord, Registry, ServiceRecord};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -62,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     shop.spawn(ChildSpec::new(|| Prices).named("prices"))
         .await?;
     shop.expose::<PriceMsg>("prices")?;
-    let listing = Service::new("prices", "1.0").node(ServiceNode::new(
+    let listing = ServiceRecord::new("prices", "1.0").node(NodeRecord::new(
         shop.id().to_string(),
         shop.local_addr().map(|a| a.to_string()).unwrap_or_default(),
     ));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use micro_runtime::AbortOnDrop;
 
-use crate::{Event, EventKind, Registry, RegistryError, Service};
+use crate::{Event, EventKind, Registry, RegistryError, ServiceRecord};
 
 /// How long the cache waits before watching again after its watch ended.
 const RESUBSCRIBE: Duration = Duration::from_millis(100);
@@ -18,7 +18,7 @@ type Services = Arc<Known>;
 /// What the cache knows, and a count of the changes applied to it.
 #[derive(Debug, Default)]
 struct Known {
-    services: RwLock<HashMap<String, Vec<Service>>>,
+    services: RwLock<HashMap<String, Vec<ServiceRecord>>>,
     generation: AtomicU64,
 }
 
@@ -56,7 +56,7 @@ impl RegistryCache {
 
     /// The versions of `name`: from the cache when it knows them, else from the registry (and
     /// then cached).
-    pub async fn resolve(&self, name: &str) -> Result<Vec<Service>, RegistryError> {
+    pub async fn resolve(&self, name: &str) -> Result<Vec<ServiceRecord>, RegistryError> {
         if let Some(found) = self.cached(name) {
             return Ok(found);
         }
@@ -69,7 +69,7 @@ impl RegistryCache {
     }
 
     /// What the cache holds for `name`, without asking anyone.
-    pub fn cached(&self, name: &str) -> Option<Vec<Service>> {
+    pub fn cached(&self, name: &str) -> Option<Vec<ServiceRecord>> {
         self.services.services.read().ok()?.get(name).cloned()
     }
 
@@ -96,7 +96,7 @@ async fn sync(
 ) -> Result<micro_runtime::StreamReceiver<Event>, RegistryError> {
     let events = registry.watch(None)?;
     let all = registry.list_services().await?;
-    let mut fresh: HashMap<String, Vec<Service>> = HashMap::new();
+    let mut fresh: HashMap<String, Vec<ServiceRecord>> = HashMap::new();
     for service in all {
         fresh.entry(service.name.clone()).or_default().push(service);
     }
@@ -135,7 +135,7 @@ fn apply(services: &Services, event: Event) {
     services.changed();
 }
 
-fn apply_to(services: &RwLock<HashMap<String, Vec<Service>>>, event: Event) {
+fn apply_to(services: &RwLock<HashMap<String, Vec<ServiceRecord>>>, event: Event) {
     let Ok(mut services) = services.write() else {
         return;
     };

@@ -23,13 +23,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
-use micro_runtime::{Actor, ActorError, ChildSpec, Context, Node, NodeId, PeerEvent};
+use micro_runtime::{Actor, ActorError, Addr, ChildSpec, Context, Node, NodeId, PeerEvent};
 use tokio::time::Instant;
 
-use crate::internal::{Fetched, Internal, Kind, sweep};
+use crate::backend::{BackendMsg, Kind, sweep};
 use crate::memory::MemoryRegistry;
-use crate::protocol::{LocalState, Registry, RegistryMsg};
-use crate::{RegistryError, Service, ServiceNode};
+use crate::protocol::{LocalState, MdnsStats, PeerMsg, Registry, RegistryMsg};
+use crate::{NodeRecord, RegistryError, ServiceRecord};
 
 /// Which interfaces mDNS uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,12 +82,14 @@ impl MdnsConfig {
     }
 
     /// The interfaces mDNS uses.
+    #[must_use = "a builder method returns the changed settings"]
     pub fn interfaces(mut self, interfaces: Interfaces) -> Self {
         self.interfaces = interfaces;
         self
     }
 
     /// How long fetching a node's services may take before the attempt counts as failed.
+    #[must_use = "a builder method returns the changed settings"]
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.fetch_timeout = timeout;
         self
@@ -108,18 +110,20 @@ impl Drop for DaemonGuard {
 }
 
 /// What the registry knows of another node: only what the node itself said over the runtime.
-struct Peer {
+#[derive(Debug)]
+struct Peer<R> {
     /// The revision it reported (`None`: a registry that does not report one; every hint about
     /// it is fetched).
     rev: Option<u64>,
-    services: Vec<Service>,
+    services: Vec<ServiceRecord>,
     /// Its registry, to tell it when ours changes.
-    registry: Option<micro_runtime::Addr<RegistryMsg>>,
+    registry: R,
     /// Where it was fetched from.
     addr: SocketAddr,
 }
 
 /// A fetch in flight (one per node at a time).
+#[derive(Debug)]
 struct InFlight {
     /// Tells its outcome from that of a fetch abandoned earlier.
     token: u64,
@@ -130,150 +134,194 @@ struct InFlight {
     goodbye: bool,
 }
 
-/// A local registration's key: service name, version, node id.
-type LocalKey = (String, String, String);
-/// A local registration: the service (without nodes), the node, and when it expires.
-type LocalNode = (Service, ServiceNode, Option<Instant>);
+/// What a node's registry said of itself: its revision (`None` from a registry that predates
+/// [`PeerMsg::Snapshot`]) and its registrations; its registry's handle (`R`: an
+/// `Addr<RegistryMsg>` in the actor, anything in tests), and where the node listens (as its
+/// link knows it).
+#[derive(Debug)]
+pub(crate) struct Fetched<R = Addr<RegistryMsg>> {
+    pub(crate) rev: Option<u64>,
+    pub(crate) services: Vec<ServiceRecord>,
+    pub(crate) registry: R,
+    pub(crate) addr: SocketAddr,
+}
 
-/// The mDNS registry actor. It needs a node that listens (`NodeBuilder::listen`): others fetch
-/// from it, and it fetches from them, over the runtime. It exposes itself as `"registry"`.
-pub struct MdnsRegistry {
-    config: MdnsConfig,
-    /// Everything known, local and learned, merged by service version (the store and its
-    /// watchers).
-    store: MemoryRegistry,
-    /// Registrations made here: (name, version, node id) → (service without nodes, node, expiry).
-    local: BTreeMap<LocalKey, LocalNode>,
-    rev: u64,
-    peers: HashMap<NodeId, Peer>,
-    fingerprint: String,
-    announce: Option<Announcement>,
-    daemon: Option<DaemonGuard>,
-    /// Failed fetches, for diagnostics.
-    failures: u64,
-    /// Announcements that could not be read.
-    malformed: u64,
-    /// This node's id and listen address, once started.
-    own: Option<(NodeId, SocketAddr)>,
+/// What the [`PeerView`] asks its glue to do.
+#[derive(Debug, PartialEq)]
+pub(crate) enum PeerAction<R> {
+    /// Fetch node `id`'s registrations (over its link, or from `addr` if there is none) and
+    /// report the outcome with `token`.
+    Fetch {
+        id: NodeId,
+        addr: SocketAddr,
+        token: u64,
+    },
+    /// Tell this registry (of a node fetched for the first time) about this one at once.
+    Introduce(R),
+    /// Remove these nodes of a peer from the store.
+    Withdraw(ServiceRecord),
+    /// Put this service version of a peer in the store.
+    Publish(ServiceRecord),
+}
+
+/// The mDNS backend's view of the other nodes, free of I/O: what each node reported of itself,
+/// the one fetch in flight per node (with its token), hints seen meanwhile, goodbyes to check.
+/// Hints, fetch outcomes, goodbyes and lost links go in; [`PeerAction`]s come out.
+#[derive(Debug)]
+pub(crate) struct PeerView<R> {
+    /// This node, whose own announcements are ignored.
+    me: NodeId,
+    peers: HashMap<NodeId, Peer<R>>,
     /// Fetches in flight, one per node.
     fetching: HashMap<NodeId, InFlight>,
     /// The token of the next fetch.
     next_token: u64,
+    /// Failed fetches, for diagnostics.
+    failures: u64,
+    /// Announcements that could not be read.
+    malformed: u64,
 }
 
-impl MdnsRegistry {
-    /// A registry with these settings.
-    pub fn new(config: MdnsConfig) -> Self {
-        MdnsRegistry {
-            config,
-            store: MemoryRegistry::new(),
-            local: BTreeMap::new(),
-            rev: 0,
+impl<R: Clone> PeerView<R> {
+    pub(crate) fn new(me: NodeId) -> Self {
+        PeerView {
+            me,
             peers: HashMap::new(),
-            fingerprint: String::new(),
-            announce: None,
-            daemon: None,
-            failures: 0,
-            malformed: 0,
-            own: None,
             fetching: HashMap::new(),
             next_token: 0,
+            failures: 0,
+            malformed: 0,
         }
     }
 
-    /// A child spec named `"registry"`; after a crash it restarts empty, announces itself again
-    /// and rebuilds what it knows by browsing.
-    pub fn spec(config: MdnsConfig) -> ChildSpec<MdnsRegistry> {
-        ChildSpec::new(move || MdnsRegistry::new(config.clone())).named("registry")
-    }
-
-    fn local_services(&self) -> Vec<Service> {
-        let mut grouped: BTreeMap<(String, String), Service> = BTreeMap::new();
-        for ((name, version, _), (service, node, _)) in &self.local {
-            grouped
-                .entry((name.clone(), version.clone()))
-                .or_insert_with(|| service.clone())
-                .nodes
-                .push(node.clone());
-        }
-        grouped.into_values().collect()
-    }
-
-    fn expire_local(&mut self) {
-        let now = Instant::now();
-        let before = self.local.len();
-        self.local
-            .retain(|_, (_, _, expiry)| expiry.is_none_or(|at| at > now));
-        if self.local.len() != before {
-            self.bump();
+    /// The counters.
+    pub(crate) fn stats(&self) -> MdnsStats {
+        MdnsStats {
+            peers: self.peers.len() as u64,
+            malformed: self.malformed,
+            failed_fetches: self.failures,
         }
     }
 
-    /// A local change: a new revision, told to the registries this one knows (at once) and
-    /// announced over mDNS (for the others; mDNS re-announces at most once a second).
-    fn bump(&mut self) {
-        self.rev += 1;
-        if let Some((node, addr)) = self.own {
-            for peer in self.peers.values() {
-                if let Some(registry) = &peer.registry {
-                    let _ = registry.send(RegistryMsg::Changed {
-                        node: node.as_u128(),
-                        addr,
-                        rev: self.rev,
-                    });
+    /// The registries of the nodes known, to tell of a local change.
+    pub(crate) fn registries(&self) -> impl Iterator<Item = &R> {
+        self.peers.values().map(|p| &p.registry)
+    }
+
+    /// An announcement could not be read.
+    pub(crate) fn malformed(&mut self) {
+        self.malformed += 1;
+    }
+
+    fn fetch(&mut self, id: NodeId, addr: SocketAddr, goodbye: bool) -> PeerAction<R> {
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1);
+        self.fetching.insert(
+            id,
+            InFlight {
+                token,
+                rerun: None,
+                goodbye,
+            },
+        );
+        PeerAction::Fetch { id, addr, token }
+    }
+
+    /// A hint (an announcement, or a node's `Changed`) that node `id` at `addr` is at `rev`:
+    /// its revision only decides whether to ask. One fetch per node at a time; a hint seen
+    /// meanwhile makes one more at most.
+    pub(crate) fn hint(&mut self, id: NodeId, addr: SocketAddr, rev: u64) -> Vec<PeerAction<R>> {
+        if id == self.me {
+            return Vec::new();
+        }
+        if let Some(in_flight) = self.fetching.get_mut(&id) {
+            in_flight.rerun = Some((addr, rev));
+            return Vec::new();
+        }
+        if self.peers.get(&id).is_some_and(|p| p.rev == Some(rev)) {
+            return Vec::new();
+        }
+        tracing::debug!(%id, %addr, rev, "mDNS: fetching a node's services");
+        vec![self.fetch(id, addr, false)]
+    }
+
+    /// A fetch ended. Only the answer of the fetch in flight counts (an abandoned one's is
+    /// ignored); it replaces what is known of the node, node by node, and records the revision
+    /// the node reported.
+    pub(crate) fn fetched(
+        &mut self,
+        id: NodeId,
+        token: u64,
+        fetched: Result<Fetched<R>, RegistryError>,
+    ) -> Vec<PeerAction<R>> {
+        if self.fetching.get(&id).is_none_or(|f| f.token != token) {
+            return Vec::new(); // abandoned: the node was dropped meanwhile
+        }
+        let Some(done) = self.fetching.remove(&id) else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        match fetched {
+            Ok(fetched) => {
+                // A node seen for the first time learns of this one at once too, rather than
+                // when mDNS next tells it: discovery in one direction is enough.
+                if !self.peers.contains_key(&id) {
+                    actions.push(PeerAction::Introduce(fetched.registry.clone()));
+                }
+                let rev = fetched.rev;
+                self.apply(id, fetched, &mut actions);
+                if let Some((addr, hinted)) = done.rerun
+                    && rev != Some(hinted)
+                {
+                    actions.push(self.fetch(id, addr, false));
+                }
+            }
+            Err(err) => {
+                self.failures += 1;
+                tracing::warn!(%id, error = %err, "mDNS: could not fetch a node's services");
+                if done.goodbye {
+                    // The goodbye is confirmed: the node does not answer.
+                    self.forget(id, &mut actions);
+                }
+                if let Some((addr, _)) = done.rerun {
+                    actions.push(self.fetch(id, addr, false));
                 }
             }
         }
-        if let (Some(daemon), Some(announcement)) = (&self.daemon, &self.announce) {
-            let announced = announcement
-                .info(self.rev)
-                .and_then(|info| daemon.0.register(info));
-            if let Err(err) = announced {
-                tracing::warn!(error = %err, "mDNS: could not announce a new revision");
-            }
-        }
+        actions
     }
 
-    fn register_local(
-        &mut self,
-        service: Service,
-        ttl: Option<Duration>,
-    ) -> Result<(), RegistryError> {
-        self.store.register(service.clone(), ttl)?;
-        let expiry = ttl.map(|t| Instant::now() + t);
-        let mut bare = service.clone();
-        bare.nodes.clear();
-        let mut changed = false;
-        for node in service.nodes {
-            let key = (bare.name.clone(), bare.version.clone(), node.id.clone());
-            let fresh = (bare.clone(), node, expiry);
-            match self.local.insert(key, fresh.clone()) {
-                Some(old) => changed |= old.0 != fresh.0 || old.1 != fresh.1,
-                None => changed = true,
-            }
+    /// A goodbye for `id` (anyone can send one): believed at once only if the runtime has no
+    /// link to the node either (`linked`); otherwise the node is asked, and dropped only if
+    /// the fetch fails.
+    pub(crate) fn goodbye(&mut self, id: NodeId, linked: bool) -> Vec<PeerAction<R>> {
+        let Some(addr) = self.peers.get(&id).map(|p| p.addr) else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        if !linked {
+            self.fetching.remove(&id);
+            self.forget(id, &mut actions);
+        } else if let Some(in_flight) = self.fetching.get_mut(&id) {
+            in_flight.goodbye = true;
+        } else {
+            tracing::debug!(%id, "mDNS: a goodbye for a linked node; asking it");
+            actions.push(self.fetch(id, addr, true));
         }
-        if changed {
-            self.bump();
-        }
-        Ok(())
+        actions
     }
 
-    fn deregister_local(&mut self, service: &Service) -> Result<(), RegistryError> {
-        self.store.deregister(service)?;
-        for node in &service.nodes {
-            self.local.remove(&(
-                service.name.clone(),
-                service.version.clone(),
-                node.id.clone(),
-            ));
-        }
-        self.bump();
-        Ok(())
+    /// The runtime lost its link to `id`: the node is gone (a fetch in flight is abandoned).
+    pub(crate) fn lost(&mut self, id: NodeId) -> Vec<PeerAction<R>> {
+        let mut actions = Vec::new();
+        self.fetching.remove(&id);
+        self.forget(id, &mut actions);
+        actions
     }
 
-    /// Replaces what is known of `id` with `services`, node by node, so the store's events say
-    /// exactly what changed.
-    fn apply_peer(&mut self, id: NodeId, fetched: Fetched) {
+    /// Replaces what is known of `id` with what it reported, node by node, so the store's
+    /// events say exactly what changed.
+    fn apply(&mut self, id: NodeId, fetched: Fetched<R>, actions: &mut Vec<PeerAction<R>>) {
         let Fetched {
             rev,
             services,
@@ -286,7 +334,7 @@ impl MdnsRegistry {
             .map(|p| p.services)
             .unwrap_or_default();
         for service in &old {
-            let gone: Vec<ServiceNode> = service
+            let gone: Vec<NodeRecord> = service
                 .nodes
                 .iter()
                 .filter(|n| !contains_node(&services, service, &n.id))
@@ -295,156 +343,321 @@ impl MdnsRegistry {
             if !gone.is_empty() {
                 let mut removal = service.clone();
                 removal.nodes = gone;
-                let _ = self.store.deregister(&removal);
+                actions.push(PeerAction::Withdraw(removal));
             }
         }
-        for service in &services {
-            if let Err(err) = self.store.register(service.clone(), None) {
-                tracing::debug!(%id, error = %err, "mDNS: skipped a service of a peer");
-            }
-        }
+        actions.extend(services.iter().cloned().map(PeerAction::Publish));
         self.peers.insert(
             id,
             Peer {
                 rev,
                 services,
-                registry: Some(registry),
+                registry,
                 addr,
             },
         );
     }
 
-    fn forget_peer(&mut self, id: NodeId) {
+    fn forget(&mut self, id: NodeId, actions: &mut Vec<PeerAction<R>>) {
         if let Some(peer) = self.peers.remove(&id) {
             tracing::info!(%id, services = peer.services.len(), "mDNS: node gone");
-            for service in &peer.services {
-                let _ = self.store.deregister(service);
+            actions.extend(peer.services.into_iter().map(PeerAction::Withdraw));
+        }
+    }
+}
+
+/// A local registration's key: service name, version, node id.
+type LocalKey = (String, String, String);
+/// A local registration: the service (without nodes), the node, and when it expires.
+type LocalNode = (ServiceRecord, NodeRecord, Option<Instant>);
+
+/// The registrations made on this node and the revision they are at, free of I/O: each
+/// change says whether the revision moved (then the glue tells the others); time is passed in.
+#[derive(Debug, Default)]
+pub(crate) struct LocalRegistrations {
+    /// (name, version, node id) → (service without nodes, node, expiry).
+    entries: BTreeMap<LocalKey, LocalNode>,
+    rev: u64,
+}
+
+impl LocalRegistrations {
+    /// The revision: bumped at every change.
+    pub(crate) fn rev(&self) -> u64 {
+        self.rev
+    }
+
+    /// Adds or refreshes the service's nodes, to expire `ttl` after `now`; `true` if that
+    /// changed anything (a refresh of the same registration does not).
+    pub(crate) fn register(
+        &mut self,
+        service: &ServiceRecord,
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> bool {
+        let expiry = ttl.map(|t| now + t);
+        let mut bare = service.clone();
+        bare.nodes.clear();
+        let mut changed = false;
+        for node in &service.nodes {
+            let key = (bare.name.clone(), bare.version.clone(), node.id.clone());
+            let fresh = (bare.clone(), node.clone(), expiry);
+            match self.entries.insert(key, fresh.clone()) {
+                Some(old) => changed |= old.0 != fresh.0 || old.1 != fresh.1,
+                None => changed = true,
+            }
+        }
+        if changed {
+            self.rev += 1;
+        }
+        changed
+    }
+
+    /// Removes the service's listed nodes; always a new revision (as before the split).
+    pub(crate) fn deregister(&mut self, service: &ServiceRecord) {
+        for node in &service.nodes {
+            self.entries.remove(&(
+                service.name.clone(),
+                service.version.clone(),
+                node.id.clone(),
+            ));
+        }
+        self.rev += 1;
+    }
+
+    /// Drops the registrations whose expiry is not after `now`; `true` if any went.
+    pub(crate) fn expire(&mut self, now: Instant) -> bool {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, (_, _, expiry)| expiry.is_none_or(|at| at > now));
+        let changed = self.entries.len() != before;
+        if changed {
+            self.rev += 1;
+        }
+        changed
+    }
+
+    /// The registrations, grouped by service version.
+    pub(crate) fn services(&self) -> Vec<ServiceRecord> {
+        let mut grouped: BTreeMap<(String, String), ServiceRecord> = BTreeMap::new();
+        for ((name, version, _), (service, node, _)) in &self.entries {
+            grouped
+                .entry((name.clone(), version.clone()))
+                .or_insert_with(|| service.clone())
+                .nodes
+                .push(node.clone());
+        }
+        grouped.into_values().collect()
+    }
+}
+
+/// The mDNS registry actor: thin glue around the store (with its watchers), the
+/// [`LocalRegistrations`] and the [`PeerView`]. It needs a node that listens
+/// (`NodeBuilder::listen`): others fetch from it, and it fetches from them, over the runtime.
+/// It exposes itself as `"registry"`.
+pub struct MdnsRegistry {
+    config: MdnsConfig,
+    /// Everything known, local and learned, merged by service version (the store and its
+    /// watchers).
+    store: MemoryRegistry,
+    local: LocalRegistrations,
+    /// The other nodes (made when started: it needs this node's id).
+    view: Option<PeerView<Addr<RegistryMsg>>>,
+    fingerprint: String,
+    announce: Option<Announcement>,
+    daemon: Option<DaemonGuard>,
+    /// This node's id and listen address, once started.
+    own: Option<(NodeId, SocketAddr)>,
+}
+
+impl std::fmt::Debug for MdnsRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MdnsRegistry")
+            .field("config", &self.config)
+            .field("local", &self.local)
+            .field("view", &self.view)
+            .field("own", &self.own)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MdnsRegistry {
+    /// A registry with these settings.
+    pub fn new(config: MdnsConfig) -> Self {
+        MdnsRegistry {
+            config,
+            store: MemoryRegistry::new(),
+            local: LocalRegistrations::default(),
+            view: None,
+            fingerprint: String::new(),
+            announce: None,
+            daemon: None,
+            own: None,
+        }
+    }
+
+    /// A child spec named `"registry"`; after a crash it restarts empty, announces itself again
+    /// and rebuilds what it knows by browsing.
+    pub fn spec(config: MdnsConfig) -> ChildSpec<MdnsRegistry> {
+        ChildSpec::new(move || MdnsRegistry::new(config.clone())).named("registry")
+    }
+
+    fn expire(&mut self) {
+        self.store.expire();
+        if self.local.expire(Instant::now()) {
+            self.changed();
+        }
+    }
+
+    /// A local change: the new revision, told to the registries this one knows (at once) and
+    /// announced over mDNS (for the others; mDNS re-announces at most once a second).
+    fn changed(&mut self) {
+        let rev = self.local.rev();
+        if let (Some((node, addr)), Some(view)) = (self.own, &self.view) {
+            for registry in view.registries() {
+                let _ = registry.send(
+                    PeerMsg::Changed {
+                        node: node.as_u128(),
+                        addr,
+                        rev,
+                    }
+                    .into(),
+                );
+            }
+        }
+        if let (Some(daemon), Some(announcement)) = (&self.daemon, &self.announce) {
+            let announced = announcement
+                .info(rev)
+                .and_then(|info| daemon.0.register(info));
+            if let Err(err) = announced {
+                tracing::warn!(error = %err, "mDNS: could not announce a new revision");
             }
         }
     }
 
-    /// Starts the one fetch of `id`'s services (from `addr` if there is no link to it yet).
-    fn fetch(&mut self, ctx: &Context<Self>, id: NodeId, addr: SocketAddr, goodbye: bool) {
-        let token = self.next_token;
-        self.next_token = self.next_token.wrapping_add(1);
-        self.fetching.insert(
-            id,
-            InFlight {
-                token,
-                rerun: None,
-                goodbye,
-            },
-        );
-        let node = ctx.node().clone();
-        let me = ctx.addr();
-        let timeout = self.config.fetch_timeout;
-        tokio::spawn(async move {
-            let fetched = tokio::time::timeout(timeout, fetch_from(&node, id, addr, timeout))
-                .await
-                .unwrap_or(Err(RegistryError::Runtime(micro_runtime::Error::Timeout(
-                    timeout,
-                ))));
-            let _ = me.send(RegistryMsg::Internal(Internal(Kind::Fetched {
-                id,
-                token,
-                fetched,
-            })));
-        });
+    fn register_local(
+        &mut self,
+        service: ServiceRecord,
+        ttl: Option<Duration>,
+    ) -> Result<(), RegistryError> {
+        self.store.register(service.clone(), ttl)?;
+        if self.local.register(&service, ttl, Instant::now()) {
+            self.changed();
+        }
+        Ok(())
     }
 
-    fn on_internal(&mut self, ctx: &Context<Self>, Internal(kind): Internal) {
-        match kind {
-            // A hint (mDNS, or a `Changed` message): its revision only decides whether to ask.
-            Kind::Resolved { id, addr, rev } => {
-                if id == ctx.node().id() {
-                    return;
+    fn deregister_local(&mut self, service: &ServiceRecord) -> Result<(), RegistryError> {
+        self.store.deregister(service)?;
+        self.local.deregister(service);
+        self.changed();
+        Ok(())
+    }
+
+    /// Does what the view asks.
+    fn act(&mut self, ctx: &Context<Self>, actions: Vec<PeerAction<Addr<RegistryMsg>>>) {
+        for action in actions {
+            match action {
+                PeerAction::Fetch { id, addr, token } => {
+                    let node = ctx.node().clone();
+                    let me = ctx.addr();
+                    let timeout = self.config.fetch_timeout;
+                    tokio::spawn(async move {
+                        let fetched =
+                            tokio::time::timeout(timeout, fetch_from(&node, id, addr, timeout))
+                                .await
+                                .unwrap_or(Err(RegistryError::Runtime(
+                                    micro_runtime::Error::Timeout(timeout),
+                                )));
+                        let _ = me.send(RegistryMsg::Backend(BackendMsg(Kind::Fetched {
+                            id,
+                            token,
+                            fetched,
+                        })));
+                    });
                 }
-                if let Some(in_flight) = self.fetching.get_mut(&id) {
-                    in_flight.rerun = Some((addr, rev));
-                    return;
-                }
-                if self.peers.get(&id).is_some_and(|p| p.rev == Some(rev)) {
-                    return;
-                }
-                tracing::debug!(%id, %addr, rev, "mDNS: fetching a node's services");
-                self.fetch(ctx, id, addr, false);
-            }
-            Kind::Fetched { id, token, fetched } => {
-                if self.fetching.get(&id).is_none_or(|f| f.token != token) {
-                    return; // abandoned: the node was dropped meanwhile
-                }
-                let Some(done) = self.fetching.remove(&id) else {
-                    return;
-                };
-                match fetched {
-                    Ok(fetched) => {
-                        // A node seen for the first time learns of this one at once too, rather
-                        // than when mDNS next tells it: discovery in one direction is enough.
-                        if !self.peers.contains_key(&id)
-                            && let Some((node, addr)) = self.own
-                        {
-                            let _ = fetched.registry.send(RegistryMsg::Changed {
+                PeerAction::Introduce(registry) => {
+                    if let Some((node, addr)) = self.own {
+                        let _ = registry.send(
+                            PeerMsg::Changed {
                                 node: node.as_u128(),
                                 addr,
-                                rev: self.rev,
-                            });
-                        }
-                        let rev = fetched.rev;
-                        self.apply_peer(id, fetched);
-                        if let Some((addr, hinted)) = done.rerun
-                            && rev != Some(hinted)
-                        {
-                            self.fetch(ctx, id, addr, false);
-                        }
+                                rev: self.local.rev(),
+                            }
+                            .into(),
+                        );
                     }
-                    Err(err) => {
-                        self.failures += 1;
-                        tracing::warn!(%id, error = %err, "mDNS: could not fetch a node's services");
-                        if done.goodbye {
-                            // The goodbye is confirmed: the node does not answer.
-                            self.forget_peer(id);
-                        }
-                        if let Some((addr, _)) = done.rerun {
-                            self.fetch(ctx, id, addr, false);
-                        }
+                }
+                PeerAction::Withdraw(service) => {
+                    let _ = self.store.deregister(&service);
+                }
+                PeerAction::Publish(service) => {
+                    if let Err(err) = self.store.register(service, None) {
+                        tracing::debug!(error = %err, "mDNS: skipped a service of a peer");
                     }
                 }
             }
-            Kind::Malformed => self.malformed += 1,
-            Kind::Sweep => {
-                self.store.expire();
-                self.expire_local();
+        }
+    }
+
+    fn on_backend(&mut self, ctx: &Context<Self>, BackendMsg(kind): BackendMsg) {
+        if let Kind::Sweep = kind {
+            self.expire();
+            return;
+        }
+        let Some(view) = self.view.as_mut() else {
+            return;
+        };
+        let actions = match kind {
+            Kind::Sweep => Vec::new(),
+            Kind::Resolved { id, addr, rev } => view.hint(id, addr, rev),
+            Kind::Fetched { id, token, fetched } => view.fetched(id, token, fetched),
+            Kind::Malformed => {
+                view.malformed();
+                Vec::new()
             }
-            // Anyone can send a goodbye: believe it at once only if the runtime has no link to
-            // the node either; otherwise ask the node (the fetch's failure confirms it).
             Kind::Removed { id } => {
-                let Some(addr) = self.peers.get(&id).map(|p| p.addr) else {
-                    return;
-                };
                 let linked = ctx
                     .node()
                     .peers()
                     .iter()
                     .any(|p| p.node == id && p.connected);
-                if !linked {
-                    self.fetching.remove(&id);
-                    self.forget_peer(id);
-                } else if let Some(in_flight) = self.fetching.get_mut(&id) {
-                    in_flight.goodbye = true;
-                } else {
-                    tracing::debug!(%id, "mDNS: a goodbye for a linked node; asking it");
-                    self.fetch(ctx, id, addr, true);
-                }
+                view.goodbye(id, linked)
             }
-            Kind::Lost { id } => {
-                self.fetching.remove(&id);
-                self.forget_peer(id);
+            Kind::Lost { id } => view.lost(id),
+        };
+        self.act(ctx, actions);
+    }
+
+    fn on_peer(&mut self, ctx: &Context<Self>, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Registrations { reply } => {
+                self.expire();
+                let _ = reply.send(self.local.services());
+            }
+            PeerMsg::Snapshot { reply } => {
+                self.expire();
+                let _ = reply.send(LocalState {
+                    rev: self.local.rev(),
+                    services: self.local.services(),
+                });
+            }
+            PeerMsg::Stats { reply } => {
+                let stats = self.view.as_ref().map(PeerView::stats).unwrap_or_default();
+                let _ = reply.send(stats);
+            }
+            PeerMsg::Changed { node, addr, rev } => {
+                let kind = Kind::Resolved {
+                    id: NodeId::from_u128(node),
+                    addr,
+                    rev,
+                };
+                self.on_backend(ctx, BackendMsg(kind));
             }
         }
     }
 }
 
-fn contains_node(services: &[Service], like: &Service, node: &str) -> bool {
+fn contains_node(services: &[ServiceRecord], like: &ServiceRecord, node: &str) -> bool {
     services.iter().any(|s| {
         s.name == like.name && s.version == like.version && s.nodes.iter().any(|n| n.id == node)
     })
@@ -477,16 +690,16 @@ async fn fetch_from(
     };
     let registry = node.lookup_remote::<RegistryMsg>(id, "registry").await?;
     let (rev, services) = match registry
-        .ask(|reply| RegistryMsg::LocalAt { reply }, timeout)
+        .ask(|reply| PeerMsg::Snapshot { reply }.into(), timeout)
         .await
     {
         Ok(LocalState { rev, services }) => (Some(rev), services),
-        // A registry from before `LocalAt` cannot decode it: ask the old way. Its revision stays
+        // A registry from before `Snapshot` (`LocalAt` on the wire) cannot decode it: ask the old way. Its revision stays
         // unknown, so every hint about it is fetched.
         Err(micro_runtime::Error::Codec { .. }) => (
             None,
             registry
-                .ask(|reply| RegistryMsg::Local { reply }, timeout)
+                .ask(|reply| PeerMsg::Registrations { reply }.into(), timeout)
                 .await?,
         ),
         Err(err) => return Err(err.into()),
@@ -643,6 +856,7 @@ impl Actor for MdnsRegistry {
             .local_addr()
             .ok_or("the mDNS registry needs a node that listens (NodeBuilder::listen)")?;
         self.own = Some((node.id(), listen));
+        self.view = Some(PeerView::new(node.id()));
         self.fingerprint = node.cluster_fingerprint().unwrap_or_default();
         self.fingerprint.truncate(16);
 
@@ -670,7 +884,7 @@ impl Actor for MdnsRegistry {
             listen,
             fingerprint: self.fingerprint.clone(),
         };
-        guard.0.register(announcement.info(self.rev)?)?;
+        guard.0.register(announcement.info(self.local.rev())?)?;
         self.announce = Some(announcement);
 
         // Discoveries, then lost links (a node whose link dies is gone, whatever mDNS caches
@@ -685,11 +899,11 @@ impl Actor for MdnsRegistry {
             fingerprint: self.fingerprint.clone(),
         };
         ctx.forward(browsing.discoveries(), |kind| {
-            RegistryMsg::Internal(Internal(kind))
+            RegistryMsg::Backend(BackendMsg(kind))
         });
         ctx.forward_broadcast(node.peer_events()?, |event| match event {
             Ok(PeerEvent::Down { node, .. }) => {
-                Some(RegistryMsg::Internal(Internal(Kind::Lost { id: node })))
+                Some(RegistryMsg::Backend(BackendMsg(Kind::Lost { id: node })))
             }
             _ => None,
         });
@@ -718,43 +932,26 @@ impl Actor for MdnsRegistry {
                 let _ = reply.send(self.deregister_local(&service));
             }
             RegistryMsg::Get { name, reply } => {
-                self.store.expire();
-                self.expire_local();
+                self.expire();
                 let _ = reply.send(self.store.get(&name));
             }
             RegistryMsg::List { reply } => {
-                self.store.expire();
-                self.expire_local();
+                self.expire();
                 let _ = reply.send(self.store.list());
             }
             RegistryMsg::Watch { service, events } => self.store.watch(service, events),
-            RegistryMsg::Local { reply } => {
-                self.expire_local();
-                let _ = reply.send(self.local_services());
-            }
-            RegistryMsg::LocalAt { reply } => {
-                self.expire_local();
-                let _ = reply.send(LocalState {
-                    rev: self.rev,
-                    services: self.local_services(),
-                });
-            }
             RegistryMsg::Stats { reply } => {
-                let _ = reply.send(crate::RegistryStats {
-                    peers: self.peers.len() as u64,
-                    malformed: self.malformed,
-                    failed_fetches: self.failures,
-                });
-            }
-            RegistryMsg::Changed { node, addr, rev } => {
-                let kind = Kind::Resolved {
-                    id: NodeId::from_u128(node),
-                    addr,
-                    rev,
+                let stats = self.view.as_ref().map(PeerView::stats).unwrap_or_default();
+                #[allow(deprecated)] // filled for callers of before `mdns_stats`
+                let stats = crate::RegistryStats {
+                    peers: stats.peers,
+                    malformed: stats.malformed,
+                    failed_fetches: stats.failed_fetches,
                 };
-                self.on_internal(ctx, Internal(kind));
+                let _ = reply.send(stats);
             }
-            RegistryMsg::Internal(internal) => self.on_internal(ctx, internal),
+            RegistryMsg::Peer(msg) => self.on_peer(ctx, msg),
+            RegistryMsg::Backend(msg) => self.on_backend(ctx, msg),
         }
         Ok(())
     }
@@ -779,6 +976,191 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another node.
+    fn peer_a() -> NodeId {
+        NodeId::from_u128(0xa)
+    }
+
+    /// This node.
+    fn me() -> NodeId {
+        NodeId::from_u128(0x1)
+    }
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:4000".parse().unwrap()
+    }
+
+    fn greeter(node: &str) -> ServiceRecord {
+        ServiceRecord::new("greeter", "1.0").node(NodeRecord::new(node, "127.0.0.1:4000"))
+    }
+
+    /// What node A's registry answers: revision `rev`, these services; its handle is a name.
+    fn answer(
+        rev: u64,
+        services: Vec<ServiceRecord>,
+    ) -> Result<Fetched<&'static str>, RegistryError> {
+        Ok(Fetched {
+            rev: Some(rev),
+            services,
+            registry: "a's registry",
+            addr: addr(),
+        })
+    }
+
+    /// The token of the one fetch in `actions`.
+    fn fetch_token(actions: &[PeerAction<&'static str>]) -> u64 {
+        let fetches: Vec<u64> = actions
+            .iter()
+            .filter_map(|a| match a {
+                PeerAction::Fetch { token, .. } => Some(*token),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fetches.len(), 1, "one fetch in {actions:?}");
+        fetches[0]
+    }
+
+    #[test]
+    fn a_hint_costs_one_fetch_and_hints_meanwhile_one_more_at_most() {
+        let mut view = PeerView::new(me());
+        assert!(
+            view.hint(me(), addr(), 1).is_empty(),
+            "our own announcement"
+        );
+        let token = fetch_token(&view.hint(peer_a(), addr(), 1));
+        // Three more hints while the fetch runs: nothing now...
+        for rev in 2..5 {
+            assert!(view.hint(peer_a(), addr(), rev).is_empty());
+        }
+        // ...and one fetch after it, since A reported 1, not the 4 last hinted.
+        let actions = view.fetched(peer_a(), token, answer(1, vec![greeter("a1")]));
+        assert_eq!(
+            actions[0],
+            PeerAction::Introduce("a's registry"),
+            "first seen"
+        );
+        assert!(actions.contains(&PeerAction::Publish(greeter("a1"))));
+        let again = fetch_token(&actions);
+        let actions = view.fetched(peer_a(), again, answer(4, vec![greeter("a1")]));
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, PeerAction::Fetch { .. } | PeerAction::Introduce(_)))
+        );
+        // A hint of the revision A reported costs nothing.
+        assert!(view.hint(peer_a(), addr(), 4).is_empty());
+        assert_eq!(view.stats().peers, 1);
+    }
+
+    #[test]
+    fn a_stolen_revision_is_never_recorded() {
+        let mut view = PeerView::new(me());
+        // Someone announces A at revision 99; A itself says 3.
+        let token = fetch_token(&view.hint(peer_a(), addr(), 99));
+        view.fetched(peer_a(), token, answer(3, vec![greeter("a1")]));
+        // So 99 is not what A is at: the same bogus hint costs a fetch again (and only that),
+        // while A's own revision costs nothing.
+        assert!(view.hint(peer_a(), addr(), 3).is_empty());
+        let token = fetch_token(&view.hint(peer_a(), addr(), 99));
+        // An outcome with another token (a fetch abandoned earlier) is ignored.
+        assert!(
+            view.fetched(peer_a(), token + 1, answer(99, vec![greeter("evil")]))
+                .is_empty()
+        );
+        let actions = view.fetched(peer_a(), token, answer(3, vec![greeter("a1")]));
+        assert!(!actions.contains(&PeerAction::Publish(greeter("evil"))));
+    }
+
+    #[test]
+    fn a_fetch_replaces_a_nodes_services_node_by_node() {
+        let mut view = PeerView::new(me());
+        let token = fetch_token(&view.hint(peer_a(), addr(), 1));
+        let both = ServiceRecord::new("greeter", "1.0")
+            .node(NodeRecord::new("a1", "x"))
+            .node(NodeRecord::new("a2", "x"));
+        view.fetched(peer_a(), token, answer(1, vec![both.clone()]));
+        let token = fetch_token(&view.hint(peer_a(), addr(), 2));
+        let one = ServiceRecord::new("greeter", "1.0").node(NodeRecord::new("a1", "x"));
+        let actions = view.fetched(peer_a(), token, answer(2, vec![one.clone()]));
+        let gone = ServiceRecord::new("greeter", "1.0").node(NodeRecord::new("a2", "x"));
+        assert_eq!(
+            actions,
+            vec![PeerAction::Withdraw(gone), PeerAction::Publish(one)]
+        );
+    }
+
+    #[test]
+    fn a_goodbye_is_checked_while_the_node_is_linked() {
+        let mut view = PeerView::new(me());
+        assert!(view.goodbye(peer_a(), false).is_empty(), "an unknown node");
+        let token = fetch_token(&view.hint(peer_a(), addr(), 1));
+        view.fetched(peer_a(), token, answer(1, vec![greeter("a1")]));
+
+        // Linked: A is asked, and answers: still there.
+        let token = fetch_token(&view.goodbye(peer_a(), true));
+        view.fetched(peer_a(), token, answer(1, vec![greeter("a1")]));
+        assert_eq!(view.stats().peers, 1);
+
+        // Linked, and the fetch fails: the goodbye is confirmed.
+        let token = fetch_token(&view.goodbye(peer_a(), true));
+        let failed = Err(RegistryError::Runtime(micro_runtime::Error::Timeout(
+            Duration::from_secs(3),
+        )));
+        let actions = view.fetched(peer_a(), token, failed);
+        assert_eq!(actions, vec![PeerAction::Withdraw(greeter("a1"))]);
+        assert_eq!((view.stats().peers, view.stats().failed_fetches), (0, 1));
+
+        // Not linked: believed at once, and a fetch in flight is abandoned.
+        let token = fetch_token(&view.hint(peer_a(), addr(), 2));
+        view.fetched(peer_a(), token, answer(2, vec![greeter("a1")]));
+        let late = fetch_token(&view.hint(peer_a(), addr(), 3));
+        assert_eq!(
+            view.goodbye(peer_a(), false),
+            vec![PeerAction::Withdraw(greeter("a1"))]
+        );
+        assert!(
+            view.fetched(peer_a(), late, answer(3, vec![greeter("a1")]))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_lost_link_drops_the_node() {
+        let mut view = PeerView::new(me());
+        let token = fetch_token(&view.hint(peer_a(), addr(), 1));
+        view.fetched(peer_a(), token, answer(1, vec![greeter("a1")]));
+        assert_eq!(
+            view.lost(peer_a()),
+            vec![PeerAction::Withdraw(greeter("a1"))]
+        );
+        assert!(view.lost(peer_a()).is_empty());
+        assert_eq!(view.stats().peers, 0);
+    }
+
+    #[test]
+    fn local_registrations_bump_the_revision_only_when_they_change() {
+        let mut local = LocalRegistrations::default();
+        let t0 = Instant::now();
+        let ttl = Some(Duration::from_secs(10));
+        assert!(local.register(&greeter("n1"), ttl, t0));
+        assert_eq!(local.rev(), 1);
+        // A refresh changes nothing but the expiry (now 15 s).
+        assert!(!local.register(&greeter("n1"), ttl, t0 + Duration::from_secs(5)));
+        assert_eq!(local.rev(), 1);
+        assert!(!local.expire(t0 + Duration::from_secs(12)));
+        assert!(local.expire(t0 + Duration::from_secs(15)));
+        assert_eq!(local.rev(), 2);
+        assert!(local.services().is_empty());
+
+        assert!(local.register(&greeter("n1"), None, t0));
+        assert!(local.register(&greeter("n2"), None, t0));
+        assert_eq!(local.services().len(), 1, "grouped by version");
+        assert_eq!(local.services()[0].nodes.len(), 2);
+        local.deregister(&greeter("n1"));
+        assert_eq!(local.rev(), 5);
+        assert_eq!(local.services(), vec![greeter("n2")]);
+    }
 
     #[test]
     fn service_types_are_checked() {

@@ -4,9 +4,10 @@ use serde::{Deserialize, Serialize};
 
 pub use micro_runtime::Metadata;
 
-/// One version of a service, with the nodes that run it.
+/// One version of a service, with the nodes that run it: the registry's record of a service
+/// (not to be confused with `micro::Service`, a running service).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Service {
+pub struct ServiceRecord {
     /// The service's name, e.g. `"greeter"`.
     pub name: String,
     /// Its version, e.g. `"1.2.0"` (empty when unversioned).
@@ -14,14 +15,14 @@ pub struct Service {
     /// Free-form metadata.
     pub metadata: Metadata,
     /// What it answers.
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Vec<EndpointRecord>,
     /// Where it runs.
-    pub nodes: Vec<ServiceNode>,
+    pub nodes: Vec<NodeRecord>,
 }
 
-/// One endpoint of a service.
+/// One endpoint of a service, as the registry records it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Endpoint {
+pub struct EndpointRecord {
     /// E.g. `"Greeter.Hello"`.
     pub name: String,
     /// The request's type name.
@@ -32,9 +33,9 @@ pub struct Endpoint {
     pub metadata: Metadata,
 }
 
-/// One running instance of a service.
+/// One running instance of a service, as the registry records it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ServiceNode {
+pub struct NodeRecord {
     /// Unique among the service's nodes.
     pub id: String,
     /// Where to reach it (for micro: the node's address).
@@ -43,43 +44,47 @@ pub struct ServiceNode {
     pub metadata: Metadata,
 }
 
-impl Service {
+impl ServiceRecord {
     /// A service with a name and version, no endpoints and no nodes yet.
+    #[must_use]
     pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
-        Service {
+        ServiceRecord {
             name: name.into(),
             version: version.into(),
-            ..Service::default()
+            ..ServiceRecord::default()
         }
     }
 
     /// Adds an endpoint.
-    pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
+    #[must_use]
+    pub fn endpoint(mut self, endpoint: EndpointRecord) -> Self {
         self.endpoints.push(endpoint);
         self
     }
 
     /// Adds a node.
-    pub fn node(mut self, node: ServiceNode) -> Self {
+    #[must_use]
+    pub fn node(mut self, node: NodeRecord) -> Self {
         self.nodes.push(node);
         self
     }
 
     /// Adds a metadata entry.
+    #[must_use]
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self
     }
 }
 
-impl Endpoint {
+impl EndpointRecord {
     /// An endpoint with its request and response type names.
     pub fn new(
         name: impl Into<String>,
         request: impl Into<String>,
         response: impl Into<String>,
     ) -> Self {
-        Endpoint {
+        EndpointRecord {
             name: name.into(),
             request: request.into(),
             response: response.into(),
@@ -88,16 +93,28 @@ impl Endpoint {
     }
 }
 
-impl ServiceNode {
+impl NodeRecord {
     /// A node with its id and address.
     pub fn new(id: impl Into<String>, address: impl Into<String>) -> Self {
-        ServiceNode {
+        NodeRecord {
             id: id.into(),
             address: address.into(),
             metadata: Metadata::new(),
         }
     }
 }
+
+/// The registry's record of a service: the old name of [`ServiceRecord`].
+#[deprecated(note = "renamed `ServiceRecord` (`micro::Service` is a running service)")]
+pub type Service = ServiceRecord;
+
+/// The registry's record of an endpoint: the old name of [`EndpointRecord`].
+#[deprecated(note = "renamed `EndpointRecord` (`micro::Endpoint` is a service's endpoint)")]
+pub type Endpoint = EndpointRecord;
+
+/// The registry's record of a service's node: the old name of [`NodeRecord`].
+#[deprecated(note = "renamed `NodeRecord`, like the other records")]
+pub type ServiceNode = NodeRecord;
 
 /// What changed in the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,5 +133,5 @@ pub struct Event {
     /// What happened.
     pub kind: EventKind,
     /// The service version concerned.
-    pub service: Service,
+    pub service: ServiceRecord,
 }

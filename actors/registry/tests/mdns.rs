@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo, TxtProperty};
 use micro_registry::{
-    Endpoint, EventKind, Interfaces, MdnsConfig, Registry, RegistryError, Service, ServiceNode,
+    EndpointRecord, EventKind, Interfaces, MdnsConfig, NodeRecord, Registry, RegistryError,
+    ServiceRecord,
 };
 use micro_runtime::{ClusterCa, Node, NodeId};
 use micro_testkit::{eventually, within, within_for};
@@ -46,10 +47,10 @@ async fn node(name: &str, ca: &ClusterCa, config: &MdnsConfig) -> (Node, Registr
     (node, registry)
 }
 
-fn greeter(node: &str) -> Service {
-    Service::new("greeter", "1.0")
-        .endpoint(Endpoint::new("Greeter.Hello", "Req", "Rsp"))
-        .node(ServiceNode::new(node, format!("{node}:1")))
+fn greeter(node: &str) -> ServiceRecord {
+    ServiceRecord::new("greeter", "1.0")
+        .endpoint(EndpointRecord::new("Greeter.Hello", "Req", "Rsp"))
+        .node(NodeRecord::new(node, format!("{node}:1")))
 }
 
 async fn nodes_of(registry: &Registry, name: &str) -> Vec<String> {
@@ -132,9 +133,9 @@ async fn three_nodes_and_a_service_with_fifty_endpoints() {
     let (b, on_b) = node("b", &ca, &config).await;
     let (c, on_c) = node("c", &ca, &config).await;
 
-    let mut big = Service::new("big", "2.0").node(ServiceNode::new("c1", "c1:1"));
+    let mut big = ServiceRecord::new("big", "2.0").node(NodeRecord::new("c1", "c1:1"));
     for i in 0..50 {
-        big = big.endpoint(Endpoint::new(
+        big = big.endpoint(EndpointRecord::new(
             format!("Big.Method{i:02}"),
             format!("Request{i}"),
             format!("Response{i}"),
@@ -181,7 +182,7 @@ async fn another_clusters_announcements_are_ignored() {
     on_theirs.register(&greeter("t1"), None).await.unwrap();
     on_ours
         .register(
-            &Service::new("marker", "1").node(ServiceNode::new("m", "m:1")),
+            &ServiceRecord::new("marker", "1").node(NodeRecord::new("m", "m:1")),
             None,
         )
         .await
@@ -220,7 +221,7 @@ async fn registrations_show_on_other_nodes_quickly() {
         let name = format!("svc{i}");
         let started = Instant::now();
         on_a.register(
-            &Service::new(&name, "1").node(ServiceNode::new("a", "a:1")),
+            &ServiceRecord::new(&name, "1").node(NodeRecord::new("a", "a:1")),
             None,
         )
         .await
@@ -290,10 +291,10 @@ async fn counters_show_peers_and_failures() {
     let (b, on_b) = node("b", &ca, &config).await;
     on_b.register(&greeter("b1"), None).await.unwrap();
     eventually("a holds b", || async {
-        on_a.stats().await.map(|s| s.peers) == Ok(1)
+        on_a.mdns_stats().await.map(|s| s.peers) == Ok(1)
     })
     .await;
-    let stats = on_a.stats().await.unwrap();
+    let stats = on_a.mdns_stats().await.unwrap();
     assert_eq!((stats.malformed, stats.failed_fetches), (0, 0));
     b.shutdown().await.unwrap();
     eventually("a forgets b", || async {
@@ -437,7 +438,7 @@ async fn a_stolen_id_with_a_huge_rev_does_not_hold_back_the_real_nodes_changes()
         ]),
     );
     eventually("b has read the junk and tried the stranger", || async {
-        on_b.stats()
+        on_b.mdns_stats()
             .await
             .is_ok_and(|s| s.malformed >= 2 && s.failed_fetches >= 1)
     })
@@ -470,7 +471,7 @@ async fn a_stolen_id_with_a_huge_rev_does_not_hold_back_the_real_nodes_changes()
     })
     .await;
     assert_eq!(
-        on_b.stats().await.unwrap().peers,
+        on_b.mdns_stats().await.unwrap().peers,
         1,
         "the stranger was never taken in"
     );

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use micro_registry::{Interfaces, MdnsConfig, Registry, Service, ServiceNode};
+use micro_registry::{Interfaces, MdnsConfig, NodeRecord, Registry, ServiceRecord};
 use micro_runtime::NodeId;
 use micro_testkit::{TestCluster, eventually};
 
@@ -35,7 +35,7 @@ async fn child_registry() {
     let worker = format!("worker-{}", std::process::id());
     registry
         .register(
-            &Service::new("worker", "1").node(ServiceNode::new(worker, "child:1")),
+            &ServiceRecord::new("worker", "1").node(NodeRecord::new(worker, "child:1")),
             None,
         )
         .await

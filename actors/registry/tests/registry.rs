@@ -6,21 +6,21 @@
 use std::time::Duration;
 
 use micro_registry::{
-    Endpoint, Event, EventKind, MemoryRegistry, Registry, RegistryCache, RegistryError, Service,
-    ServiceNode,
+    EndpointRecord, Event, EventKind, MemoryRegistry, NodeRecord, Registry, RegistryCache,
+    RegistryError, ServiceRecord,
 };
 use micro_runtime::Node;
 use micro_testkit::{TestCluster, eventually, next_event, within};
 
-fn greeter(version: &str, node: &str) -> Service {
-    Service::new("greeter", version)
+fn greeter(version: &str, node: &str) -> ServiceRecord {
+    ServiceRecord::new("greeter", version)
         .meta("team", "core")
-        .endpoint(Endpoint::new(
+        .endpoint(EndpointRecord::new(
             "Greeter.Hello",
             "HelloRequest",
             "HelloResponse",
         ))
-        .node(ServiceNode::new(node, format!("{node}.local:4000")))
+        .node(NodeRecord::new(node, format!("{node}.local:4000")))
 }
 
 async fn registry() -> (Node, Registry) {
@@ -38,7 +38,7 @@ async fn services_are_registered_found_listed_and_deregistered() {
     registry.register(&greeter("2.0", "c"), None).await.unwrap();
     registry
         .register(
-            &Service::new("billing", "1").node(ServiceNode::new("x", "x:1")),
+            &ServiceRecord::new("billing", "1").node(NodeRecord::new("x", "x:1")),
             None,
         )
         .await
@@ -71,7 +71,9 @@ async fn services_are_registered_found_listed_and_deregistered() {
         Err(RegistryError::NotFound("greeter".into()))
     );
     assert!(matches!(
-        registry.register(&Service::new("empty", "1"), None).await,
+        registry
+            .register(&ServiceRecord::new("empty", "1"), None)
+            .await,
         Err(RegistryError::Invalid(_))
     ));
     assert!(matches!(
@@ -130,7 +132,7 @@ async fn watchers_see_changes_in_order_including_expiry() {
         .await
         .unwrap();
     registry.deregister(&greeter("1.0", "a")).await.unwrap();
-    let billing = Service::new("billing", "1").node(ServiceNode::new("x", "x:1"));
+    let billing = ServiceRecord::new("billing", "1").node(NodeRecord::new("x", "x:1"));
     registry.register(&billing, None).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await; // b expires
 
@@ -230,7 +232,7 @@ async fn nodes_of_one_process_share_a_memory_registry() {
 async fn a_replaced_registry_is_empty_and_the_cache_resubscribes() {
     let (node, _) = registry().await;
     let registry = Registry::new(node.lookup("registry").unwrap());
-    let service = greeter("1.0", "a").endpoint(Endpoint::new("Greeter.Bye", "Bye", "Bye"));
+    let service = greeter("1.0", "a").endpoint(EndpointRecord::new("Greeter.Bye", "Bye", "Bye"));
     registry.register(&service, None).await.unwrap();
     let cache = RegistryCache::start(registry.clone()).await.unwrap();
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use micro_registry::{Interfaces, MdnsConfig, Registry, Service, ServiceNode};
+use micro_registry::{Interfaces, MdnsConfig, NodeRecord, Registry, ServiceRecord};
 use micro_runtime::{
     Actor, ActorError, ChildSpec, ClusterCa, Context, Node, NodeCredentials, NodeId, RemoteMessage,
     Reply,
@@ -118,8 +118,8 @@ async fn testnet_host() {
         node.expose::<Where>("host").unwrap();
         registry
             .register(
-                &Service::new("remote-worker", "1")
-                    .node(ServiceNode::new(node.id().to_string(), "10.77.0.2")),
+                &ServiceRecord::new("remote-worker", "1")
+                    .node(NodeRecord::new(node.id().to_string(), "10.77.0.2")),
                 None,
             )
             .await

@@ -118,7 +118,7 @@ impl ServiceView {
     pub(crate) fn build(
         name: &str,
         generation: u64,
-        versions: &[micro_registry::Service],
+        versions: &[micro_registry::ServiceRecord],
         previous: Option<&ServiceView>,
         health: &dyn Fn(NodeId) -> Arc<NodeHealth>,
     ) -> Self {
@@ -377,12 +377,12 @@ mod tests {
 
     fn view_of(nodes: usize) -> ServiceView {
         let mut versions = Vec::new();
-        let mut service = micro_registry::Service::new("svc", "1");
+        let mut service = micro_registry::ServiceRecord::new("svc", "1");
         service
             .endpoints
-            .push(micro_registry::Endpoint::new("Svc.Do", "Req", "Resp"));
+            .push(micro_registry::EndpointRecord::new("Svc.Do", "Req", "Resp"));
         for i in 0..nodes {
-            let mut node = micro_registry::ServiceNode::new(format!("{:032x}", i + 1), "");
+            let mut node = micro_registry::NodeRecord::new(format!("{:032x}", i + 1), "");
             node.metadata
                 .insert("zone".into(), if i == 0 { "eu" } else { "us" }.into());
             service.nodes.push(node);

@@ -9,7 +9,7 @@ use micro_runtime::{Actor, ActorError, Context};
 #[derive(Clone)]
 pub(crate) struct Keeper {
     registry: Registry,
-    registration: micro_registry::Service,
+    registration: micro_registry::ServiceRecord,
     ttl: Duration,
     interval: Duration,
 }
@@ -21,7 +21,7 @@ pub(crate) enum KeeperMsg {
 impl Keeper {
     pub(crate) fn new(
         registry: Registry,
-        registration: micro_registry::Service,
+        registration: micro_registry::ServiceRecord,
         ttl: Duration,
         interval: Duration,
     ) -> Self {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use micro_broker::{Broker, BrokerError, SubscriberSpec, Subscription, SubscriptionStats};
-use micro_registry::{MemoryRegistry, Registry, RegistryMsg, ServiceNode};
+use micro_registry::{MemoryRegistry, NodeRecord, Registry, RegistryMsg};
 use micro_runtime::{ChildSpec, Node, Strategy, SupervisorRef, SupervisorSpec};
 use tokio::time::Instant;
 
@@ -298,11 +298,11 @@ impl Service {
     }
 
     /// What the registry is told: the service, its endpoints with their type names, this node.
-    fn registration(&self, node: &Node, endpoints: &[Endpoint]) -> micro_registry::Service {
-        let mut service = micro_registry::Service::new(&*self.name, self.version.clone());
+    fn registration(&self, node: &Node, endpoints: &[Endpoint]) -> micro_registry::ServiceRecord {
+        let mut service = micro_registry::ServiceRecord::new(&*self.name, self.version.clone());
         service.metadata = self.metadata.clone();
         for endpoint in endpoints {
-            let mut entry = micro_registry::Endpoint::new(
+            let mut entry = micro_registry::EndpointRecord::new(
                 &*endpoint.name,
                 endpoint.request_type,
                 endpoint.response_type,
@@ -316,7 +316,7 @@ impl Service {
             service.endpoints.push(entry);
         }
         let address = node.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        let mut instance = ServiceNode::new(node_key(node.id()), address);
+        let mut instance = NodeRecord::new(node_key(node.id()), address);
         instance.metadata = self.node_metadata.clone();
         instance
             .metadata
@@ -453,7 +453,7 @@ pub struct RunningService {
 struct Running {
     node: Node,
     registry: Registry,
-    registration: micro_registry::Service,
+    registration: micro_registry::ServiceRecord,
     tree: SupervisorRef,
     names: Vec<String>,
     drain: Arc<Drain>,
@@ -474,7 +474,7 @@ impl std::fmt::Debug for RunningService {
 
 impl RunningService {
     /// What was registered.
-    pub fn registration(&self) -> &micro_registry::Service {
+    pub fn registration(&self) -> &micro_registry::ServiceRecord {
         &self.inner.registration
     }
 

@@ -1,15 +1,15 @@
 //! What a registry backend tells itself: timer ticks and (for mDNS) discoveries. Carried in
-//! [`RegistryMsg::Internal`], which has no wire form, so none of it can come from the network.
+//! [`RegistryMsg::Backend`], which has no wire form, so none of it can come from the network.
 
-use std::net::SocketAddr;
+use micro_runtime::NodeId;
 
-use micro_runtime::{Addr, NodeId};
-
-use crate::{RegistryError, RegistryMsg, Service};
+use crate::RegistryMsg;
+#[cfg(feature = "mdns")]
+use crate::mdns::Fetched;
 
 /// A backend's message to itself (opaque outside the crate).
 #[derive(Debug)]
-pub struct Internal(pub(crate) Kind);
+pub struct BackendMsg(pub(crate) Kind);
 
 #[derive(Debug)]
 // Without the `mdns` feature only the memory backend's `Sweep` is made.
@@ -21,7 +21,7 @@ pub(crate) enum Kind {
     /// what the announcer claims.
     Resolved {
         id: NodeId,
-        addr: SocketAddr,
+        addr: std::net::SocketAddr,
         rev: u64,
     },
     /// A goodbye for a node was seen on mDNS (a hint: anyone can send one).
@@ -31,26 +31,15 @@ pub(crate) enum Kind {
     /// The runtime lost the link to a node.
     Lost { id: NodeId },
     /// A fetch of a node's services ended (`token` tells which fetch).
+    #[cfg(feature = "mdns")]
     Fetched {
         id: NodeId,
         token: u64,
-        fetched: Result<Fetched, RegistryError>,
+        fetched: Result<Fetched, crate::RegistryError>,
     },
-}
-
-/// What a node's registry said of itself: its revision (`None` from a registry that predates
-/// [`RegistryMsg::LocalAt`]) and its registrations; its registry's address, and where the node
-/// listens (as its link knows it).
-#[derive(Debug)]
-#[cfg_attr(not(feature = "mdns"), allow(dead_code))]
-pub(crate) struct Fetched {
-    pub(crate) rev: Option<u64>,
-    pub(crate) services: Vec<Service>,
-    pub(crate) registry: Addr<RegistryMsg>,
-    pub(crate) addr: SocketAddr,
 }
 
 /// The message a backend ticks itself with to drop expired registrations.
 pub(crate) fn sweep() -> RegistryMsg {
-    RegistryMsg::Internal(Internal(Kind::Sweep))
+    RegistryMsg::Backend(BackendMsg(Kind::Sweep))
 }
