@@ -58,18 +58,6 @@ async fn handled(node: &Node, name: &str) -> Result<u64, Error> {
         .await
 }
 
-/// Waits until `name` has been started again.
-async fn await_restart(
-    events: &mut tokio::sync::broadcast::Receiver<SupervisionEvent>,
-    name: &str,
-) {
-    while let Ok(event) = events.recv().await {
-        if matches!(&event, SupervisionEvent::ChildStarted { child, .. } if child == name) {
-            return;
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     // One line per panic instead of the default report: the crashes here are on purpose.
@@ -113,7 +101,6 @@ async fn main() -> Result<(), Error> {
     )
     .await?;
 
-    let mut events = node.supervision_events();
     let ledger = node.lookup::<WorkerMsg>("ledger")?;
     for _ in 0..3 {
         ledger.send(WorkerMsg::Work)?;
@@ -124,8 +111,10 @@ async fn main() -> Result<(), Error> {
     );
 
     println!("\nthe ledger crashes: rest-for-one restarts it and the notifier started after it");
+    // `next_start` listens from the moment it is called, so the restart cannot slip past it.
+    let notifier_back = node.next_start("notifier");
     ledger.send(WorkerMsg::Crash)?;
-    await_restart(&mut events, "notifier").await;
+    notifier_back.await?;
     println!(
         "ledger is back with fresh state: handled {} messages",
         handled(&node, "ledger").await?
@@ -135,8 +124,9 @@ async fn main() -> Result<(), Error> {
     let flaky = node.lookup::<WorkerMsg>("flaky")?;
     for _ in 0..2 {
         let crashed = tokio::time::Instant::now();
+        let back = node.next_start("flaky");
         flaky.send(WorkerMsg::Crash)?;
-        await_restart(&mut events, "flaky").await;
+        back.await?;
         println!("flaky restarted after {:?}", crashed.elapsed());
     }
 

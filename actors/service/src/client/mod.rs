@@ -224,7 +224,9 @@ impl ClientBuilder {
         let peer_events = self.node.peer_events().ok();
         Ok(Client {
             inner: Arc::new_cyclic(|me| Inner {
-                follower: peer_events.map(|events| tokio::spawn(follow_links(me.clone(), events))),
+                _follower: peer_events.map(|events| {
+                    micro_runtime::AbortOnDrop::spawn(follow_links(me.clone(), events))
+                }),
                 node: self.node,
                 cache,
                 views: DashMap::default(),
@@ -281,16 +283,8 @@ struct Inner {
     max_in_flight: usize,
     wrappers: Arc<[Arc<dyn Wrapper>]>,
     epoch: Instant,
-    /// Follows the node's peer events: which nodes' links are known lost.
-    follower: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(follower) = &self.follower {
-            follower.abort();
-        }
-    }
+    /// Follows the node's peer events: which nodes' links are known lost. Ends with the client.
+    _follower: Option<micro_runtime::AbortOnDrop>,
 }
 
 /// Marks the nodes whose link went down as lost (ejected, and the views that list them rebuilt
