@@ -57,11 +57,16 @@ pub use micro_runtime::*;
 pub use micro_service::{
     BoxFuture, Bytes, CallContext, CallOptions, Client, ClientBuilder, ClientStreaming, Ejection,
     Endpoint, EndpointMetrics, EndpointStats, Filter, HEALTH_ENDPOINT, Health, IDEMPOTENT_KEY,
-    Incoming, Logging, Metadata, Metrics, NODE_NAME_KEY, Next, Outgoing, Request, Response,
-    RetryBudget, RetryPolicy, RunningService, SHAPE_KEY, STATS_ENDPOINT, Selector, Service,
-    ServiceError, ServiceStats, Shape, TRACE_ID_HEADER, Tracing, WithHeaders, Wrapper,
-    new_trace_id,
+    Incoming, Logging, Metadata, Metrics, NODE_NAME_KEY, Next, Outgoing, REQUEST_SCHEMA_KEY,
+    RESPONSE_SCHEMA_KEY, Request, Response, RetryBudget, RetryPolicy, RunningService, SHAPE_KEY,
+    STATS_ENDPOINT, Selector, Service, ServiceError, ServiceHandler, ServiceStats, Shape,
+    TRACE_ID_HEADER, Tracing, WithHeaders, Wrapper, new_trace_id,
 };
+
+/// Turns a trait into a typed service: a handler trait to implement, its registration
+/// (`Service::handle(InventoryServer::new(...))`) and a typed client (`InventoryClient`). See
+/// ARCHITECTURE.md's "Typed services" for what it generates, naming and shapes.
+pub use micro_service::service;
 
 /// The runtime: nodes, actors, supervision, typed addresses and reply ports, remote actors over
 /// QUIC (the `micro-runtime` crate; its items are also at the root of `micro`).

@@ -10,3 +10,4 @@ mod common;
 mod events;
 mod failover;
 mod streams;
+mod typed;

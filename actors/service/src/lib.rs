@@ -53,6 +53,7 @@ mod context;
 mod error;
 mod service;
 mod stream;
+mod typed;
 mod wire;
 mod wrapper;
 
@@ -66,9 +67,17 @@ pub use error::ServiceError;
 pub use micro_registry::Metadata;
 pub use service::{
     Endpoint, EndpointStats, HEALTH_ENDPOINT, Health, IDEMPOTENT_KEY, NODE_NAME_KEY,
-    RunningService, SHAPE_KEY, STATS_ENDPOINT, Service, ServiceStats, Shape,
+    REQUEST_SCHEMA_KEY, RESPONSE_SCHEMA_KEY, RunningService, SHAPE_KEY, STATS_ENDPOINT, Service,
+    ServiceStats, Shape,
 };
 pub use stream::{Incoming, Outgoing};
+#[doc(hidden)]
+pub use typed::__private;
+pub use typed::ServiceHandler;
+
+/// Turns a trait into a typed service: a handler trait, its registration and a typed client
+/// (see the `micro-macros` crate and ARCHITECTURE.md's "Typed services").
+pub use micro_macros::service;
 pub use wrapper::{
     BoxFuture, EndpointMetrics, Logging, Metrics, Next, Request, Response, Tracing, Wrapper,
     new_trace_id,

@@ -89,6 +89,8 @@ pub struct Endpoint {
     pub(crate) response_type: &'static str,
     pub(crate) idempotent: bool,
     pub(crate) max_concurrent: Option<usize>,
+    /// Extra entries of the endpoint's registry record (the service macro's JSON Schemas).
+    pub(crate) metadata: micro_registry::Metadata,
 }
 
 impl fmt::Debug for Endpoint {
@@ -100,6 +102,7 @@ impl fmt::Debug for Endpoint {
             .field("response", &self.response_type)
             .field("idempotent", &self.idempotent)
             .field("max_concurrent", &self.max_concurrent)
+            .field("metadata", &self.metadata)
             .finish()
     }
 }
@@ -114,6 +117,7 @@ impl Endpoint {
             response_type: type_name::<Resp>(),
             idempotent: false,
             max_concurrent: None,
+            metadata: micro_registry::Metadata::new(),
         }
     }
 
@@ -223,6 +227,16 @@ impl Endpoint {
     #[must_use]
     pub fn max_concurrent(mut self, calls: usize) -> Self {
         self.max_concurrent = Some(calls.max(1));
+        self
+    }
+
+    /// Adds `key = value` to this endpoint's registry record, next to its shape and idempotent
+    /// mark (which this cannot override). `#[micro::service]` publishes its request and response
+    /// JSON Schemas this way ([`REQUEST_SCHEMA_KEY`](crate::REQUEST_SCHEMA_KEY),
+    /// [`RESPONSE_SCHEMA_KEY`](crate::RESPONSE_SCHEMA_KEY)).
+    #[must_use]
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
         self
     }
 

@@ -30,6 +30,12 @@ use crate::{CallContext, Metadata, ServiceError, Wrapper};
 pub const IDEMPOTENT_KEY: &str = "idempotent";
 /// Endpoint metadata key: the endpoint's [`Shape`] (`unary`, `server`, `client`, `bidi`).
 pub const SHAPE_KEY: &str = "stream";
+/// Endpoint metadata key: the JSON Schema of the request type (typed services of
+/// `#[micro::service]` only).
+pub const REQUEST_SCHEMA_KEY: &str = "request_schema";
+/// Endpoint metadata key: the JSON Schema of the response type (typed services of
+/// `#[micro::service]` only).
+pub const RESPONSE_SCHEMA_KEY: &str = "response_schema";
 /// Service node metadata key: the node's name.
 pub const NODE_NAME_KEY: &str = "node";
 
@@ -118,6 +124,14 @@ impl Service {
     #[must_use]
     pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
         self.endpoints.push(endpoint);
+        self
+    }
+
+    /// Adds every endpoint of a typed handler, e.g. the `InventoryServer` that
+    /// `#[micro::service] trait Inventory` generates.
+    #[must_use]
+    pub fn handle(mut self, handler: impl crate::ServiceHandler) -> Self {
+        self.endpoints.extend(handler.endpoints());
         self
     }
 
@@ -307,6 +321,7 @@ impl Service {
                 endpoint.request_type,
                 endpoint.response_type,
             );
+            entry.metadata.clone_from(&endpoint.metadata);
             entry
                 .metadata
                 .insert(IDEMPOTENT_KEY.to_owned(), endpoint.idempotent.to_string());
