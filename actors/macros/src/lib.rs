@@ -119,7 +119,18 @@ fn expand(args: TokenStream2, input: TokenStream2) -> syn::Result<TokenStream2> 
         }
     }
     if let Some(errors) = errors {
-        return Err(errors);
+        // The trait as written (without the attribute's marks) next to the errors, so the
+        // errors are the only ones: no unknown attribute, no unused import.
+        for entry in &mut item.items {
+            if let TraitItem::Fn(method) = entry {
+                method
+                    .attrs
+                    .retain(|attr| !attr.path().is_ident("idempotent"));
+            }
+        }
+        let mut tokens = errors.to_compile_error();
+        tokens.extend(quote!(#item));
+        return Ok(tokens);
     }
     Ok(generate(&args, &item, &methods))
 }
@@ -178,7 +189,15 @@ fn method_of(method: &mut TraitItemFn) -> syn::Result<Method> {
         })
         .collect();
     if inputs.len() != 2 && inputs.len() != 3 {
-        return Err(Error::new(sig.inputs.span(), USAGE));
+        let span = match inputs.get(3) {
+            Some(extra) => extra.span(),
+            None => sig.ident.span(),
+        };
+        let found = inputs.len();
+        return Err(Error::new(
+            span,
+            format!("expected 2 or 3 arguments after `&self`, found {found}: {USAGE}"),
+        ));
     }
     if last_ident(inputs[0]).as_deref() != Some("CallContext") {
         return Err(Error::new(

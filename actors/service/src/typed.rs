@@ -18,12 +18,11 @@ pub trait ServiceHandler {
 /// Paths the generated code uses; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use schemars::JsonSchema;
     pub use std::sync::Arc;
 
     /// The JSON Schema of `T`, as JSON text (empty if it cannot be written, which a schema
     /// built by schemars never is).
-    pub fn schema<T: JsonSchema>() -> String {
+    pub fn schema<T: schemars::JsonSchema>() -> String {
         serde_json::to_string(&schemars::schema_for!(T)).unwrap_or_default()
     }
 }
