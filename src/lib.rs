@@ -66,6 +66,47 @@ pub use micro_service::{
 /// Turns a trait into a typed service: a handler trait to implement, its registration
 /// (`Service::handle(InventoryServer::new(...))`) and a typed client (`InventoryClient`). See
 /// ARCHITECTURE.md's "Typed services" for what it generates, naming and shapes.
+///
+/// ```no_run
+/// use micro::{CallContext, Client, Node, Service, ServiceError};
+/// use schemars::JsonSchema;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, JsonSchema)]
+/// struct ReserveRequest { item: String, count: u32 }
+///
+/// #[derive(Serialize, Deserialize, JsonSchema)]
+/// struct ReserveReply { left: u32 }
+///
+/// #[micro::service]
+/// trait Inventory {
+///     /// Reserves `count` of `item`: endpoint `Inventory.Reserve`.
+///     async fn reserve(&self, ctx: CallContext, req: ReserveRequest)
+///         -> Result<ReserveReply, ServiceError>;
+/// }
+///
+/// struct Warehouse;
+///
+/// impl Inventory for Warehouse {
+///     async fn reserve(&self, _: CallContext, req: ReserveRequest)
+///         -> Result<ReserveReply, ServiceError> {
+///         Ok(ReserveReply { left: 10 - req.count })
+///     }
+/// }
+///
+/// # #[tokio::main] async fn main() -> Result<(), ServiceError> {
+/// let node = Node::builder().listen("127.0.0.1:0".parse().unwrap()).start().await?;
+/// // One call registers every endpoint of the trait.
+/// let _running = Service::new(InventoryClient::SERVICE)
+///     .handle(InventoryServer::new(Warehouse))
+///     .start(&node)
+///     .await?;
+/// let client = Client::new(&node).await?;
+/// let inventory = InventoryClient::new(&client);
+/// let reply = inventory.reserve(&ReserveRequest { item: "widget".into(), count: 3 }).await?;
+/// assert_eq!(reply.left, 7);
+/// # Ok(()) }
+/// ```
 pub use micro_service::service;
 
 /// The runtime: nodes, actors, supervision, typed addresses and reply ports, remote actors over

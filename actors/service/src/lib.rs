@@ -10,6 +10,9 @@
 //! Endpoints may stream in either direction ([`Incoming`], [`Outgoing`]); [`Wrapper`]s
 //! ([`Logging`], [`Tracing`], [`Metrics`]) wrap calls on either side; every failure is a
 //! [`ServiceError`] (id, HTTP-like code, detail) that reaches the caller unchanged.
+//! Endpoints may also be declared as a trait with [`macro@service`]: a handler trait, its
+//! registration ([`Service::handle`], [`ServiceHandler`]) and a typed client, with the request
+//! and response JSON Schemas published in the registry.
 //!
 //! This crate stands on `micro-runtime` (nodes, actors, remote actors over QUIC),
 //! `micro-registry` (discovery) and `micro-broker` (a service's subscribers). Applications
