@@ -1,5 +1,5 @@
-//! A Greeter service and its client: discovery, load balancing, headers, tracing, typed errors,
-//! health and a graceful stop.
+//! A Greeter service and its client: a typed service declared once with `#[micro::service]`,
+//! discovery, load balancing, headers, tracing, typed errors, health and a graceful stop.
 //!
 //! It runs three ways (on 127.0.0.1 only):
 //!
@@ -17,9 +17,10 @@ use std::net::SocketAddr;
 
 use micro::registry::{MemoryRegistry, Registry, RegistryMsg};
 use micro::{
-    CallContext, CallOptions, Client, Endpoint, HEALTH_ENDPOINT, Health, Node, Selector, Service,
+    CallContext, CallOptions, Client, HEALTH_ENDPOINT, Health, Node, Selector, Service,
     ServiceError, TRACE_ID_HEADER, Tracing,
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
@@ -27,54 +28,63 @@ type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 const LOOPBACK: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, JsonSchema)]
 struct HelloRequest {
     name: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, JsonSchema)]
 struct HelloReply {
     message: String,
 }
 
-/// The greeter as served by node `me`. `Greeter.Hello` is idempotent, so the client may retry it
-/// on another node; `Greeter.Whois` answers a typed 404 for anyone it does not know.
+/// The greeter, declared once for the server and the client: endpoints `Greeter.Hello` and
+/// `Greeter.Whois`, a `GreeterServer` to register and a typed `GreeterClient`.
+#[micro::service]
+trait Greeter {
+    /// Greets by name, in the language of the `lang` header. Idempotent, so the client may
+    /// retry it on another node.
+    #[idempotent]
+    async fn hello(&self, ctx: CallContext, req: HelloRequest) -> Result<HelloReply, ServiceError>;
+
+    /// Who someone is: a typed 404 for anyone it does not know.
+    async fn whois(&self, ctx: CallContext, name: String) -> Result<String, ServiceError>;
+}
+
+/// The greeter as served by the node named `me`.
+struct Greeting {
+    me: String,
+}
+
+impl Greeter for Greeting {
+    async fn hello(&self, ctx: CallContext, req: HelloRequest) -> Result<HelloReply, ServiceError> {
+        let hello = match ctx.header("lang") {
+            Some("fr") => "Bonjour",
+            _ => "Hello",
+        };
+        ctx.set_header("served-by", self.me.clone());
+        Ok(HelloReply {
+            message: format!("{hello} {} (from {})", req.name, self.me),
+        })
+    }
+
+    async fn whois(&self, _: CallContext, name: String) -> Result<String, ServiceError> {
+        match name.as_str() {
+            "Ada" => Ok("Ada Lovelace, first programmer".to_owned()),
+            _ => Err(ServiceError::not_found(
+                "greeter",
+                format!("no one named {name:?}"),
+            )),
+        }
+    }
+}
+
+/// The greeter service as served by node `me`.
 fn greeter(me: &str) -> Service {
-    let me = me.to_owned();
-    Service::new("greeter")
+    Service::new(GreeterClient::SERVICE)
         .version("1.0.0")
         .wrap(Tracing::server())
-        .endpoint(
-            Endpoint::unary(
-                "Greeter.Hello",
-                move |ctx: CallContext, req: HelloRequest| {
-                    let me = me.clone();
-                    async move {
-                        let hello = match ctx.header("lang") {
-                            Some("fr") => "Bonjour",
-                            _ => "Hello",
-                        };
-                        ctx.set_header("served-by", me.clone());
-                        Ok::<_, ServiceError>(HelloReply {
-                            message: format!("{hello} {} (from {me})", req.name),
-                        })
-                    }
-                },
-            )
-            .idempotent(),
-        )
-        .endpoint(Endpoint::unary(
-            "Greeter.Whois",
-            |_: CallContext, name: String| async move {
-                match name.as_str() {
-                    "Ada" => Ok("Ada Lovelace, first programmer".to_owned()),
-                    _ => Err(ServiceError::not_found(
-                        "greeter",
-                        format!("no one named {name:?}"),
-                    )),
-                }
-            },
-        ))
+        .handle(GreeterServer::new(Greeting { me: me.to_owned() }))
 }
 
 async fn node(name: &str) -> Result<Node> {
@@ -83,7 +93,7 @@ async fn node(name: &str) -> Result<Node> {
 
 async fn hello(client: &Client, name: &str) -> Result<String> {
     let request = HelloRequest { name: name.into() };
-    let reply: HelloReply = client.call("greeter", "Greeter.Hello", &request).await?;
+    let reply = GreeterClient::new(client).hello(&request).await?;
     Ok(reply.message)
 }
 
@@ -130,20 +140,16 @@ async fn all_in_one() -> Result<()> {
     println!("\na header in, headers and the trace id back:");
     let options = CallOptions::new().header("lang", "fr");
     let request = HelloRequest { name: "Ada".into() };
-    let reply = client
-        .call_with::<_, HelloReply>("greeter", "Greeter.Hello", &request, options)
-        .await?;
+    let greeter = GreeterClient::new(&client);
+    let reply = greeter.hello_with(&request, options).await?;
     println!("  {}", reply.message.message);
     println!("  served-by: {}", reply.metadata["served-by"]);
     println!("  {TRACE_ID_HEADER}: {}", reply.metadata[TRACE_ID_HEADER]);
 
     println!("\ntyped errors:");
-    let who: String = client.call("greeter", "Greeter.Whois", &"Ada").await?;
+    let who = greeter.whois(&"Ada".to_owned()).await?;
     println!("  Whois Ada: {who}");
-    match client
-        .call::<_, String>("greeter", "Greeter.Whois", &"Zed")
-        .await
-    {
+    match greeter.whois(&"Zed".to_owned()).await {
         Ok(who) => println!("  Whois Zed: {who}?"),
         Err(err) => println!("  Whois Zed: code {} from {:?}: {err}", err.code, err.id),
     }
