@@ -165,6 +165,12 @@ fn method_of(method: &mut TraitItemFn) -> syn::Result<Method> {
             "a service method has no default body: implement it on your own type",
         ));
     }
+    if ["new", "with_service"].contains(&sig.ident.to_string().as_str()) {
+        return Err(Error::new(
+            sig.ident.span(),
+            "`new` and `with_service` are the typed client's constructors: name the method otherwise",
+        ));
+    }
     match sig.inputs.first() {
         Some(FnArg::Receiver(receiver))
             if receiver.reference.is_some() && receiver.mutability.is_none() =>
@@ -542,5 +548,19 @@ fn generate(args: &Args, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
 
             #(#client_methods)*
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{snake, upper_camel};
+
+    #[test]
+    fn endpoint_and_service_names_are_go_micros() {
+        assert_eq!(upper_camel("reserve"), "Reserve");
+        assert_eq!(upper_camel("reserve_stock"), "ReserveStock");
+        assert_eq!(upper_camel("get_v2__item"), "GetV2Item");
+        assert_eq!(snake("Inventory"), "inventory");
+        assert_eq!(snake("InventoryStore"), "inventory_store");
     }
 }

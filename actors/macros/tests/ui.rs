@@ -10,4 +10,5 @@ fn misuse_gives_clear_compile_errors() {
     cases.compile_fail("tests/ui/wrong_argument_count.rs");
     cases.compile_fail("tests/ui/generic_method.rs");
     cases.compile_fail("tests/ui/missing_schema.rs");
+    cases.compile_fail("tests/ui/reserved_name.rs");
 }
