@@ -89,6 +89,7 @@ async fn hello(client: &Client, name: &str) -> Result<String> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    micro::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => all_in_one().await,
