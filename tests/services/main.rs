@@ -9,4 +9,5 @@ mod calls;
 mod common;
 mod events;
 mod failover;
+mod startup;
 mod streams;
