@@ -59,10 +59,10 @@ pub use micro_runtime::*;
 pub use micro_service::{
     BoxFuture, Bytes, CallContext, CallOptions, Client, ClientBuilder, ClientStreaming, Ejection,
     Endpoint, EndpointMetrics, EndpointStats, Filter, HEALTH_ENDPOINT, Health, IDEMPOTENT_KEY,
-    Incoming, Logging, Metadata, Metrics, NODE_NAME_KEY, Next, Outgoing, Request, Response,
-    RetryBudget, RetryPolicy, RunningService, SHAPE_KEY, STATS_ENDPOINT, Selector, Service,
-    ServiceError, ServiceStats, Shape, TRACE_ID_HEADER, Tracing, WithHeaders, Wrapper,
-    new_trace_id,
+    Incoming, Logging, MDNS_INTERFACES_ENV, MDNS_SERVICE_TYPE_ENV, Metadata, Metrics,
+    NODE_NAME_KEY, Next, Outgoing, REGISTRY_ENV, Request, Response, RetryBudget, RetryPolicy,
+    RunningService, SHAPE_KEY, STATS_ENDPOINT, Selector, Service, ServiceError, ServiceStats,
+    Shape, TRACE_ID_HEADER, Tracing, WithHeaders, Wrapper, new_trace_id,
 };
 
 /// The runtime: nodes, actors, supervision, typed addresses and reply ports, remote actors over

@@ -7,6 +7,7 @@
 mod balancing;
 mod calls;
 mod common;
+mod discovery;
 mod events;
 mod failover;
 mod startup;

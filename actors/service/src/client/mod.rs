@@ -157,8 +157,9 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The registry to resolve services in (default: the node's `"registry"` actor, or a memory
-    /// registry started under that name).
+    /// The registry to resolve services in (default: the node's `"registry"` actor, or the
+    /// default registry started under that name: mDNS on a node that listens, memory otherwise —
+    /// see [`Service::registry`](crate::Service::registry)).
     #[must_use]
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = Some(registry);
