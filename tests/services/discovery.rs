@@ -6,8 +6,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use micro::{CallOptions, Client, MDNS_SERVICE_TYPE_ENV, REGISTRY_ENV};
-use micro_testkit::TestCluster;
+use micro::registry::{MemoryRegistry, Registry, RegistryMsg};
+use micro::{CallOptions, Client, MDNS_INTERFACES_ENV, MDNS_SERVICE_TYPE_ENV, Node, REGISTRY_ENV};
+use micro_testkit::{TestCluster, within};
 
 use crate::common::{Greeting, Hello, greeter};
 
@@ -24,6 +25,13 @@ async fn child_of_discovery() {
     };
     let node = micro_testkit::test_node(&role).start().await.unwrap();
     match role.as_str() {
+        "kind" => {
+            let _service = greeter("kind").start(&node).await.unwrap();
+            println!("MICRO_CHILD_KIND {}", kind_of_registry(&node).await);
+            std::io::stdout().flush().unwrap();
+            // Killed by the parent once it read the line.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
         "server" => {
             let _service = greeter("server").start(&node).await.unwrap();
             println!("MICRO_CHILD_READY");
@@ -70,8 +78,76 @@ async fn two_processes_with_no_registry_configuration_find_each_other() {
     let mut client = child("client");
     let called = micro_testkit::wait_for_line(&mut client, "MICRO_CHILD_CALLED").await;
     assert_eq!(called.trim(), "Hello Ada from server");
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = client.wait();
+    for child in [&mut server, &mut client] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    cluster.shutdown().await;
+}
+
+/// `mdns` or `memory`: the kind of the node's `"registry"` actor (only the mDNS backend answers
+/// its counters).
+async fn kind_of_registry(node: &Node) -> &'static str {
+    let registry = Registry::new(node.lookup::<RegistryMsg>("registry").unwrap())
+        .with_timeout(Duration::from_secs(2));
+    match registry.mdns_stats().await {
+        Ok(_) => "mdns",
+        Err(_) => "memory",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_registry_is_mdns_when_listening_memory_otherwise_and_an_explicit_one_wins() {
+    micro_testkit::init_tracing();
+    // A node that does not listen: a memory registry of its own.
+    let local = Node::builder().name("local").start().await.unwrap();
+    let _service = within("a service on a local node", greeter("local").start(&local))
+        .await
+        .unwrap();
+    assert_eq!(kind_of_registry(&local).await, "memory");
+    local.shutdown().await.unwrap();
+
+    // A registry started before the service wins over the default.
+    let explicit = micro_testkit::test_node("explicit").start().await.unwrap();
+    explicit.spawn(MemoryRegistry::spec()).await.unwrap();
+    let _service = greeter("explicit").start(&explicit).await.unwrap();
+    assert_eq!(kind_of_registry(&explicit).await, "memory");
+    explicit.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_chooses_the_default_registry() {
+    let cluster = TestCluster::builder(1).link(false).start().await;
+    let service_type = format!("_k{}._udp", std::process::id() % 1_000_000);
+    let kind = |registry: Option<&str>, interfaces: Option<&str>| {
+        let mut command = cluster.child("discovery::child_of_discovery");
+        command
+            .env(ROLE, "kind")
+            .env(MDNS_SERVICE_TYPE_ENV, &service_type)
+            .env_remove(REGISTRY_ENV)
+            .env_remove(MDNS_INTERFACES_ENV);
+        if let Some(registry) = registry {
+            command.env(REGISTRY_ENV, registry);
+        }
+        if let Some(interfaces) = interfaces {
+            command.env(MDNS_INTERFACES_ENV, interfaces);
+        }
+        let mut child = command.spawn().unwrap();
+        async move {
+            let kind = micro_testkit::wait_for_line(&mut child, "MICRO_CHILD_KIND").await;
+            let _ = child.kill();
+            let _ = child.wait();
+            kind.trim().to_owned()
+        }
+    };
+    assert_eq!(kind(None, None).await, "mdns", "a listening node's default");
+    assert_eq!(
+        kind(Some("memory"), None).await,
+        "memory",
+        "MICRO_REGISTRY=memory"
+    );
+    assert_eq!(kind(None, Some("loopback")).await, "mdns", "loopback only");
+    // Settings that make no sense fall back to memory, with a warning.
+    assert_eq!(kind(Some("zookeeper"), None).await, "memory");
     cluster.shutdown().await;
 }
