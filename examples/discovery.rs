@@ -40,6 +40,7 @@ impl Actor for Prices {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    micro::logging::init();
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let mdns = MdnsConfig::default()
         .service_type("_microex._udp")?

@@ -8,10 +8,15 @@
 //!   round-robin across both, with a header and a trace id, meets a typed 404, asks the built-in
 //!   `Debug.Health`, then stops one server gracefully and keeps calling the other. It exits by
 //!   itself.
-//! - `cargo run --example greeter -- server`: a server node that hosts the registry, exposes it to
-//!   other nodes, and serves until Ctrl-C or SIGTERM (then deregisters, drains and stops).
-//! - `cargo run --example greeter -- client ADDR`: a client node that links to that server,
-//!   uses its registry, calls `Greeter.Hello` a few times and exits.
+//! - `cargo run --example greeter -- server`: a server node that registers the greeter in the
+//!   default registry (mDNS, as the node listens: nothing to configure) and serves until Ctrl-C
+//!   or SIGTERM (then deregisters, drains and stops).
+//! - `cargo run --example greeter -- client`: a client node in another process that finds the
+//!   server by mDNS (no address given), calls `Greeter.Hello` a few times and exits.
+//!   (`MICRO_MDNS_INTERFACES=loopback` keeps the multicast on this machine; `RUST_LOG=debug`
+//!   shows the discovery.)
+//! - `cargo run --example greeter -- client ADDR`: the same, using the registry of the server at
+//!   `ADDR` instead of mDNS.
 
 use std::net::SocketAddr;
 
@@ -99,12 +104,14 @@ async fn hello(client: &Client, name: &str) -> Result<String> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    micro::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => all_in_one().await,
         ["server"] => server().await,
-        ["client", addr] => client(addr.parse()?).await,
-        _ => Err("usage: greeter [server | client ADDR]".into()),
+        ["client"] => client(None).await,
+        ["client", addr] => client(Some(addr.parse()?)).await,
+        _ => Err("usage: greeter [server | client [ADDR]]".into()),
     }
 }
 
@@ -174,27 +181,40 @@ async fn all_in_one() -> Result<()> {
     Ok(())
 }
 
-/// A server node that also hosts the registry and lets other nodes use it.
+/// A server node: the greeter in the default registry, which other processes find by mDNS.
 async fn server() -> Result<()> {
     let node = node("greeter-server").await?;
-    let registry = Registry::new(node.spawn(MemoryRegistry::spec()).await?);
-    node.expose::<RegistryMsg>("registry")?;
-    let service = greeter(node.name()).registry(registry).start(&node).await?;
+    // No registry given: the node's default one (mDNS, as it listens).
+    let service = greeter(node.name()).start(&node).await?;
+    // For `client ADDR`: the mDNS registry exposes itself; a memory one (MICRO_REGISTRY=memory)
+    // is exposed here (exposing twice is refused, which is fine).
+    let _ = node.expose::<RegistryMsg>("registry");
     let address = node.local_addr().ok_or("the node does not listen")?;
     println!("greeter server listening on {address}");
-    println!("try: cargo run --example greeter -- client {address}");
+    println!("try: cargo run --example greeter -- client");
     service.stop_on_signal().await?;
     node.shutdown().await?;
     println!("stopped");
     Ok(())
 }
 
-/// A client node that uses the registry of the server at `addr`.
-async fn client(addr: SocketAddr) -> Result<()> {
+/// A client node: finds the greeter by mDNS, or uses the registry of the server at `addr`.
+async fn client(addr: Option<SocketAddr>) -> Result<()> {
     let node = node("greeter-client").await?;
-    let peer = node.connect(addr).await?;
-    let registry = Registry::new(node.lookup_remote::<RegistryMsg>(peer, "registry").await?);
-    let client = Client::builder(&node).registry(registry).build().await?;
+    let client = match addr {
+        Some(addr) => {
+            let peer = node.connect(addr).await?;
+            let registry =
+                Registry::new(node.lookup_remote::<RegistryMsg>(peer, "registry").await?);
+            Client::builder(&node).registry(registry).build().await?
+        }
+        // No registry given: the default one (mDNS), like the server's.
+        None => Client::new(&node).await?,
+    };
+    // Discovery takes a moment: wait for the greeter rather than fail on a first miss.
+    client
+        .wait_for("greeter", std::time::Duration::from_secs(10))
+        .await?;
     for name in ["Ada", "Grace", "Barbara"] {
         println!("{}", hello(&client, name).await?);
     }

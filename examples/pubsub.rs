@@ -126,6 +126,7 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    micro::logging::init();
     let ca = ClusterCa::generate("pubsub-example")?;
     let shop = node("shop", &ca).await?;
     let registry = Registry::new(shop.spawn(MemoryRegistry::spec()).await?);

@@ -47,6 +47,7 @@ impl Actor for Kv {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    micro::logging::init();
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
 
     let server = Node::builder()

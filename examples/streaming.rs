@@ -69,6 +69,7 @@ fn streams() -> Service {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    micro::logging::init();
     let client_node = Node::builder()
         .name("client")
         .listen(LOOPBACK)

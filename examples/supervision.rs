@@ -60,6 +60,7 @@ async fn handled(node: &Node, name: &str) -> Result<u64, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    micro::logging::init();
     // One line per panic instead of the default report: the crashes here are on purpose.
     std::panic::set_hook(Box::new(|info| {
         let text = info

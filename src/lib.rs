@@ -21,6 +21,8 @@
 //! - `mdns` (default): the mDNS registry backend ([`registry::MdnsRegistry`]). Without it the
 //!   registry has the memory backend only; services and clients are unaffected, since with no
 //!   registry given they use the node's `"registry"` actor or start a memory one.
+//! - `logging` (default): [`logging::init`], one line that prints the framework's logs (and
+//!   your own `tracing` events) to stderr, filtered by `RUST_LOG`.
 //!
 //! ```
 //! use micro::prelude::*;
@@ -57,10 +59,11 @@ pub use micro_runtime::*;
 pub use micro_service::{
     BoxFuture, Bytes, CallContext, CallOptions, Client, ClientBuilder, ClientStreaming, Ejection,
     Endpoint, EndpointMetrics, EndpointStats, Filter, HEALTH_ENDPOINT, Health, IDEMPOTENT_KEY,
-    Incoming, Logging, Metadata, Metrics, NODE_NAME_KEY, Next, Outgoing, REQUEST_SCHEMA_KEY,
-    RESPONSE_SCHEMA_KEY, Request, Response, RetryBudget, RetryPolicy, RunningService, SHAPE_KEY,
-    STATS_ENDPOINT, Selector, Service, ServiceError, ServiceHandler, ServiceStats, Shape,
-    TRACE_ID_HEADER, Tracing, WithHeaders, Wrapper, new_trace_id,
+    Incoming, Logging, MDNS_INTERFACES_ENV, MDNS_SERVICE_TYPE_ENV, Metadata, Metrics,
+    NODE_NAME_KEY, Next, Outgoing, REGISTRY_ENV, REQUEST_SCHEMA_KEY, RESPONSE_SCHEMA_KEY, Request,
+    Response, RetryBudget, RetryPolicy, RunningService, SHAPE_KEY, STATS_ENDPOINT, Selector,
+    Service, ServiceError, ServiceHandler, ServiceStats, Shape, TRACE_ID_HEADER, Tracing,
+    WithHeaders, Wrapper, new_trace_id,
 };
 
 /// Turns a trait into a typed service: a handler trait to implement, its registration
@@ -135,6 +138,44 @@ pub mod registry {
 pub mod broker {
     #[doc(inline)]
     pub use micro_broker::*;
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (the `logging` feature, on by default).
+///
+/// The framework logs through [`tracing`](https://docs.rs/tracing) and installs nothing itself:
+/// without a subscriber, its warnings (a peer refused, a node of another cluster ignored, a
+/// service deregistered…) go nowhere. Call [`logging::init`] first thing in `main`:
+///
+/// ```
+/// micro::logging::init();
+/// // RUST_LOG=debug, RUST_LOG=micro_service=debug,warn… (default: info)
+/// ```
+#[cfg(feature = "logging")]
+pub mod logging {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    /// What is logged when `RUST_LOG` is not set.
+    pub const DEFAULT_FILTER: &str = "info";
+
+    /// Installs a subscriber printing to stderr, filtered by `RUST_LOG` (its syntax is
+    /// tracing-subscriber's `EnvFilter`: `debug`, `micro_runtime=debug,warn`…), or at
+    /// [`DEFAULT_FILTER`] when it is unset or does not parse. Does nothing when a subscriber is
+    /// already installed, so calling it twice (or from tests) is harmless.
+    pub fn init() {
+        let _ = try_init();
+    }
+
+    /// [`init`], telling whether the subscriber was installed: an error when another global
+    /// subscriber was already set.
+    pub fn try_init() -> Result<(), tracing_subscriber::util::TryInitError> {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init()
+    }
 }
 
 /// The names most programs need, for `use micro::prelude::*`.

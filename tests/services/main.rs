@@ -7,7 +7,9 @@
 mod balancing;
 mod calls;
 mod common;
+mod discovery;
 mod events;
 mod failover;
+mod startup;
 mod streams;
 mod typed;

@@ -786,6 +786,24 @@ fn parse(
     Ok(Some((id, SocketAddr::new(ip, info.get_port()), rev)))
 }
 
+/// The peers of other clusters already logged, so each is warned about once (not at every
+/// announcement). Bounded: past [`ForeignPeers::LIMIT`] peers, new ones are not logged.
+#[derive(Debug, Default)]
+struct ForeignPeers(std::collections::HashSet<String>);
+
+impl ForeignPeers {
+    /// How many foreign peers are remembered at most.
+    const LIMIT: usize = 1024;
+
+    /// Whether this is the first announcement of `peer` seen (and there is room to remember it).
+    fn first_sight(&mut self, peer: &str) -> bool {
+        if self.0.len() >= Self::LIMIT || self.0.contains(peer) {
+            return false;
+        }
+        self.0.insert(peer.to_owned())
+    }
+}
+
 /// The daemon's browse for the service type, read as what the registry should hear of it.
 struct Browsing {
     browse: mdns_sd::Receiver<ServiceEvent>,
@@ -794,6 +812,7 @@ struct Browsing {
     daemon: ServiceDaemon,
     service_type: String,
     fingerprint: String,
+    foreign: ForeignPeers,
 }
 
 impl Browsing {
@@ -821,7 +840,18 @@ impl Browsing {
                 let kind = match event {
                     ServiceEvent::ServiceResolved(info) => match parse(&info, &b.fingerprint) {
                         Ok(Some((id, addr, rev))) => Kind::Resolved { id, addr, rev },
-                        Ok(None) => continue,
+                        Ok(None) => {
+                            if b.foreign.first_sight(info.get_fullname()) {
+                                tracing::warn!(
+                                    peer = info.get_fullname(),
+                                    their_cluster = info.get_property_val_str("cl").unwrap_or("none"),
+                                    our_cluster = %b.fingerprint,
+                                    "mDNS: ignored a node of another cluster (its CA differs); \
+                                     give both nodes credentials of one cluster to link them"
+                                );
+                            }
+                            continue;
+                        }
                         Err(err) => {
                             tracing::debug!(error = %err, "mDNS: ignored a malformed announcement");
                             Kind::Malformed
@@ -897,6 +927,7 @@ impl Actor for MdnsRegistry {
             daemon: guard.0.clone(),
             service_type: self.config.service_type.clone(),
             fingerprint: self.fingerprint.clone(),
+            foreign: ForeignPeers::default(),
         };
         ctx.forward(browsing.discoveries(), |kind| {
             RegistryMsg::Backend(BackendMsg(kind))
@@ -1200,5 +1231,28 @@ mod tests {
             parse(&info(&[("id", &id), ("cl", "abc")]), "abc").is_err(),
             "no rev"
         );
+    }
+
+    /// A node of another cluster is warned about once, however often it announces itself; each
+    /// new such peer is warned about in turn, up to a bound.
+    #[test]
+    fn a_foreign_peer_is_logged_once() {
+        let mut foreign = ForeignPeers::default();
+        assert!(
+            foreign.first_sight("a._micro._udp.local."),
+            "first announcement"
+        );
+        assert!(!foreign.first_sight("a._micro._udp.local."), "said once");
+        assert!(!foreign.first_sight("a._micro._udp.local."), "still once");
+        assert!(foreign.first_sight("b._micro._udp.local."), "another peer");
+        for i in 0..2 * ForeignPeers::LIMIT {
+            let _ = foreign.first_sight(&format!("{i}._micro._udp.local."));
+        }
+        assert_eq!(
+            foreign.0.len(),
+            ForeignPeers::LIMIT,
+            "the set stays bounded"
+        );
+        assert!(!foreign.first_sight("late._micro._udp.local."));
     }
 }

@@ -126,6 +126,8 @@ pub struct NodeBuilder {
     event_capacity: usize,
     inbound_capacity: usize,
     net: Option<NetConfig>,
+    /// A listen address given by name ([`NodeBuilder::listen_on`]), resolved at start.
+    listen_name: Option<String>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -133,6 +135,7 @@ impl fmt::Debug for NodeBuilder {
         f.debug_struct("NodeBuilder")
             .field("name", &self.name)
             .field("listen", &self.net.as_ref().map(|n| n.listen))
+            .field("listen_on", &self.listen_name)
             .finish_non_exhaustive()
     }
 }
@@ -175,6 +178,34 @@ impl NodeBuilder {
         let mut net = NetConfig::new(addr);
         net.credentials = credentials;
         self.net = Some(net);
+        self.listen_name = None;
+        self
+    }
+
+    /// Listens for other nodes on an address given as text, a host name allowed:
+    /// `"localhost:7000"`, `"127.0.0.1:0"`, `"[::1]:7000"` (anything
+    /// [`ToSocketAddrs`](std::net::ToSocketAddrs) takes as a string). The name is resolved by
+    /// [`start`](NodeBuilder::start), which listens on its first address, or fails with
+    /// [`Error::Io`] naming the input when it does not resolve. [`listen`](NodeBuilder::listen)
+    /// takes a parsed [`SocketAddr`]; the last of the two called wins.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), micro_runtime::Error> {
+    /// # let credentials = micro_runtime::ClusterCa::generate("doc")?.issue(micro_runtime::NodeId::random())?;
+    /// let node = micro_runtime::Node::builder()
+    ///     .listen_on("localhost:0")
+    ///     .credentials(credentials)
+    ///     .start()
+    ///     .await?;
+    /// assert!(node.local_addr().is_some_and(|addr| addr.ip().is_loopback()));
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn listen_on(mut self, addr: impl Into<String>) -> Self {
+        self.net_config();
+        self.listen_name = Some(addr.into());
         self
     }
 
@@ -226,7 +257,10 @@ impl NodeBuilder {
 
     /// Starts the node and its root supervisor (with the root's children, in order), and, when
     /// it listens, its QUIC endpoint.
-    pub async fn start(self) -> Result<Node, Error> {
+    pub async fn start(mut self) -> Result<Node, Error> {
+        if let (Some(name), Some(net)) = (self.listen_name.take(), self.net.as_mut()) {
+            net.listen = resolve_listen(name).await?;
+        }
         let (events, _) = broadcast::channel(self.event_capacity);
         let (status, _) = watch::channel(NodeStatus::Running);
         let credentials = match &self.net {
@@ -300,6 +334,33 @@ impl NodeBuilder {
     }
 }
 
+/// Resolves a listen address given as text ([`NodeBuilder::listen_on`]) to its first address.
+async fn resolve_listen(name: String) -> Result<SocketAddr, Error> {
+    use std::net::ToSocketAddrs;
+    let failed = |detail: String| Error::Io {
+        context: format!("resolving the listen address {name:?}"),
+        detail,
+    };
+    // A literal address needs no resolver.
+    if let Ok(addr) = name.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let lookup = name.clone();
+    let resolved = tokio::task::spawn_blocking(move || {
+        lookup
+            .to_socket_addrs()
+            .map(|mut addrs| addrs.next())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| failed(e.to_string()))?;
+    match resolved {
+        Ok(Some(addr)) => Ok(addr),
+        Ok(None) => Err(failed("the name has no address".to_owned())),
+        Err(detail) => Err(failed(detail)),
+    }
+}
+
 impl Node {
     /// A builder with defaults: name "node", one-for-one root, 30 s shutdown.
     pub fn builder() -> NodeBuilder {
@@ -310,6 +371,7 @@ impl Node {
             event_capacity: 1024,
             inbound_capacity: 65_536,
             net: None,
+            listen_name: None,
         }
     }
 

@@ -69,9 +69,9 @@ pub use context::{CallContext, TRACE_ID_HEADER};
 pub use error::ServiceError;
 pub use micro_registry::Metadata;
 pub use service::{
-    Endpoint, EndpointStats, HEALTH_ENDPOINT, Health, IDEMPOTENT_KEY, NODE_NAME_KEY,
-    REQUEST_SCHEMA_KEY, RESPONSE_SCHEMA_KEY, RunningService, SHAPE_KEY, STATS_ENDPOINT, Service,
-    ServiceStats, Shape,
+    Endpoint, EndpointStats, HEALTH_ENDPOINT, Health, IDEMPOTENT_KEY, MDNS_INTERFACES_ENV,
+    MDNS_SERVICE_TYPE_ENV, NODE_NAME_KEY, REGISTRY_ENV, REQUEST_SCHEMA_KEY, RESPONSE_SCHEMA_KEY,
+    RunningService, SHAPE_KEY, STATS_ENDPOINT, Service, ServiceStats, Shape,
 };
 pub use stream::{Incoming, Outgoing};
 #[doc(hidden)]

@@ -681,3 +681,61 @@ async fn a_node_stops_without_waiting_for_a_dial_to_a_vanished_peer() {
         }
     }
 }
+
+/// `listen_on` takes the address as text, a host name allowed: a literal and `localhost` both
+/// listen on loopback, and the nodes they make link to each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_on_takes_a_literal_or_a_host_name() {
+    micro_testkit::init_tracing();
+    let literal = micro_testkit::test_node("literal")
+        .listen_on("127.0.0.1:0")
+        .start()
+        .await
+        .expect("a literal address listens");
+    let named = micro_testkit::test_node("named")
+        .listen_on("localhost:0")
+        .start()
+        .await
+        .expect("localhost resolves without a network");
+    let literal_addr = literal.local_addr().expect("listening");
+    let named_addr = named.local_addr().expect("listening");
+    assert!(literal_addr.ip().is_loopback(), "{literal_addr}");
+    assert!(named_addr.ip().is_loopback(), "{named_addr}");
+    assert_ne!(named_addr.port(), 0, "port 0 picked a free port");
+    let peer = within("the link", named.connect(literal_addr))
+        .await
+        .expect("a node listening on a name links to another");
+    assert_eq!(peer, literal.id());
+    named.shutdown().await.unwrap();
+    literal.shutdown().await.unwrap();
+}
+
+/// A name that does not resolve fails `start` quickly with a typed error naming the input
+/// (no network is needed: `.invalid` never resolves, and inside netns-run there is no DNS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_on_a_name_that_does_not_resolve_names_it() {
+    micro_testkit::init_tracing();
+    let started = tokio::time::timeout(
+        Duration::from_secs(30),
+        micro_testkit::test_node("nowhere")
+            .listen_on("nowhere.invalid:1")
+            .start(),
+    )
+    .await
+    .expect("resolution fails rather than hangs");
+    match started {
+        Err(Error::Io { context, .. }) => {
+            assert!(context.contains("nowhere.invalid:1"), "{context}")
+        }
+        Err(other) => panic!("expected Error::Io naming the input, got {other:?}"),
+        Ok(_) => panic!("a name that does not resolve must not listen"),
+    }
+    // `listen` after `listen_on` wins: the name is forgotten.
+    let node = micro_testkit::test_node("relisten")
+        .listen_on("nowhere.invalid:1")
+        .listen(loopback())
+        .start()
+        .await
+        .expect("the parsed address replaced the name");
+    node.shutdown().await.unwrap();
+}

@@ -123,7 +123,8 @@ impl CallOptions {
     /// Waits, within the deadline, for a replica to register when the service has none that
     /// can be reached — every node it had is known lost (its link went down), or the registry
     /// lists none — instead of failing at once. Default: fail at once (503 naming the lost
-    /// nodes, or the registry's 404 for a service this client never saw).
+    /// nodes, or a 404 for a service this client saw before), except that a service this client
+    /// has never seen is waited for a little ([`ClientBuilder::wait_for_unknown`]).
     #[must_use]
     pub fn wait_for_replica(mut self) -> Self {
         self.wait_for_replica = true;
@@ -152,11 +153,13 @@ pub struct ClientBuilder {
     timeout: Duration,
     max_in_flight: usize,
     wrappers: Vec<Arc<dyn Wrapper>>,
+    wait_for_unknown: Duration,
 }
 
 impl ClientBuilder {
-    /// The registry to resolve services in (default: the node's `"registry"` actor, or a memory
-    /// registry started under that name).
+    /// The registry to resolve services in (default: the node's `"registry"` actor, or the
+    /// default registry started under that name: mDNS on a node that listens, memory otherwise —
+    /// see [`Service::registry`](crate::Service::registry)).
     #[must_use]
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = Some(registry);
@@ -206,6 +209,18 @@ impl ClientBuilder {
         self
     }
 
+    /// How long a call waits for a service this client has never seen (default 2 s), within
+    /// the call's deadline: discovery may still be settling when a program starts, so such a
+    /// miss waits for the service to register (the call goes ahead the moment it does) before
+    /// failing with 404. A service this client saw before fails at once when it is gone (503
+    /// naming its lost nodes, or 404). `Duration::ZERO` fails every miss at once. See also
+    /// [`Client::wait_for`].
+    #[must_use]
+    pub fn wait_for_unknown(mut self, wait: Duration) -> Self {
+        self.wait_for_unknown = wait;
+        self
+    }
+
     /// Adds a wrapper around every unary call; the first added runs outermost.
     #[must_use]
     pub fn wrap(mut self, wrapper: impl Wrapper) -> Self {
@@ -219,7 +234,7 @@ impl ClientBuilder {
             Some(registry) => registry,
             None => default_registry(&self.node).await?,
         };
-        let cache = RegistryCache::start(registry).await?;
+        let cache = RegistryCache::start(registry.clone()).await?;
         // Nodes that do not listen have no links, so no peer events.
         let peer_events = self.node.peer_events().ok();
         Ok(Client {
@@ -228,6 +243,8 @@ impl ClientBuilder {
                     micro_runtime::AbortOnDrop::spawn(follow_links(me.clone(), events))
                 }),
                 node: self.node,
+                registry,
+                wait_for_unknown: self.wait_for_unknown,
                 cache,
                 views: DashMap::default(),
                 health: DashMap::new(),
@@ -268,6 +285,10 @@ pub struct Client {
 
 struct Inner {
     node: Node,
+    /// The registry the cache follows, named in a 404.
+    registry: Registry,
+    /// How long a miss on a service never seen waits ([`ClientBuilder::wait_for_unknown`]).
+    wait_for_unknown: Duration,
     cache: RegistryCache,
     /// Keyed by service name; FxHash, as the lookup runs on every call.
     views: DashMap<String, Arc<ServiceView>, FxBuildHasher>,
@@ -398,12 +419,31 @@ impl Client {
             timeout: Duration::from_secs(5),
             max_in_flight: 10_000,
             wrappers: Vec::new(),
+            wait_for_unknown: DEFAULT_WAIT_FOR_UNKNOWN,
         }
     }
 
     /// A client on `node` with the defaults.
     pub async fn new(node: &Node) -> Result<Client, ServiceError> {
         Self::builder(node).build().await
+    }
+
+    /// Waits until `service` has a node this client can call, for at most `timeout`: for
+    /// programs that must not start before a service they need is there. `Ok` at once when it
+    /// is; else it watches the registry cache (no polling of the registry) and fails with 408
+    /// when `timeout` passes, saying what the registry answered last.
+    ///
+    /// ```no_run
+    /// # use micro_service::{Client, ServiceError};
+    /// # use std::time::Duration;
+    /// # async fn run(client: Client) -> Result<(), ServiceError> {
+    /// client.wait_for("inventory", Duration::from_secs(10)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for(&self, service: &str, timeout: Duration) -> Result<(), ServiceError> {
+        self.view(service, Instant::now() + timeout, true)
+            .await
+            .map(|_| ())
     }
 
     /// Calls `endpoint` of `service` with `request`, with the default options.
@@ -711,7 +751,9 @@ impl Client {
     /// Rebuilds the view of `service`. When every node it lists is known lost — or the registry
     /// dropped them and the view before listed only lost nodes — the call fails at once with
     /// 503 naming them, or with `wait`, looks again until a replica is there or the deadline
-    /// passes.
+    /// passes. A service this client never saw (no view before) that the registry does not
+    /// list is waited for up to [`ClientBuilder::wait_for_unknown`] within the deadline, then
+    /// fails with a 404 naming the registry asked and the services it knows.
     async fn rebuild(
         &self,
         service: &str,
@@ -721,6 +763,9 @@ impl Client {
         wait: bool,
     ) -> Result<Arc<ServiceView>, ServiceError> {
         let inner = &self.inner;
+        let never_seen = previous.is_none();
+        // Until when a miss on a service never seen waits (set at the first miss).
+        let mut miss_until: Option<Instant> = None;
         loop {
             let resolved = inner.cache.resolve(service).await.map_err(|e| {
                 let mut e = ServiceError::from(e);
@@ -769,11 +814,19 @@ impl Client {
                 Some(nodes) if error.code == 404 => lost_error(service, &nodes),
                 _ => error,
             };
-            if !wait {
+            let until = if wait {
+                deadline
+            } else if never_seen && error.code == 404 && previous.is_none() {
+                *miss_until
+                    .get_or_insert_with(|| (Instant::now() + inner.wait_for_unknown).min(deadline))
+            } else {
                 return Err(error);
-            }
+            };
             loop {
-                if Instant::now() >= deadline {
+                if Instant::now() >= until && !wait {
+                    return Err(self.describe_miss(error).await);
+                }
+                if Instant::now() >= until {
                     return Err(ServiceError::timeout(
                         CLIENT_ID,
                         format!(
@@ -782,7 +835,7 @@ impl Client {
                         ),
                     ));
                 }
-                tokio::time::sleep_until((Instant::now() + REPLICA_POLL).min(deadline)).await;
+                tokio::time::sleep_until((Instant::now() + REPLICA_POLL).min(until)).await;
                 let relinked = previous
                     .as_deref()
                     .is_some_and(|p| p.nodes.iter().any(|n| !n.health.is_lost()));
@@ -792,6 +845,49 @@ impl Client {
             }
             generation = inner.cache.generation();
         }
+    }
+
+    /// A 404 for a service not found, told which registry was asked (its kind, asked once here:
+    /// only the mDNS backend answers its counters) and which services it knows (the first few).
+    async fn describe_miss(&self, mut error: ServiceError) -> ServiceError {
+        let inner = &self.inner;
+        let registry = inner
+            .registry
+            .clone()
+            .with_timeout(Duration::from_millis(200));
+        let kind = match registry.mdns_stats().await {
+            Ok(_) => "mDNS",
+            Err(_) => "memory",
+        };
+        let addr = inner.registry.addr();
+        let place = if addr.is_remote() {
+            format!("on node {}", addr.node_id())
+        } else {
+            format!("on this node ({})", inner.node.name())
+        };
+        let mut known: Vec<String> = inner
+            .cache
+            .names()
+            .into_iter()
+            .filter(|name| inner.cache.cached(name).is_some_and(|v| !v.is_empty()))
+            .collect();
+        known.sort_unstable();
+        let shown = known
+            .iter()
+            .take(KNOWN_SHOWN)
+            .map(|name| format!("{name:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let knows = match known.len() {
+            0 => "no services".to_owned(),
+            n if n <= KNOWN_SHOWN => format!("{n} service(s): {shown}"),
+            n => format!("{n} services: {shown}, …"),
+        };
+        error.detail = format!(
+            "{}; asked the {kind} registry {place}, which knows {knows}",
+            error.detail
+        );
+        error
     }
 
     /// Opens a bidirectional stream with `endpoint` of `service`: requests go out on the
@@ -996,6 +1092,12 @@ fn endpoint_of<'v>(
         )
     })
 }
+
+/// How long a miss on a service this client never saw waits for it by default.
+const DEFAULT_WAIT_FOR_UNKNOWN: Duration = Duration::from_secs(2);
+
+/// How many service names a 404 shows.
+const KNOWN_SHOWN: usize = 5;
 
 /// How often a call waiting for a replica looks at the registry cache again.
 const REPLICA_POLL: Duration = Duration::from_millis(25);

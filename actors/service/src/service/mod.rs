@@ -160,7 +160,11 @@ impl Service {
     }
 
     /// The registry to register in. Without one, the node's actor named `"registry"` is used,
-    /// and if there is none a [`MemoryRegistry`] is started under that name.
+    /// and if there is none the default registry is started under that name: the mDNS registry
+    /// on a node that listens (with the `mdns` feature; [`REGISTRY_ENV`]`=memory` turns it off,
+    /// [`MDNS_INTERFACES_ENV`]`=loopback` keeps it on this machine, [`MDNS_SERVICE_TYPE_ENV`]
+    /// sets its service type), so services and clients of several processes find each other
+    /// with no configuration; a [`MemoryRegistry`] of the node otherwise.
     #[must_use]
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = Some(registry);
@@ -370,12 +374,58 @@ async fn unsubscribe(subscriptions: Vec<Subscription>) {
     }
 }
 
-/// The node's `"registry"` actor, or a memory registry started under that name.
+/// Environment variable choosing the default registry: `memory` (per node) or `mdns` (the
+/// default for a node that listens, with the `mdns` feature).
+pub const REGISTRY_ENV: &str = "MICRO_REGISTRY";
+/// Environment variable choosing the default mDNS registry's interfaces: `all` (default) or
+/// `loopback`.
+pub const MDNS_INTERFACES_ENV: &str = "MICRO_MDNS_INTERFACES";
+/// Environment variable choosing the default mDNS registry's service type (default
+/// `_micro._udp.local.`): nodes see only nodes announcing the same type.
+pub const MDNS_SERVICE_TYPE_ENV: &str = "MICRO_MDNS_SERVICE_TYPE";
+
+/// The node's `"registry"` actor, or the default registry started under that name: mDNS on a
+/// node that listens (with the `mdns` feature, unless [`REGISTRY_ENV`] says `memory`), a memory
+/// registry otherwise, or when mDNS cannot start (a warning says why).
 pub(crate) async fn default_registry(node: &Node) -> Result<Registry, ServiceError> {
     if let Ok(addr) = node.lookup::<RegistryMsg>("registry") {
         return Ok(Registry::new(addr));
     }
-    match node.spawn(MemoryRegistry::spec()).await {
+    let spawned = match default_mdns(node) {
+        #[cfg(feature = "mdns")]
+        Some(Ok(config)) => {
+            let interfaces = std::env::var(MDNS_INTERFACES_ENV).unwrap_or_default();
+            match node.spawn(micro_registry::MdnsRegistry::spec(config)).await {
+                Ok(addr) => {
+                    tracing::info!(
+                        interfaces = if interfaces.is_empty() {
+                            "all"
+                        } else {
+                            &interfaces
+                        },
+                        "started the default mDNS registry (set {REGISTRY_ENV}=memory for a \
+                         registry of this node only)"
+                    );
+                    Ok(addr)
+                }
+                Err(micro_runtime::Error::NameTaken(name)) => {
+                    Err(micro_runtime::Error::NameTaken(name))
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "the default mDNS registry did not start: \
+                        using a memory registry of this node (other processes will not see it)");
+                    node.spawn(MemoryRegistry::spec()).await
+                }
+            }
+        }
+        Some(Err(err)) => {
+            tracing::warn!(error = %err, "the default mDNS registry's settings are invalid: \
+                using a memory registry of this node");
+            node.spawn(MemoryRegistry::spec()).await
+        }
+        None => node.spawn(MemoryRegistry::spec()).await,
+    };
+    match spawned {
         Ok(addr) => Ok(Registry::new(addr)),
         // Someone else started it in the meantime.
         Err(micro_runtime::Error::NameTaken(_)) => {
@@ -383,6 +433,54 @@ pub(crate) async fn default_registry(node: &Node) -> Result<Registry, ServiceErr
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// The settings of the default mDNS registry, when the node should have one: it listens, the
+/// `mdns` feature is on and [`REGISTRY_ENV`] does not say `memory`.
+#[cfg(feature = "mdns")]
+fn default_mdns(node: &Node) -> Option<Result<micro_registry::MdnsConfig, String>> {
+    use micro_registry::{Interfaces, MdnsConfig};
+    node.local_addr()?;
+    let choice = std::env::var(REGISTRY_ENV).unwrap_or_default();
+    match choice.trim().to_ascii_lowercase().as_str() {
+        "" | "mdns" => {}
+        "memory" => return None,
+        other => {
+            return Some(Err(format!(
+                "{REGISTRY_ENV}={other:?}: expected `mdns` or `memory`"
+            )));
+        }
+    }
+    let mut config = MdnsConfig::default();
+    match std::env::var(MDNS_INTERFACES_ENV)
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "" | "all" => {}
+        "loopback" | "lo" => config = config.interfaces(Interfaces::Loopback),
+        other => {
+            return Some(Err(format!(
+                "{MDNS_INTERFACES_ENV}={other:?}: expected `all` or `loopback`"
+            )));
+        }
+    }
+    if let Ok(service_type) = std::env::var(MDNS_SERVICE_TYPE_ENV)
+        && !service_type.is_empty()
+    {
+        config = match config.service_type(&service_type) {
+            Ok(config) => config,
+            Err(err) => return Some(Err(err.to_string())),
+        };
+    }
+    Some(Ok(config))
+}
+
+/// Without the `mdns` feature the default registry is always a memory one.
+#[cfg(not(feature = "mdns"))]
+fn default_mdns(_node: &Node) -> Option<Result<std::convert::Infallible, String>> {
+    None
 }
 
 fn builtin_endpoints(stats: Arc<std::sync::OnceLock<Arc<StatsSource>>>) -> Vec<Endpoint> {
