@@ -7,6 +7,7 @@
 mod balancing;
 mod calls;
 mod common;
+mod contract;
 mod events;
 mod failover;
 mod streams;

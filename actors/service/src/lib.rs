@@ -52,6 +52,7 @@ mod client;
 mod context;
 mod error;
 mod service;
+mod shape;
 mod stream;
 mod wire;
 mod wrapper;
@@ -68,6 +69,7 @@ pub use service::{
     Endpoint, EndpointStats, HEALTH_ENDPOINT, Health, IDEMPOTENT_KEY, NODE_NAME_KEY,
     RunningService, SHAPE_KEY, STATS_ENDPOINT, Service, ServiceStats, Shape,
 };
+pub use shape::{shape_id, shape_id_of};
 pub use stream::{Incoming, Outgoing};
 pub use wrapper::{
     BoxFuture, EndpointMetrics, Logging, Metrics, Next, Request, Response, Tracing, Wrapper,

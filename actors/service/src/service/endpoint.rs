@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::body::Body;
+use crate::shape::{mismatch_tail, shape_id};
 use crate::stream::SharedSender;
 use crate::wire::{Answer, StreamItem};
 use crate::{BoxFuture, CallContext, Incoming, Outgoing, ServiceError};
@@ -43,10 +44,13 @@ impl Shape {
 
 /// A unary handler, an encoded body in and an encoded answer out.
 pub(crate) trait UnaryHandler: Send + Sync + 'static {
+    /// `type_id` is the shape id of the caller's request type, when it sent one: checked
+    /// against the handler's before the body is decoded.
     fn call(
         &self,
         ctx: CallContext,
         content_type: ContentType,
+        type_id: Option<u64>,
         body: Body,
     ) -> BoxFuture<'static, Result<Answer, ServiceError>>;
 }
@@ -118,6 +122,11 @@ impl Endpoint {
     }
 
     /// A unary endpoint: `handler(ctx, request)` answers one request with one response.
+    ///
+    /// A call that carries its request type's [shape id](crate::shape_id) (what
+    /// [`Client::call`](crate::Client::call) sends in a binary codec) is checked before
+    /// decoding: another type is refused with 400 naming the type expected, and the handler
+    /// does not run.
     pub fn unary<Req, Resp, F, Fut>(name: &str, handler: F) -> Self
     where
         Req: DeserializeOwned + Send + 'static,
@@ -127,6 +136,7 @@ impl Endpoint {
     {
         let typed = TypedUnary {
             handler,
+            request_id: shape_id::<Req>(),
             _types: PhantomData::<fn(Req) -> Resp>,
         };
         Self::new::<Req, Resp>(name, Shape::Unary, Handler::Unary(Arc::new(typed)))
@@ -239,7 +249,23 @@ impl Endpoint {
 
 struct TypedUnary<F, Types> {
     handler: F,
+    /// The request type's shape id, computed once.
+    request_id: Option<u64>,
     _types: PhantomData<Types>,
+}
+
+/// The 400 for a request whose type's shape id is not the endpoint's: it names the type the
+/// endpoint expects and the id it got; the client, which knows its type's name, puts that name
+/// in place of the id ([`mismatch_tail`]).
+fn type_mismatch(ctx: &CallContext, expected: &str, got: u64) -> ServiceError {
+    ServiceError::bad_request(
+        ctx.service(),
+        format!(
+            "{} expects {expected}, {}",
+            ctx.endpoint(),
+            mismatch_tail(got)
+        ),
+    )
 }
 
 impl<Req, Resp, F, Fut> UnaryHandler for TypedUnary<F, fn(Req) -> Resp>
@@ -253,8 +279,15 @@ where
         &self,
         ctx: CallContext,
         content_type: ContentType,
+        type_id: Option<u64>,
         body: Body,
     ) -> BoxFuture<'static, Result<Answer, ServiceError>> {
+        if let (Some(got), Some(expected)) = (type_id, self.request_id)
+            && got != expected
+        {
+            let err = type_mismatch(&ctx, type_name::<Req>(), got);
+            return Box::pin(std::future::ready(Err(err)));
+        }
         let request: Req = match content_type.decode(&body) {
             Ok(request) => request,
             Err(err) => {
