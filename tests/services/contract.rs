@@ -45,20 +45,71 @@ struct Invoice {
     lines: Vec<String>,
 }
 
-/// An inventory whose `Inventory.Reserve` counts the reservations it made.
-fn inventory(name: &str, reserved: Arc<AtomicU32>) -> Service {
-    Service::new(name).endpoint(Endpoint::unary(
-        "Inventory.Reserve",
-        move |_: CallContext, request: ReserveRequest| {
-            let reserved = reserved.clone();
-            async move {
-                let total = reserved.fetch_add(request.count, Ordering::SeqCst) + request.count;
-                Ok::<_, ServiceError>(Receipt {
-                    reserved: u64::from(total) + 200,
-                })
+/// The typed details of a 409.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct OutOfStock {
+    item: String,
+    left: u32,
+}
+
+/// A handler's own error type.
+#[derive(Debug)]
+enum InventoryError {
+    Unknown(String),
+}
+
+impl From<InventoryError> for ServiceError {
+    fn from(err: InventoryError) -> Self {
+        match err {
+            InventoryError::Unknown(item) => {
+                ServiceError::not_found("inventory", format!("no item {item:?}"))
+                    .with_details(&item)
             }
-        },
-    ))
+        }
+    }
+}
+
+/// An `async fn` handler with its own error type.
+async fn stock(_: CallContext, item: String) -> Result<u32, InventoryError> {
+    match item.as_str() {
+        "pear" => Ok(2),
+        _ => Err(InventoryError::Unknown(item)),
+    }
+}
+
+/// An inventory whose `Inventory.Reserve` counts the reservations it made; `Inventory.Take`
+/// refuses with typed details, `Inventory.Stock` fails with its own error type.
+fn inventory(name: &str, reserved: Arc<AtomicU32>) -> Service {
+    Service::new(name)
+        .endpoint(Endpoint::unary(
+            "Inventory.Reserve",
+            move |_: CallContext, request: ReserveRequest| {
+                let reserved = reserved.clone();
+                async move {
+                    let total =
+                        reserved.fetch_add(request.count, Ordering::SeqCst) + request.count;
+                    Ok::<_, ServiceError>(Receipt {
+                        reserved: u64::from(total) + 200,
+                    })
+                }
+            },
+        ))
+        .endpoint(Endpoint::unary(
+            "Inventory.Take",
+            |_: CallContext, item: String| async move {
+                Err::<(), _>(
+                    ServiceError::conflict("inventory", "not enough left")
+                        .with_details(&OutOfStock { item, left: 2 }),
+                )
+            },
+        ))
+        .endpoint(Endpoint::unary_with_error("Inventory.Stock", stock))
+        .endpoint(Endpoint::unary_with_error(
+            "Inventory.Forget",
+            |_: CallContext, item: String| async move {
+                Err::<(), _>(InventoryError::Unknown(item))
+            },
+        ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,5 +257,53 @@ async fn a_response_of_another_type_is_the_clients_decode_error_naming_both() {
         )),
         "{err}"
     );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_with_typed_details_and_handlers_own_errors_travel_locally_and_across_nodes() {
+    let cluster = Cluster::start(1, |_| inventory("inventory", Arc::default())).await;
+    let _local = inventory("inventory-local", Arc::default())
+        .registry(cluster.registry.clone())
+        .start(cluster.client_node())
+        .await
+        .unwrap();
+    let client = cluster.client().build().await.unwrap();
+
+    for service in ["inventory", "inventory-local"] {
+        for content_type in [ContentType::Bincode, ContentType::Json] {
+            let options = CallOptions::new().content_type(content_type);
+            let err = client
+                .call_with::<_, ()>(service, "Inventory.Take", "pear", options.clone())
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, 409, "{service} {content_type}: {err}");
+            assert_eq!(err.detail, "not enough left");
+            assert_eq!(
+                err.details::<OutOfStock>(),
+                Some(OutOfStock {
+                    item: "pear".into(),
+                    left: 2
+                }),
+                "{service} {content_type}"
+            );
+
+            // A handler's own error type, converted by its `From` impl (details and all).
+            let left = client
+                .call_with::<_, u32>(service, "Inventory.Stock", "pear", options.clone())
+                .await
+                .unwrap();
+            assert_eq!(left.message, 2);
+            for endpoint in ["Inventory.Stock", "Inventory.Forget"] {
+                let err = client
+                    .call_with::<_, u32>(service, endpoint, "plum", options.clone())
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.code, 404, "{service} {endpoint}: {err}");
+                assert_eq!(err.detail, "no item \"plum\"");
+                assert_eq!(err.details::<String>().as_deref(), Some("plum"));
+            }
+        }
+    }
     cluster.shutdown().await;
 }

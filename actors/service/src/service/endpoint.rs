@@ -134,10 +134,24 @@ impl Endpoint {
         F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
     {
+        Self::unary_with_error(name, handler)
+    }
+
+    /// [`unary`](Self::unary) with a handler whose error is any type that converts into a
+    /// [`ServiceError`] (`impl From<MyError> for ServiceError`), e.g. an `async fn` returning
+    /// `Result<_, MyError>`.
+    pub fn unary_with_error<Req, Resp, F, Fut, E>(name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, E>> + Send + 'static,
+        E: Into<ServiceError> + 'static,
+    {
         let typed = TypedUnary {
             handler,
             request_id: shape_id::<Req>(),
-            _types: PhantomData::<fn(Req) -> Resp>,
+            _types: PhantomData::<fn(Req) -> Result<Resp, E>>,
         };
         Self::new::<Req, Resp>(name, Shape::Unary, Handler::Unary(Arc::new(typed)))
     }
@@ -150,6 +164,20 @@ impl Endpoint {
         Resp: Serialize + Send + 'static,
         F: Fn(CallContext, Req, Outgoing<Resp>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ServiceError>> + Send + 'static,
+    {
+        Self::server_stream_with_error(name, handler)
+    }
+
+    /// [`server_stream`](Self::server_stream) with a handler whose error is any type that converts into a
+    /// [`ServiceError`] (`impl From<MyError> for ServiceError`), e.g. an `async fn` returning
+    /// `Result<_, MyError>`.
+    pub fn server_stream_with_error<Req, Resp, F, Fut, E>(name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Req, Outgoing<Resp>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<ServiceError> + 'static,
     {
         let handler = Arc::new(handler);
         let endpoint = Self::bidi_stream(
@@ -166,7 +194,7 @@ impl Endpoint {
                             ));
                         }
                     };
-                    handler(ctx, request, responses).await
+                    handler(ctx, request, responses).await.map_err(Into::into)
                 }
             },
         );
@@ -185,13 +213,27 @@ impl Endpoint {
         F: Fn(CallContext, Incoming<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
     {
+        Self::client_stream_with_error(name, handler)
+    }
+
+    /// [`client_stream`](Self::client_stream) with a handler whose error is any type that converts into a
+    /// [`ServiceError`] (`impl From<MyError> for ServiceError`), e.g. an `async fn` returning
+    /// `Result<_, MyError>`.
+    pub fn client_stream_with_error<Req, Resp, F, Fut, E>(name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Incoming<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, E>> + Send + 'static,
+        E: Into<ServiceError> + 'static,
+    {
         let handler = Arc::new(handler);
         let endpoint = Self::bidi_stream(
             name,
             move |ctx: CallContext, requests: Incoming<Req>, mut responses: Outgoing<Resp>| {
                 let handler = handler.clone();
                 async move {
-                    let response = handler(ctx, requests).await?;
+                    let response = handler(ctx, requests).await.map_err(Into::into)?;
                     responses.send(&response).await
                 }
             },
@@ -211,12 +253,27 @@ impl Endpoint {
         F: Fn(CallContext, Incoming<Req>, Outgoing<Resp>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ServiceError>> + Send + 'static,
     {
+        Self::bidi_stream_with_error(name, handler)
+    }
+
+    /// [`bidi_stream`](Self::bidi_stream) with a handler whose error is any type that converts into a
+    /// [`ServiceError`] (`impl From<MyError> for ServiceError`), e.g. an `async fn` returning
+    /// `Result<_, MyError>`.
+    pub fn bidi_stream_with_error<Req, Resp, F, Fut, E>(name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Incoming<Req>, Outgoing<Resp>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<ServiceError> + 'static,
+    {
         let handler = Arc::new(handler);
         let open = move |ctx: CallContext, ct, requests, responses: SharedSender| {
             let id: Arc<str> = ctx.service().into();
             let incoming = Incoming::<Req>::new(requests, ct, ctx.deadline(), id.clone());
             let outgoing = Outgoing::<Resp>::new(responses, ct, id);
-            Box::pin(handler(ctx, incoming, outgoing)) as BoxFuture<'static, _>
+            let run = handler(ctx, incoming, outgoing);
+            Box::pin(async move { run.await.map_err(Into::into) }) as BoxFuture<'static, _>
         };
         Self::new::<Req, Resp>(name, Shape::Bidi, stream_handler(open))
     }
@@ -268,12 +325,13 @@ fn type_mismatch(ctx: &CallContext, expected: &str, got: u64) -> ServiceError {
     )
 }
 
-impl<Req, Resp, F, Fut> UnaryHandler for TypedUnary<F, fn(Req) -> Resp>
+impl<Req, Resp, F, Fut, E> UnaryHandler for TypedUnary<F, fn(Req) -> Result<Resp, E>>
 where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
     F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
+    Fut: Future<Output = Result<Resp, E>> + Send + 'static,
+    E: Into<ServiceError> + 'static,
 {
     fn call(
         &self,
@@ -297,7 +355,7 @@ where
         };
         let answer = (self.handler)(ctx.clone(), request);
         Box::pin(async move {
-            let response = answer.await?;
+            let response = answer.await.map_err(Into::into)?;
             let body = Body::encode(content_type, &response)
                 .map_err(|e| ServiceError::internal(ctx.service(), e.to_string()))?;
             Ok(Answer {
