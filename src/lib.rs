@@ -60,7 +60,7 @@ pub use micro_service::{
     Incoming, Logging, Metadata, Metrics, NODE_NAME_KEY, Next, Outgoing, Request, Response,
     RetryBudget, RetryPolicy, RunningService, SHAPE_KEY, STATS_ENDPOINT, Selector, Service,
     ServiceError, ServiceStats, Shape, TRACE_ID_HEADER, Tracing, WithHeaders, Wrapper,
-    new_trace_id,
+    new_trace_id, shape_id, shape_id_of,
 };
 
 /// The runtime: nodes, actors, supervision, typed addresses and reply ports, remote actors over
