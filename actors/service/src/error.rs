@@ -48,34 +48,65 @@ pub struct ServiceError {
     pub detail: String,
     /// The code's reason phrase (`"Not Found"`).
     pub status: String,
-    /// Typed details as JSON text, if any ([`with_details`](Self::with_details)). On the wire
-    /// it follows the other fields only when set, so an error without details is encoded as
-    /// before; an error with details cannot be read by nodes from before this field.
+    /// Typed details as JSON text, if any ([`with_details`](Self::with_details)). An error
+    /// without details is encoded as before; with details, JSON has a `details` field and
+    /// bincode puts them at the end of `detail`, after a NUL, so the layout stays the one older
+    /// nodes read (they see the details as part of `detail`). A `detail` of its own that holds
+    /// a NUL would be split there.
     pub details: Option<String>,
 }
 
 const FIELDS: &[&str] = &["id", "code", "detail", "status", "details"];
 
+/// Between `detail` and the details in the compact (binary) form of an error with details.
+const DETAILS_SEPARATOR: char = '\0';
+
 impl Serialize for ServiceError {
+    /// In a self-describing format (JSON), `details` is a fifth field, written only when set.
+    /// In a compact one (bincode) the four fields keep their layout, so errors travel inside
+    /// any value as before and older nodes read them: details ride at the end of `detail`,
+    /// after a NUL (which an older node shows as part of the text).
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let len = if self.details.is_some() { 5 } else { 4 };
+        let human = serializer.is_human_readable();
+        let len = if human && self.details.is_some() {
+            5
+        } else {
+            4
+        };
         let mut s = serializer.serialize_struct("ServiceError", len)?;
         s.serialize_field("id", &self.id)?;
         s.serialize_field("code", &self.code)?;
-        s.serialize_field("detail", &self.detail)?;
+        match &self.details {
+            Some(details) if !human => {
+                let joined = format!("{}{DETAILS_SEPARATOR}{details}", self.detail);
+                s.serialize_field("detail", &joined)?;
+            }
+            _ => s.serialize_field("detail", &self.detail)?,
+        }
         s.serialize_field("status", &self.status)?;
-        if self.details.is_some() {
-            s.serialize_field("details", &self.details)?;
-        } else {
-            s.skip_field("details")?;
+        match &self.details {
+            Some(details) if human => s.serialize_field("details", details)?,
+            _ => s.skip_field("details")?,
         }
         s.end()
     }
 }
 
+/// A `detail` as read: details after a NUL, if any.
+fn split_details(mut detail: String) -> (String, Option<String>) {
+    match detail.find(DETAILS_SEPARATOR) {
+        Some(at) => {
+            let details = detail[at + DETAILS_SEPARATOR.len_utf8()..].to_owned();
+            detail.truncate(at);
+            (detail, Some(details))
+        }
+        None => (detail, None),
+    }
+}
+
 impl<'de> Deserialize<'de> for ServiceError {
-    /// Reads the four fields of before, then `details` if it follows (bincode: if the bytes go
-    /// on; self-describing formats: if the key is there).
+    /// Reads either form [`Serialize`](ServiceError#impl-Serialize-for-ServiceError) writes,
+    /// and what nodes from before details wrote.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_struct("ServiceError", FIELDS, ErrorVisitor)
     }
@@ -96,13 +127,7 @@ impl<'de> Visitor<'de> for ErrorVisitor {
         let code = seq.next_element()?.ok_or_else(|| missing(1))?;
         let detail = seq.next_element()?.ok_or_else(|| missing(2))?;
         let status = seq.next_element()?.ok_or_else(|| missing(3))?;
-        // An error from a node that writes no details ends here: in bincode, reading on fails
-        // at the end of the bytes, which is the same as no details.
-        let details = seq
-            .next_element::<Option<String>>()
-            .ok()
-            .flatten()
-            .flatten();
+        let (detail, details) = split_details(detail);
         Ok(ServiceError {
             id,
             code,
@@ -127,12 +152,14 @@ impl<'de> Visitor<'de> for ErrorVisitor {
                 }
             }
         }
+        let detail = detail.ok_or_else(|| de::Error::missing_field("detail"))?;
+        let (detail, joined) = split_details(detail);
         Ok(ServiceError {
             id: id.ok_or_else(|| de::Error::missing_field("id"))?,
             code: code.ok_or_else(|| de::Error::missing_field("code"))?,
-            detail: detail.ok_or_else(|| de::Error::missing_field("detail"))?,
+            detail,
             status: status.ok_or_else(|| de::Error::missing_field("status"))?,
-            details,
+            details: details.or(joined),
         })
     }
 }
