@@ -133,10 +133,10 @@ impl CallOptions {
         self
     }
 
-    /// Skips the type check of [`Client::call`]: in a binary codec the request's shape id
-    /// ([`shape_id`](crate::shape_id)) is not sent for the endpoint to compare, and the response
-    /// type's is not compared with the one the endpoint registered. For types whose
-    /// `Serialize` and `Deserialize` differ in shape. Default: checked.
+    /// Skips the type check of [`Client::call`] and [`Client::call_with`]: in a binary codec
+    /// the request's shape id ([`shape_id`](crate::shape_id)) is not sent, so the endpoint
+    /// decodes whatever comes. For types whose `Serialize` and `Deserialize` differ in shape
+    /// (`from`/`into`, names that differ between the two). Default: checked.
     #[must_use]
     pub fn unchecked(mut self) -> Self {
         self.unchecked = true;
