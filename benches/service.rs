@@ -5,11 +5,14 @@
 //! Both serve the same shape: [`Req`] `{id, name}` (a 16-byte name) → [`Resp`] `{id, len}`.
 //! - `remote_ask`: `Addr::ask` to an actor on the server node that answers in its handler;
 //! - `micro_service`: `Client::call("bench", "Bench.Echo", &req)` with the default options
-//!   (random selection, retries on, a 5 s deadline), served by an endpoint of a `Service`.
+//!   (random selection, retries on, a 5 s deadline), served by an endpoint of a `Service`;
+//! - `unchecked`: the same call without the type check (`call_with` and
+//!   `CallOptions::new().unchecked()`: no shape id sent or compared), for the check's cost
+//!   (`ratio call_rps_c64 checked/unchecked`).
 //!
 //! Per round: `c1`, [`C1_N`] sequential calls (requests/s, p50 latency) and `c64`, [`C64_N`]
 //! calls over [`C64_TASKS`] tasks (requests/s). One warm-up round is discarded; [`ROUNDS`]
-//! measured rounds alternate which goes first. Each round's c64 figures are printed, then the
+//! measured rounds rotate which goes first. Each round's c64 figures are printed, then the
 //! medians per stack, then each ratio as the median of the rounds' own ratios (the two halves of
 //! a round run back to back, so their ratio is not moved by the machine's drift between rounds).
 //! Run from the workspace root with `cargo bench --bench service` (it listens on 127.0.0.1
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use micro::prelude::*;
 use micro::registry::{MemoryRegistry, Registry, RegistryMsg};
-use micro::{CallContext, Client, Endpoint, Service, ServiceError};
+use micro::{CallContext, CallOptions, Client, Endpoint, Service, ServiceError};
 use serde::{Deserialize, Serialize};
 
 type BenchResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
@@ -78,6 +81,7 @@ impl Actor for Echo {
 enum Caller {
     Ask(Addr<EchoMsg>),
     Service(Client),
+    Unchecked(Client),
 }
 
 impl Caller {
@@ -85,6 +89,7 @@ impl Caller {
         match self {
             Caller::Ask(_) => "remote_ask",
             Caller::Service(_) => "micro_service",
+            Caller::Unchecked(_) => "unchecked",
         }
     }
 
@@ -96,6 +101,13 @@ impl Caller {
                     .await?
             }
             Caller::Service(client) => client.call("bench", "Bench.Echo", &req).await?,
+            Caller::Unchecked(client) => {
+                let options = CallOptions::new().unchecked();
+                client
+                    .call_with("bench", "Bench.Echo", &req, options)
+                    .await?
+                    .message
+            }
         };
         if resp.id != id {
             return Err("a reply to another request".into());
@@ -161,7 +173,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn print_round(r: usize, pair: &(Option<Sample>, Option<Sample>)) {
+fn print_round(r: usize, pair: &(Option<Sample>, Option<Sample>), unchecked: Option<&Sample>) {
     let c64 = |s: &Option<Sample>| {
         s.as_ref()
             .map_or(String::from("-"), |s| format!("{:.0}", s.c64_rps))
@@ -171,15 +183,16 @@ fn print_round(r: usize, pair: &(Option<Sample>, Option<Sample>)) {
         _ => String::from("-"),
     };
     println!(
-        "round {r:>2}: c64 req/s remote_ask {:>8} micro_service {:>8} ratio {ratio}",
+        "round {r:>2}: c64 req/s remote_ask {:>8} micro_service {:>8} ratio {ratio} unchecked {:>8}",
         c64(&pair.0),
-        c64(&pair.1)
+        c64(&pair.1),
+        unchecked.map_or(String::from("-"), |s| format!("{:.0}", s.c64_rps))
     );
 }
 
 /// Medians per stack, then each ratio as the median of the rounds' own ratios: the two calls of
 /// a round ran back to back, so a ratio per round cancels the machine's drift between rounds.
-fn report(pairs: &[(Option<Sample>, Option<Sample>)]) {
+fn report(pairs: &[(Option<Sample>, Option<Sample>)], unchecked: &[Option<Sample>]) {
     println!(
         "{:<14} {:>12} {:>12} {:>12}",
         "stack", "c1 req/s", "c1 p50 µs", "c64 req/s"
@@ -217,6 +230,20 @@ fn report(pairs: &[(Option<Sample>, Option<Sample>)]) {
             service_c64 / ask_c64
         );
     }
+    // The check's cost: the checked and unchecked calls of each round, back to back.
+    let checked: Vec<f64> = pairs
+        .iter()
+        .zip(unchecked)
+        .filter_map(|(p, u)| Some(p.1.as_ref()?.c64_rps / u.as_ref()?.c64_rps))
+        .collect();
+    if !checked.is_empty() {
+        let c64 = median(unchecked.iter().flatten().map(|s| s.c64_rps).collect());
+        println!("unchecked c64 req/s (median) {c64:.0}");
+        println!(
+            "ratio call_rps_c64 checked/unchecked = {:.2}",
+            median(checked)
+        );
+    }
     let both: Vec<(&Sample, &Sample)> = pairs
         .iter()
         .filter_map(|p| Some((p.0.as_ref()?, p.1.as_ref()?)))
@@ -234,7 +261,7 @@ fn report(pairs: &[(Option<Sample>, Option<Sample>)]) {
     );
 }
 
-async fn setup() -> BenchResult<(Caller, Caller, Vec<Node>)> {
+async fn setup() -> BenchResult<(Caller, Caller, Caller, Vec<Node>)> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let server = Node::builder()
         .name("server")
@@ -275,7 +302,8 @@ async fn setup() -> BenchResult<(Caller, Caller, Vec<Node>)> {
         .await?;
     Ok((
         Caller::Ask(echo),
-        Caller::Service(client),
+        Caller::Service(client.clone()),
+        Caller::Unchecked(client),
         vec![client_node, server],
     ))
 }
@@ -294,18 +322,20 @@ fn main() -> BenchResult<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let (ask, service, nodes) = setup().await?;
-        // Per measured round: (ask, service); each pair ran back to back.
+        let (ask, service, unchecked, nodes) = setup().await?;
+        // Per measured round: (ask, service) and unchecked; each round's ran back to back.
         let mut pairs: Vec<(Option<Sample>, Option<Sample>)> = Vec::new();
+        let mut unchecked_rounds: Vec<Option<Sample>> = Vec::new();
         // SERVICE_BENCH_ONLY=micro_service (or remote_ask) runs one side only, for profiling.
         let only = std::env::var("SERVICE_BENCH_ONLY").ok();
         for r in 0..=ROUNDS {
-            let order = if r % 2 == 0 {
-                [&ask, &service]
-            } else {
-                [&service, &ask]
+            let order = match r % 3 {
+                0 => [&ask, &service, &unchecked],
+                1 => [&service, &unchecked, &ask],
+                _ => [&unchecked, &ask, &service],
             };
             let mut pair = (None, None);
+            let mut without = None;
             for caller in order {
                 if only.as_deref().is_some_and(|o| o != caller.name()) {
                     continue;
@@ -314,14 +344,16 @@ fn main() -> BenchResult<()> {
                 match caller {
                     Caller::Ask(_) => pair.0 = Some(sample),
                     Caller::Service(_) => pair.1 = Some(sample),
+                    Caller::Unchecked(_) => without = Some(sample),
                 }
             }
             if r > 0 {
-                print_round(r, &pair);
+                print_round(r, &pair, without.as_ref());
                 pairs.push(pair);
+                unchecked_rounds.push(without);
             }
         }
-        report(&pairs);
+        report(&pairs, &unchecked_rounds);
         for node in nodes {
             let _ = node.shutdown().await;
         }

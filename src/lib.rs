@@ -63,7 +63,7 @@ pub use micro_service::{
     NODE_NAME_KEY, Next, Outgoing, REGISTRY_ENV, REQUEST_SCHEMA_KEY, RESPONSE_SCHEMA_KEY, Request,
     Response, RetryBudget, RetryPolicy, RunningService, SHAPE_KEY, STATS_ENDPOINT, Selector,
     Service, ServiceError, ServiceHandler, ServiceStats, Shape, TRACE_ID_HEADER, Tracing,
-    WithHeaders, Wrapper, new_trace_id,
+    WithHeaders, Wrapper, new_trace_id, shape_id, shape_id_of,
 };
 
 /// Turns a trait into a typed service: a handler trait to implement, its registration

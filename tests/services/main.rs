@@ -7,6 +7,7 @@
 mod balancing;
 mod calls;
 mod common;
+mod contract;
 mod discovery;
 mod events;
 mod failover;

@@ -55,6 +55,7 @@ mod client;
 mod context;
 mod error;
 mod service;
+mod shape;
 mod stream;
 mod typed;
 mod wire;
@@ -73,6 +74,7 @@ pub use service::{
     MDNS_SERVICE_TYPE_ENV, NODE_NAME_KEY, REGISTRY_ENV, REQUEST_SCHEMA_KEY, RESPONSE_SCHEMA_KEY,
     RunningService, SHAPE_KEY, STATS_ENDPOINT, Service, ServiceStats, Shape,
 };
+pub use shape::{shape_id, shape_id_of};
 pub use stream::{Incoming, Outgoing};
 #[doc(hidden)]
 pub use typed::__private;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::context;
 
 /// Per-message data a layer above the runtime (services, the next primitives) sets on a message
-/// and reads on the other side: a deadline, a trace id and headers.
+/// and reads on the other side: a deadline, a trace id, headers and the id of the type carried.
 ///
 /// Put one `CallData` field in a message type. Locally the message carries it as it is; when the
 /// message crosses nodes the field encodes as nothing in the body (a unit: no bytes in bincode,
@@ -45,6 +45,10 @@ pub struct CallData {
     pub trace_id: Option<u128>,
     /// Headers, in order (in the frame: `metadata`). Empty costs no allocation.
     pub headers: Vec<(String, String)>,
+    /// A compact, stable id of the type of what the message carries, for the receiver to check
+    /// before it decodes (services: the request's shape id; in the frame: `type_id`, appended
+    /// to the envelope).
+    pub type_id: Option<u64>,
 }
 
 impl CallData {
@@ -54,6 +58,7 @@ impl CallData {
             deadline: None,
             trace_id: None,
             headers: Vec::new(),
+            type_id: None,
         }
     }
 
@@ -78,6 +83,13 @@ impl CallData {
         self
     }
 
+    /// With the id of the type it carries.
+    #[must_use]
+    pub fn with_type_id(mut self, type_id: u64) -> Self {
+        self.type_id = Some(type_id);
+        self
+    }
+
     /// The first header named `key`.
     pub fn header(&self, key: &str) -> Option<&str> {
         self.headers
@@ -88,7 +100,10 @@ impl CallData {
 
     /// Whether there is nothing to carry.
     pub fn is_empty(&self) -> bool {
-        self.deadline.is_none() && self.trace_id.is_none() && self.headers.is_empty()
+        self.deadline.is_none()
+            && self.trace_id.is_none()
+            && self.headers.is_empty()
+            && self.type_id.is_none()
     }
 }
 

@@ -66,6 +66,7 @@ pub(crate) fn put_call(call: &CallData) {
         envelope.deadline_ms = deadline_ms;
         envelope.trace_id = call.trace_id;
         envelope.metadata.clone_from(&call.headers);
+        envelope.type_id = call.type_id;
     });
 }
 

@@ -48,6 +48,31 @@ pub(crate) struct Envelope {
     pub(crate) trace_id: Option<u128>,
     /// Headers ([`CallData::headers`]).
     pub(crate) metadata: Vec<(String, String)>,
+    /// The id of the type the message carries ([`CallData::type_id`]). Appended: nodes that
+    /// know the rolling-upgrade rule ignore it; a header without it (from an older node) is
+    /// read as `None`.
+    pub(crate) type_id: Option<u64>,
+}
+
+/// The envelope as nodes wrote it before `type_id` was appended.
+#[derive(Deserialize)]
+struct EnvelopeV0 {
+    request: Option<u64>,
+    deadline_ms: Option<u64>,
+    trace_id: Option<u128>,
+    metadata: Vec<(String, String)>,
+}
+
+impl From<EnvelopeV0> for Envelope {
+    fn from(old: EnvelopeV0) -> Self {
+        Envelope {
+            request: old.request,
+            deadline_ms: old.deadline_ms,
+            trace_id: old.trace_id,
+            metadata: old.metadata,
+            type_id: None,
+        }
+    }
 }
 
 impl Envelope {
@@ -57,6 +82,7 @@ impl Envelope {
         deadline_ms: None,
         trace_id: None,
         metadata: Vec::new(),
+        type_id: None,
     };
 
     /// The call data it carries; the deadline is read against this node's clock (only when
@@ -68,6 +94,7 @@ impl Envelope {
             .map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms));
         call.trace_id = self.trace_id;
         call.headers = self.metadata;
+        call.type_id = self.type_id;
         call
     }
 }
@@ -234,6 +261,27 @@ struct DeliverHeaderRef<'a> {
     type_name: &'a str,
     content_type: &'a str,
     envelope: Envelope,
+}
+
+/// A Deliver header from a node that wrote the envelope without `type_id`.
+#[derive(Deserialize)]
+struct DeliverHeaderRefV0<'a> {
+    #[serde(borrow)]
+    to: TargetRef<'a>,
+    type_name: &'a str,
+    content_type: &'a str,
+    envelope: EnvelopeV0,
+}
+
+impl<'a> From<DeliverHeaderRefV0<'a>> for DeliverHeaderRef<'a> {
+    fn from(old: DeliverHeaderRefV0<'a>) -> Self {
+        DeliverHeaderRef {
+            to: old.to,
+            type_name: old.type_name,
+            content_type: old.content_type,
+            envelope: old.envelope.into(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -409,7 +457,13 @@ impl<'a> FrameView<'a> {
         match *kind {
             KIND_DELIVER => {
                 // Fields a newer version appended to the envelope are skipped (rolling upgrades).
-                let h: DeliverHeaderRef<'a> = decode_header_prefix(header, "deliver header")?;
+                // A header that ends before `type_id` comes from an older node.
+                let h: DeliverHeaderRef<'a> = match decode_header_prefix(header, "deliver header") {
+                    Ok(h) => h,
+                    Err(err) => decode_header::<DeliverHeaderRefV0<'a>>(header, "deliver header")
+                        .map(DeliverHeaderRef::from)
+                        .map_err(|_| err)?,
+                };
                 Ok(FrameView::Deliver {
                     to: h.to,
                     type_name: h.type_name,
@@ -496,6 +550,7 @@ mod tests {
                     deadline_ms: Some(u64::MAX),
                     trace_id: Some(u128::MAX),
                     metadata: vec![("tenant".into(), "acme".into())],
+                    type_id: Some(u64::MAX),
                 },
                 body: vec![7; 300],
             },
@@ -534,6 +589,7 @@ mod tests {
                 deadline_ms: Some(1500),
                 trace_id: Some(42),
                 metadata: vec![("user".into(), "ada".into())],
+                type_id: Some(0x0123_4567_89ab_cdef),
             },
             body: b"{\"x\":1}".to_vec(),
         };
@@ -555,6 +611,7 @@ mod tests {
             envelope.metadata,
             vec![("user".to_owned(), "ada".to_owned())]
         );
+        assert_eq!(envelope.type_id, Some(0x0123_4567_89ab_cdef));
         assert_eq!(body, b"{\"x\":1}");
 
         let reply = Frame::Reply {
@@ -662,16 +719,55 @@ mod tests {
         let empty = Envelope::default();
         let mut with_none = Vec::new();
         bincode::serde::encode_into_std_write(&empty, &mut with_none, header_codec()).unwrap();
-        assert_eq!(with_none, [0, 0, 0, 0], "four bytes, as before");
+        assert_eq!(
+            with_none,
+            [0, 0, 0, 0, 0],
+            "five bytes: four as before, no type id"
+        );
         let call = CallData::new()
+            .with_type_id(7)
             .with_trace_id(42)
             .with_header("tenant", "acme");
         crate::wire::context::put_call(&call);
         let envelope = crate::wire::context::take_envelope();
         assert_eq!(envelope.trace_id, Some(42));
+        assert_eq!(envelope.type_id, Some(7));
         assert_eq!(envelope.metadata, vec![("tenant".into(), "acme".into())]);
         assert_eq!(envelope.into_call(), call);
         assert_eq!(crate::wire::context::take_envelope(), Envelope::default());
+    }
+
+    #[test]
+    fn a_deliver_header_from_before_the_type_id_reads_as_none() {
+        // An older node's envelope ends after `metadata`: cut the type id's `None` byte off.
+        let deliver = Frame::Deliver {
+            to: Target::Name("kv".into()),
+            type_name: Cow::Borrowed("test.Kv"),
+            content_type: ContentType::Bincode,
+            envelope: Envelope {
+                request: Some(7),
+                trace_id: Some(42),
+                ..Envelope::default()
+            },
+            body: vec![1, 2],
+        };
+        let mut out = Vec::new();
+        deliver.encode(&mut out, 1024).unwrap();
+        let header_len = u16::from_be_bytes([out[5], out[6]]);
+        let type_id_at = 7 + usize::from(header_len) - 1;
+        assert_eq!(
+            out[type_id_at], 0,
+            "the type id's None is the header's last byte"
+        );
+        out.remove(type_id_at);
+        out[5..7].copy_from_slice(&(header_len - 1).to_be_bytes());
+        let Frame::Deliver { envelope, body, .. } = Frame::decode(&out[4..]).unwrap() else {
+            panic!("not a deliver frame")
+        };
+        assert_eq!(envelope.request, Some(7));
+        assert_eq!(envelope.trace_id, Some(42));
+        assert_eq!(envelope.type_id, None);
+        assert_eq!(body, vec![1, 2]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod attempts;
 mod retry;
 mod select;
 
+use std::any::type_name;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -28,6 +29,7 @@ use self::select::{EndpointView, NodeHealth, ServiceView};
 use crate::body::Body;
 use crate::error::{CLIENT_ID, SERVER_ID};
 use crate::service::default_registry;
+use crate::shape::{mismatch_tail, shape_id_of};
 use crate::wire::{Answer, EndpointMsg, Head, Headers, StreamItem, call_data};
 use crate::wrapper::Next;
 use crate::{BoxFuture, Incoming, Metadata, Outgoing, Request, Response, ServiceError, Wrapper};
@@ -55,6 +57,7 @@ pub struct CallOptions {
     strategy: Option<Selector>,
     idempotent: Option<bool>,
     wait_for_replica: bool,
+    unchecked: bool,
 }
 
 impl CallOptions {
@@ -129,6 +132,48 @@ impl CallOptions {
     pub fn wait_for_replica(mut self) -> Self {
         self.wait_for_replica = true;
         self
+    }
+
+    /// Skips the type check of [`Client::call`] and [`Client::call_with`]: in a binary codec
+    /// the request's shape id ([`shape_id`](crate::shape_id)) is not sent, so the endpoint
+    /// decodes whatever comes. For types whose `Serialize` and `Deserialize` differ in shape
+    /// (`from`/`into`, names that differ between the two). Default: checked.
+    #[must_use]
+    pub fn unchecked(mut self) -> Self {
+        self.unchecked = true;
+        self
+    }
+}
+
+/// The type check of one typed call: the request's shape id to send, in a binary codec (JSON
+/// is checked by decoding).
+#[derive(Clone, Copy, Default)]
+struct Check {
+    request: Option<u64>,
+}
+
+impl Check {
+    fn new<Req: Serialize + ?Sized>(request: &Req, options: &CallOptions) -> Check {
+        if options.unchecked || options.content_type == ContentType::Json {
+            return Check::default();
+        }
+        Check {
+            request: shape_id_of(request),
+        }
+    }
+
+    /// An endpoint's 400 for a request of another type names the type it expects and the id it
+    /// got; this puts the caller's type name in place of the id.
+    fn name_request<Req: ?Sized>(&self, mut err: ServiceError) -> ServiceError {
+        if let Some(id) = self.request
+            && err.code == 400
+        {
+            let tail = mismatch_tail(id);
+            if let Some(head) = err.detail.strip_suffix(&tail) {
+                err.detail = format!("{head}got {}", type_name::<Req>());
+            }
+        }
+        err
     }
 }
 
@@ -389,6 +434,8 @@ impl Drop for InFlight<'_> {
 /// A unary call's parts, as every attempt sends them.
 struct Outbound<'a> {
     content_type: ContentType,
+    /// The request type's shape id, for the endpoint to check.
+    type_id: Option<u64>,
     metadata: &'a Metadata,
     body: &'a Body,
     deadline: Instant,
@@ -447,6 +494,12 @@ impl Client {
     }
 
     /// Calls `endpoint` of `service` with `request`, with the default options.
+    ///
+    /// In a binary codec the request type's [shape id](crate::shape_id) travels with it and the
+    /// endpoint refuses a request of another type (400: `Inventory.Reserve expects
+    /// shop::ReserveRequest, got shop::LookAlike`); JSON is checked by decoding. A response that
+    /// does not decode as `Resp` is the client's error naming the type the endpoint registered
+    /// and `Resp`. [`CallOptions::unchecked`] turns the check off.
     pub async fn call<Req, Resp>(
         &self,
         service: &str,
@@ -459,10 +512,19 @@ impl Client {
     {
         let options = CallOptions::default();
         let content_type = options.content_type;
+        let check = Check::new(request, &options);
         let answer = self
-            .unary(service, endpoint, encode(content_type, request)?, options)
-            .await?;
+            .unary(
+                service,
+                endpoint,
+                encode(content_type, request)?,
+                options,
+                check,
+            )
+            .await
+            .map_err(|e| check.name_request::<Req>(e))?;
         decode(content_type, &answer.body)
+            .map_err(|e| self.name_response::<Resp>(e, service, endpoint))
     }
 
     /// Calls `endpoint` of `service` with `request` and `options`; the response comes with its
@@ -479,13 +541,44 @@ impl Client {
         Resp: DeserializeOwned,
     {
         let content_type = options.content_type;
+        let check = Check::new(request, &options);
         let answer = self
-            .unary(service, endpoint, encode(content_type, request)?, options)
-            .await?;
+            .unary(
+                service,
+                endpoint,
+                encode(content_type, request)?,
+                options,
+                check,
+            )
+            .await
+            .map_err(|e| check.name_request::<Req>(e))?;
         Ok(WithHeaders {
-            message: decode(content_type, &answer.body)?,
+            message: decode(content_type, &answer.body)
+                .map_err(|e| self.name_response::<Resp>(e, service, endpoint))?,
             metadata: answer.metadata.into_metadata(),
         })
+    }
+
+    /// A response that did not decode as `Resp`: names the type the endpoint registered too.
+    fn name_response<Resp>(
+        &self,
+        mut err: ServiceError,
+        service: &str,
+        endpoint: &str,
+    ) -> ServiceError {
+        let registered = self.inner.views.get(service).and_then(|view| {
+            endpoint_of(&view, endpoint)
+                .ok()
+                .map(|endpoint| endpoint.response.clone())
+        });
+        if let Some(registered) = registered {
+            err.detail = format!(
+                "{endpoint} answers {registered}, not {}: {}",
+                type_name::<Resp>(),
+                err.detail
+            );
+        }
+        err
     }
 
     /// Calls with a body already encoded in `options`' content type; the response body is in
@@ -498,7 +591,13 @@ impl Client {
         options: CallOptions,
     ) -> Result<Response, ServiceError> {
         let answer = self
-            .unary(service, endpoint, Body::from(body), options)
+            .unary(
+                service,
+                endpoint,
+                Body::from(body),
+                options,
+                Check::default(),
+            )
             .await?;
         Ok(Response {
             metadata: answer.metadata.into_metadata(),
@@ -514,6 +613,7 @@ impl Client {
         endpoint: &str,
         body: Body,
         options: CallOptions,
+        check: Check,
     ) -> Result<Answer, ServiceError> {
         let inner = &self.inner;
         let _slot = InFlight::take(&inner.in_flight, inner.max_in_flight).ok_or_else(|| {
@@ -540,6 +640,7 @@ impl Client {
         if inner.wrappers.is_empty() {
             let call = Outbound {
                 content_type: options.content_type,
+                type_id: check.request,
                 metadata: &options.metadata,
                 body: &body,
                 deadline,
@@ -567,8 +668,13 @@ impl Client {
                 if deadline <= now {
                     return Err(timeout_error(&view.name, &endpoint.name));
                 }
+                // A wrapper may have changed the body's encoding: then it is not checked.
+                let type_id = check
+                    .request
+                    .filter(|_| request.content_type == options.content_type);
                 let call = Outbound {
                     content_type: request.content_type,
+                    type_id,
                     metadata: &request.metadata,
                     body: &body,
                     deadline,
@@ -643,7 +749,8 @@ impl Client {
     ) -> Result<Answer, Failure> {
         let head = Head::new(call.content_type);
         // The reply port carries the deadline.
-        let data = call_data(call.metadata, None);
+        let mut data = call_data(call.metadata, None);
+        data.type_id = call.type_id;
         // In place or shared: the clone allocates nothing.
         let body = call.body.clone();
         let answer = addr
@@ -1076,9 +1183,15 @@ fn decode<Resp: DeserializeOwned>(
     content_type: ContentType,
     body: &[u8],
 ) -> Result<Resp, ServiceError> {
-    content_type
-        .decode(body)
-        .map_err(|e| ServiceError::internal(CLIENT_ID, format!("the response did not decode: {e}")))
+    content_type.decode(body).map_err(|e| {
+        ServiceError::internal(
+            CLIENT_ID,
+            format!(
+                "the response did not decode as {}: {e}",
+                type_name::<Resp>()
+            ),
+        )
+    })
 }
 
 fn endpoint_of<'v>(

@@ -88,6 +88,9 @@ pub(crate) struct NodeView {
 #[derive(Debug)]
 pub(crate) struct EndpointView {
     pub(crate) name: Arc<str>,
+    /// The response's type name, as the service registered it (named when a response does not
+    /// decode).
+    pub(crate) response: Arc<str>,
     pub(crate) idempotent: bool,
     pub(crate) stream: bool,
     /// Indexes into the view's nodes.
@@ -152,6 +155,7 @@ impl ServiceView {
                             .entry(endpoint.name.clone())
                             .or_insert_with(|| EndpointView {
                                 name: endpoint.name.as_str().into(),
+                                response: endpoint.response.as_str().into(),
                                 idempotent: endpoint
                                     .metadata
                                     .get(IDEMPOTENT_KEY)

@@ -68,6 +68,7 @@ impl Actor for EndpointActor {
                         let call = Call {
                             deadline: earliest(reply.deadline(), &call, &head),
                             content_type: head.content_type.0,
+                            type_id: call.type_id,
                             metadata: headers_of(call, head.metadata),
                             body,
                         };
@@ -153,7 +154,7 @@ impl EndpointShared {
                 call.metadata,
                 call.deadline,
             );
-            return handler.call(ctx, call.content_type, call.body);
+            return handler.call(ctx, call.content_type, call.type_id, call.body);
         }
         let request = Request {
             service: self.service.clone(),
@@ -164,6 +165,8 @@ impl EndpointShared {
             deadline: call.deadline,
         };
         let (handler, wrappers) = (handler.clone(), self.wrappers.clone());
+        // Checked against the body as the wrappers leave it, in the caller's content type.
+        let (type_id, content_type) = (call.type_id, call.content_type);
         Box::pin(async move {
             let innermost = |request: Request| -> BoxFuture<'_, Result<Response, ServiceError>> {
                 let ctx = CallContext::new(
@@ -172,7 +175,9 @@ impl EndpointShared {
                     Headers::from(request.metadata),
                     request.deadline,
                 );
-                let run = handler.call(ctx, request.content_type, Body::from(request.body));
+                let type_id = type_id.filter(|_| request.content_type == content_type);
+                let run =
+                    handler.call(ctx, request.content_type, type_id, Body::from(request.body));
                 Box::pin(async move {
                     let answer = run.await?;
                     Ok(Response {
@@ -262,6 +267,8 @@ impl EndpointShared {
 /// A unary call as it arrived, admitted.
 struct Call {
     content_type: ContentType,
+    /// The shape id of the caller's request type, if it sent one (binary codecs).
+    type_id: Option<u64>,
     metadata: Headers,
     body: Body,
     deadline: Option<Instant>,

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::body::Body;
+use crate::shape::{mismatch_tail, shape_id};
 use crate::stream::SharedSender;
 use crate::wire::{Answer, StreamItem};
 use crate::{BoxFuture, CallContext, Incoming, Outgoing, ServiceError};
@@ -43,10 +44,13 @@ impl Shape {
 
 /// A unary handler, an encoded body in and an encoded answer out.
 pub(crate) trait UnaryHandler: Send + Sync + 'static {
+    /// `type_id` is the shape id of the caller's request type, when it sent one: checked
+    /// against the handler's before the body is decoded.
     fn call(
         &self,
         ctx: CallContext,
         content_type: ContentType,
+        type_id: Option<u64>,
         body: Body,
     ) -> BoxFuture<'static, Result<Answer, ServiceError>>;
 }
@@ -122,6 +126,11 @@ impl Endpoint {
     }
 
     /// A unary endpoint: `handler(ctx, request)` answers one request with one response.
+    ///
+    /// A call that carries its request type's [shape id](crate::shape_id) (what
+    /// [`Client::call`](crate::Client::call) sends in a binary codec) is checked before
+    /// decoding: another type is refused with 400 naming the type expected, and the handler
+    /// does not run.
     pub fn unary<Req, Resp, F, Fut>(name: &str, handler: F) -> Self
     where
         Req: DeserializeOwned + Send + 'static,
@@ -129,9 +138,24 @@ impl Endpoint {
         F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
     {
+        Self::unary_with_error(name, handler)
+    }
+
+    /// [`unary`](Self::unary) with a handler whose error is any type that converts into a
+    /// [`ServiceError`] (`impl From<MyError> for ServiceError`), e.g. an `async fn` returning
+    /// `Result<_, MyError>`.
+    pub fn unary_with_error<Req, Resp, F, Fut, E>(name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, E>> + Send + 'static,
+        E: Into<ServiceError> + 'static,
+    {
         let typed = TypedUnary {
             handler,
-            _types: PhantomData::<fn(Req) -> Resp>,
+            request_id: shape_id::<Req>(),
+            _types: PhantomData::<fn(Req) -> Result<Resp, E>>,
         };
         Self::new::<Req, Resp>(name, Shape::Unary, Handler::Unary(Arc::new(typed)))
     }
@@ -144,6 +168,20 @@ impl Endpoint {
         Resp: Serialize + Send + 'static,
         F: Fn(CallContext, Req, Outgoing<Resp>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ServiceError>> + Send + 'static,
+    {
+        Self::server_stream_with_error(name, handler)
+    }
+
+    /// [`server_stream`](Self::server_stream) with a handler whose error is any type that converts into a
+    /// [`ServiceError`] (`impl From<MyError> for ServiceError`), e.g. an `async fn` returning
+    /// `Result<_, MyError>`.
+    pub fn server_stream_with_error<Req, Resp, F, Fut, E>(name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Req, Outgoing<Resp>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<ServiceError> + 'static,
     {
         let handler = Arc::new(handler);
         let endpoint = Self::bidi_stream(
@@ -160,7 +198,7 @@ impl Endpoint {
                             ));
                         }
                     };
-                    handler(ctx, request, responses).await
+                    handler(ctx, request, responses).await.map_err(Into::into)
                 }
             },
         );
@@ -179,13 +217,27 @@ impl Endpoint {
         F: Fn(CallContext, Incoming<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
     {
+        Self::client_stream_with_error(name, handler)
+    }
+
+    /// [`client_stream`](Self::client_stream) with a handler whose error is any type that converts into a
+    /// [`ServiceError`] (`impl From<MyError> for ServiceError`), e.g. an `async fn` returning
+    /// `Result<_, MyError>`.
+    pub fn client_stream_with_error<Req, Resp, F, Fut, E>(name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Incoming<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, E>> + Send + 'static,
+        E: Into<ServiceError> + 'static,
+    {
         let handler = Arc::new(handler);
         let endpoint = Self::bidi_stream(
             name,
             move |ctx: CallContext, requests: Incoming<Req>, mut responses: Outgoing<Resp>| {
                 let handler = handler.clone();
                 async move {
-                    let response = handler(ctx, requests).await?;
+                    let response = handler(ctx, requests).await.map_err(Into::into)?;
                     responses.send(&response).await
                 }
             },
@@ -205,12 +257,27 @@ impl Endpoint {
         F: Fn(CallContext, Incoming<Req>, Outgoing<Resp>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ServiceError>> + Send + 'static,
     {
+        Self::bidi_stream_with_error(name, handler)
+    }
+
+    /// [`bidi_stream`](Self::bidi_stream) with a handler whose error is any type that converts into a
+    /// [`ServiceError`] (`impl From<MyError> for ServiceError`), e.g. an `async fn` returning
+    /// `Result<_, MyError>`.
+    pub fn bidi_stream_with_error<Req, Resp, F, Fut, E>(name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(CallContext, Incoming<Req>, Outgoing<Resp>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<ServiceError> + 'static,
+    {
         let handler = Arc::new(handler);
         let open = move |ctx: CallContext, ct, requests, responses: SharedSender| {
             let id: Arc<str> = ctx.service().into();
             let incoming = Incoming::<Req>::new(requests, ct, ctx.deadline(), id.clone());
             let outgoing = Outgoing::<Resp>::new(responses, ct, id);
-            Box::pin(handler(ctx, incoming, outgoing)) as BoxFuture<'static, _>
+            let run = handler(ctx, incoming, outgoing);
+            Box::pin(async move { run.await.map_err(Into::into) }) as BoxFuture<'static, _>
         };
         Self::new::<Req, Resp>(name, Shape::Bidi, stream_handler(open))
     }
@@ -253,22 +320,46 @@ impl Endpoint {
 
 struct TypedUnary<F, Types> {
     handler: F,
+    /// The request type's shape id, computed once.
+    request_id: Option<u64>,
     _types: PhantomData<Types>,
 }
 
-impl<Req, Resp, F, Fut> UnaryHandler for TypedUnary<F, fn(Req) -> Resp>
+/// The 400 for a request whose type's shape id is not the endpoint's: it names the type the
+/// endpoint expects and the id it got; the client, which knows its type's name, puts that name
+/// in place of the id ([`mismatch_tail`]).
+fn type_mismatch(ctx: &CallContext, expected: &str, got: u64) -> ServiceError {
+    ServiceError::bad_request(
+        ctx.service(),
+        format!(
+            "{} expects {expected}, {}",
+            ctx.endpoint(),
+            mismatch_tail(got)
+        ),
+    )
+}
+
+impl<Req, Resp, F, Fut, E> UnaryHandler for TypedUnary<F, fn(Req) -> Result<Resp, E>>
 where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
     F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Resp, ServiceError>> + Send + 'static,
+    Fut: Future<Output = Result<Resp, E>> + Send + 'static,
+    E: Into<ServiceError> + 'static,
 {
     fn call(
         &self,
         ctx: CallContext,
         content_type: ContentType,
+        type_id: Option<u64>,
         body: Body,
     ) -> BoxFuture<'static, Result<Answer, ServiceError>> {
+        if let (Some(got), Some(expected)) = (type_id, self.request_id)
+            && got != expected
+        {
+            let err = type_mismatch(&ctx, type_name::<Req>(), got);
+            return Box::pin(std::future::ready(Err(err)));
+        }
         let request: Req = match content_type.decode(&body) {
             Ok(request) => request,
             Err(err) => {
@@ -278,7 +369,7 @@ where
         };
         let answer = (self.handler)(ctx.clone(), request);
         Box::pin(async move {
-            let response = answer.await?;
+            let response = answer.await.map_err(Into::into)?;
             let body = Body::encode(content_type, &response)
                 .map_err(|e| ServiceError::internal(ctx.service(), e.to_string()))?;
             Ok(Answer {
