@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::{Hello, exchange_as_dialer};
-use super::tls::{self, ClusterCa};
+use super::tls::{self, ClusterCa, NodeCredentials};
 use crate::wire::frame::{Envelope, Frame, Target};
 use crate::{
     Actor, ActorError, ChildSpec, ContentType, Context, Error, Node, NodeId, RemoteMessage, Reply,
@@ -40,6 +40,43 @@ impl Actor for EchoActor {
 }
 
 const MAX_FRAME: usize = 64 * 1024;
+
+/// A raw QUIC client of the cluster `ca`: its credentials and its endpoint on 127.0.0.1.
+fn raw_client(ca: &ClusterCa) -> (NodeCredentials, quinn::Endpoint) {
+    let raw = ca.issue(NodeId::random()).unwrap();
+    let transport = Arc::new(quinn::TransportConfig::default());
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    endpoint.set_default_client_config(raw.client_config(transport).unwrap());
+    (raw, endpoint)
+}
+
+/// Connects the raw client to `server` (named by its cluster, as nodes do); with `max_frame`, also
+/// says a `micro/1` hello as `name`.
+async fn raw_connect(
+    (raw, endpoint): &(NodeCredentials, quinn::Endpoint),
+    server: SocketAddr,
+    name: &str,
+    max_frame: Option<usize>,
+) -> quinn::Connection {
+    let conn = endpoint
+        .connect(server, &tls::server_name(raw.cluster()))
+        .unwrap()
+        .await
+        .unwrap();
+    if let Some(max_frame) = max_frame {
+        let hello = Hello {
+            version: 1,
+            node: raw.node_id(),
+            incarnation: 1,
+            name: name.into(),
+            listen: endpoint.local_addr().unwrap(),
+            max_frame: max_frame as u64,
+            nonce: 7,
+        };
+        exchange_as_dialer(&conn, &hello).await.unwrap();
+    }
+    conn
+}
 
 fn frame_bytes(frame: &Frame) -> Vec<u8> {
     let mut out = Vec::new();
@@ -117,17 +154,10 @@ async fn junk_from_a_raw_quic_client_is_refused_and_nothing_else_is_affected() {
     let server = node.local_addr().unwrap();
 
     // A raw client of the same cluster.
-    let raw = ca.issue(NodeId::random()).unwrap();
-    let transport = Arc::new(quinn::TransportConfig::default());
-    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-    endpoint.set_default_client_config(raw.client_config(transport).unwrap());
+    let raw = raw_client(&ca);
 
     // 1. Garbage instead of a hello: the connection is refused, the node carries on.
-    let conn = endpoint
-        .connect(server, &tls::server_name("junk"))
-        .unwrap()
-        .await
-        .unwrap();
+    let conn = raw_connect(&raw, server, "junk", None).await;
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     send.write_all(&[0, 0, 0, 3, 0xde, 0xad, 0xbe])
         .await
@@ -137,21 +167,7 @@ async fn junk_from_a_raw_quic_client_is_refused_and_nothing_else_is_affected() {
     assert!(closed.is_ok(), "a bad hello closes the connection");
 
     // 2. A proper hello, then junk on a data stream.
-    let conn = endpoint
-        .connect(server, &tls::server_name("junk"))
-        .unwrap()
-        .await
-        .unwrap();
-    let hello = Hello {
-        version: 1,
-        node: raw.node_id(),
-        incarnation: 1,
-        name: "raw".into(),
-        listen: endpoint.local_addr().unwrap(),
-        max_frame: MAX_FRAME as u64,
-        nonce: 7,
-    };
-    exchange_as_dialer(&conn, &hello).await.unwrap();
+    let conn = raw_connect(&raw, server, "junk", Some(MAX_FRAME)).await;
     let answers = tokio::spawn(replies(conn.clone(), 4));
 
     let mut junk = conn.open_uni().await.unwrap();
@@ -258,25 +274,8 @@ async fn what_a_newer_peer_sends_that_this_node_does_not_know_leaves_the_link_up
     node.expose::<Echo>("echo").unwrap();
     let server = node.local_addr().unwrap();
 
-    let raw = ca.issue(NodeId::random()).unwrap();
-    let transport = Arc::new(quinn::TransportConfig::default());
-    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-    endpoint.set_default_client_config(raw.client_config(transport).unwrap());
-    let conn = endpoint
-        .connect(server, &tls::server_name("newer"))
-        .unwrap()
-        .await
-        .unwrap();
-    let hello = Hello {
-        version: 1,
-        node: raw.node_id(),
-        incarnation: 1,
-        name: "newer".into(),
-        listen: endpoint.local_addr().unwrap(),
-        max_frame: MAX_FRAME as u64,
-        nonce: 7,
-    };
-    exchange_as_dialer(&conn, &hello).await.unwrap();
+    let raw = raw_client(&ca);
+    let conn = raw_connect(&raw, server, "newer", Some(MAX_FRAME)).await;
     let answers = tokio::spawn(replies(conn.clone(), 1));
 
     let mut frames = conn.open_uni().await.unwrap();
@@ -299,7 +298,7 @@ async fn what_a_newer_peer_sends_that_this_node_does_not_know_leaves_the_link_up
         .encode(&EchoWire::Say(
             "still linked".into(),
             ReplyWire {
-                origin: raw.node_id(),
+                origin: raw.0.node_id(),
                 request: 5,
                 remaining_ms: Some(10_000),
             },
@@ -327,7 +326,7 @@ async fn what_a_newer_peer_sends_that_this_node_does_not_know_leaves_the_link_up
     assert!(
         node.peers()
             .iter()
-            .any(|p| p.node == raw.node_id() && p.connected),
+            .any(|p| p.node == raw.0.node_id() && p.connected),
         "the link is up"
     );
     assert!(conn.close_reason().is_none(), "the connection is open");
@@ -390,25 +389,8 @@ async fn frames_declared_large_but_never_sent_hold_no_memory() {
     assert_eq!(ask("before".into()).await, Ok("before".to_owned()));
 
     // The hoarder: a raw client of the same cluster.
-    let raw = ca.issue(NodeId::random()).unwrap();
-    let transport = Arc::new(quinn::TransportConfig::default());
-    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-    endpoint.set_default_client_config(raw.client_config(transport).unwrap());
-    let conn = endpoint
-        .connect(server, &tls::server_name("hoard"))
-        .unwrap()
-        .await
-        .unwrap();
-    let hello = Hello {
-        version: 1,
-        node: raw.node_id(),
-        incarnation: 1,
-        name: "hoarder".into(),
-        listen: endpoint.local_addr().unwrap(),
-        max_frame: LIMIT as u64,
-        nonce: 7,
-    };
-    exchange_as_dialer(&conn, &hello).await.unwrap();
+    let raw = raw_client(&ca);
+    let conn = raw_connect(&raw, server, "hoarder", Some(LIMIT)).await;
 
     let before = resident_bytes();
     let mut held = Vec::with_capacity(STREAMS);
