@@ -18,9 +18,10 @@
 //!
 //! # Features
 //!
-//! - `mdns` (default): the mDNS registry backend ([`registry::MdnsRegistry`]). Without it the
-//!   registry has the memory backend only; services and clients are unaffected, since with no
-//!   registry given they use the node's `"registry"` actor or start a memory one.
+//! - `mdns` (default): the mDNS registry backend ([`registry::MdnsRegistry`]), which a node that
+//!   listens starts by default when no registry runs under `"registry"` (unless
+//!   `MICRO_REGISTRY=memory`). Without it the registry has the memory backend only, and services
+//!   and clients start a memory one.
 //! - `logging` (default): [`logging::init`], one line that prints the framework's logs (and
 //!   your own `tracing` events) to stderr, filtered by `RUST_LOG`.
 //!
