@@ -9,7 +9,7 @@
 //!
 //! - [`runtime`] (`micro-runtime`): nodes, supervision, typed addresses, reply ports, remote
 //!   actors over QUIC. Its items are also re-exported at the root ([`Node`], [`Addr`], …).
-//! - [`service`] (`micro-service`): [`Service`] (typed endpoints run by supervised endpoint
+//! - [`service`](mod@service) (`micro-service`): [`Service`] (typed endpoints run by supervised endpoint
 //!   actors, registered and kept alive in the registry, stopped gracefully) and [`Client`]
 //!   (resolve, select, call, with retries, deadlines, headers and streams), with [`Wrapper`]s
 //!   around both. Its items are also re-exported at the root ([`Service`], [`CallOptions`], …).
