@@ -4,7 +4,7 @@
 //! revision that [`Store::watch`] streams changes by, resuming without gaps.
 //!
 //! The [`Store`] handle is the same for a store on this node or on another one (the actor is
-//! exposed as `"store"`). Backends: [`MemoryStore`] (the default), `FileStore` on redb (one
+//! exposed as `"store"`). Backends: [`MemoryStore`] (the default), [`FileStore`] on redb (one
 //! file per database, durable commits by default), and `PostgresStore` behind the `postgres`
 //! feature.
 //!
@@ -31,6 +31,7 @@
 mod actor;
 mod engine;
 mod error;
+mod file;
 mod handle;
 mod memory;
 mod protocol;
@@ -39,6 +40,7 @@ mod record;
 pub use actor::{MemoryStore, StoreActor, StoreConfig};
 pub use engine::Limits;
 pub use error::StoreError;
+pub use file::{Durability, FileConfig, FileStore};
 pub use handle::{CONTENT_TYPE, Store};
 pub use protocol::{STORE_NAME, StoreCommand, StoreMsg};
 pub use record::{
