@@ -15,6 +15,8 @@
 //!   around both. Its items are also re-exported at the root ([`Service`], [`CallOptions`], …).
 //! - [`registry`] (`micro-registry`): service discovery, memory or mDNS.
 //! - [`broker`] (`micro-broker`): pubsub, a broker actor on every node.
+//! - [`store`] (`micro-store`): a data store with versions, compare-and-set and revisioned
+//!   watches, on memory, redb files or PostgreSQL (feature `postgres`).
 //!
 //! # Features
 //!
@@ -22,6 +24,7 @@
 //!   listens starts by default when no registry runs under `"registry"` (unless
 //!   `MICRO_REGISTRY=memory`). Without it the registry has the memory backend only, and services
 //!   and clients start a memory one.
+//! - `postgres`: the store's PostgreSQL backend (`store::PostgresStore`).
 //! - `logging` (default): [`logging::init`], one line that prints the framework's logs (and
 //!   your own `tracing` events) to stderr, filtered by `RUST_LOG`.
 //!
@@ -139,6 +142,14 @@ pub mod registry {
 pub mod broker {
     #[doc(inline)]
     pub use micro_broker::*;
+}
+
+/// The data store: read, write, delete, list with prefix, suffix, limit and offset, TTLs,
+/// databases and tables; versions, compare-and-set and revisioned watches (the `micro-store`
+/// crate).
+pub mod store {
+    #[doc(inline)]
+    pub use micro_store::*;
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (the `logging` feature, on by default).

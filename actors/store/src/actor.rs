@@ -156,21 +156,7 @@ impl StoreActor {
                 return;
             }
         };
-        let replay: Vec<StoreEvent> = replay
-            .into_iter()
-            .filter(|e| e.table == scope.table && e.key.starts_with(&prefix))
-            .collect();
-        let (queue, rx) = mpsc::channel(replay.len() + WATCHER_QUEUE);
-        for event in replay {
-            // Room was made for the whole replay.
-            let _ = queue.try_send(event);
-        }
-        tokio::spawn(feed(rx, events));
-        self.watchers.add(Watcher {
-            scope,
-            prefix,
-            queue,
-        });
+        self.watchers.watch(scope, prefix, replay, events);
     }
 }
 
@@ -188,7 +174,7 @@ async fn feed(mut rx: mpsc::Receiver<StoreEvent>, mut events: StreamSender<Store
 
 /// The watchers and what each wants. Never waits: a watcher whose queue is full is dropped.
 #[derive(Debug, Default)]
-struct Watchers {
+pub(crate) struct Watchers {
     list: Vec<Watcher>,
 }
 
@@ -200,11 +186,40 @@ struct Watcher {
 }
 
 impl Watchers {
-    fn add(&mut self, watcher: Watcher) {
-        self.list.push(watcher);
+    /// A new watcher of `scope`'s keys starting with `prefix`, fed first the events of `replay`
+    /// it concerns (in order), then every later event published.
+    pub(crate) fn watch(
+        &mut self,
+        scope: Scope,
+        prefix: String,
+        replay: Vec<StoreEvent>,
+        events: StreamSender<StoreEvent>,
+    ) {
+        let replay: Vec<StoreEvent> = replay
+            .into_iter()
+            .filter(|e| e.table == scope.table && e.key.starts_with(&prefix))
+            .collect();
+        let (queue, rx) = mpsc::channel(replay.len() + WATCHER_QUEUE);
+        for event in replay {
+            // Room was made for the whole replay.
+            let _ = queue.try_send(event);
+        }
+        tokio::spawn(feed(rx, events));
+        self.list.push(Watcher {
+            scope,
+            prefix,
+            queue,
+        });
     }
 
-    fn publish(&mut self, database: &str, event: &StoreEvent) {
+    /// Whether anyone watches `database`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn watches(&self, database: &str) -> bool {
+        self.list.iter().any(|w| w.scope.database == database)
+    }
+
+    /// Queues `event` of `database` for each watcher it concerns, dropping the stuck and gone.
+    pub(crate) fn publish(&mut self, database: &str, event: &StoreEvent) {
         self.list.retain(|w| {
             if w.scope.database != database
                 || w.scope.table != event.table
@@ -282,8 +297,10 @@ impl Actor for StoreActor {
             }
             StoreMsg::Local(StoreCommand(Command::Sweep)) => self.sweep(),
             StoreMsg::Local(StoreCommand(Command::Engine(reply))) => {
-                let _ = reply.send(self.direct.clone());
+                let _ = reply.send(Arc::new(self.direct.clone()));
             }
+            // Embedded engines publish each change as they make it.
+            StoreMsg::Local(StoreCommand(Command::Changed(_))) => {}
         }
         Ok(())
     }

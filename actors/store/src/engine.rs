@@ -203,6 +203,73 @@ pub(crate) fn select(
     Ok(out)
 }
 
+/// A boxed future, for the object-safe [`Reader`].
+pub(crate) type BoxFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What a local handle reads through without the actor: an embedded engine ([`Direct`]) or a
+/// pool of server connections.
+pub(crate) trait Reader: Send + Sync + std::fmt::Debug + 'static {
+    /// The record at `key`, unless absent or expired.
+    fn read<'a>(
+        &'a self,
+        scope: &'a Scope,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Record>, StoreError>>;
+
+    /// The records `query` selects.
+    fn scan<'a>(
+        &'a self,
+        scope: &'a Scope,
+        query: &'a Query,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>>;
+
+    /// The keys `query` selects.
+    fn list<'a>(
+        &'a self,
+        scope: &'a Scope,
+        query: &'a Query,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            Ok(self
+                .scan(scope, query)
+                .await?
+                .into_iter()
+                .map(|r| r.key)
+                .collect())
+        })
+    }
+}
+
+impl Reader for Direct {
+    fn read<'a>(
+        &'a self,
+        scope: &'a Scope,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        let result = Direct::read(self, scope, key);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn scan<'a>(
+        &'a self,
+        scope: &'a Scope,
+        query: &'a Query,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
+        let result = Direct::scan(self, scope, query);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn list<'a>(
+        &'a self,
+        scope: &'a Scope,
+        query: &'a Query,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        let result = Direct::list(self, scope, query);
+        Box::pin(std::future::ready(result))
+    }
+}
+
 /// What a local handle reads directly: the engine, its clock and limits.
 #[derive(Debug, Clone)]
 pub(crate) struct Direct {

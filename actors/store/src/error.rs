@@ -95,3 +95,15 @@ pub enum StoreError {
     #[error("store unreachable: {0}")]
     Runtime(#[from] micro_runtime::Error),
 }
+
+impl StoreError {
+    /// An engine failure on `database` while doing `operation`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn engine(database: &str, operation: &str, detail: impl std::fmt::Display) -> Self {
+        StoreError::Engine {
+            database: database.to_owned(),
+            operation: operation.to_owned(),
+            detail: detail.to_string(),
+        }
+    }
+}

@@ -6,7 +6,7 @@ use micro_runtime::{Addr, ContentType, Node, NodeId, StreamReceiver, stream_chan
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::engine::Direct;
+use crate::engine::Reader;
 use crate::protocol::{Command, command};
 use crate::{Query, Record, STORE_NAME, Scope, StoreError, StoreEvent, StoreMsg, WriteOptions};
 
@@ -50,7 +50,7 @@ pub struct Store {
     scope: Scope,
     timeout: Duration,
     content_type: ContentType,
-    direct: Option<Direct>,
+    direct: Option<std::sync::Arc<dyn Reader>>,
 }
 
 impl Store {
@@ -132,7 +132,7 @@ impl Store {
     /// The record at `key`, unless absent or expired.
     pub async fn read(&self, key: &str) -> Result<Option<Record>, StoreError> {
         if let Some(direct) = &self.direct {
-            return direct.read(&self.scope, key);
+            return direct.read(&self.scope, key).await;
         }
         let (scope, key) = (self.scope.clone(), key.to_owned());
         self.addr
@@ -143,7 +143,7 @@ impl Store {
     /// The records `query` selects (prefix, suffix, offset, limit, order).
     pub async fn scan(&self, query: &Query) -> Result<Vec<Record>, StoreError> {
         if let Some(direct) = &self.direct {
-            return direct.scan(&self.scope, query);
+            return direct.scan(&self.scope, query).await;
         }
         let (scope, query) = (self.scope.clone(), query.clone());
         self.addr
@@ -161,7 +161,7 @@ impl Store {
     /// The keys `query` selects.
     pub async fn list(&self, query: &Query) -> Result<Vec<String>, StoreError> {
         if let Some(direct) = &self.direct {
-            return direct.list(&self.scope, query);
+            return direct.list(&self.scope, query).await;
         }
         let (scope, query) = (self.scope.clone(), query.clone());
         self.addr

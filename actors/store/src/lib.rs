@@ -34,6 +34,8 @@ mod error;
 mod file;
 mod handle;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod protocol;
 mod record;
 
@@ -42,6 +44,8 @@ pub use engine::Limits;
 pub use error::StoreError;
 pub use file::{Durability, FileConfig, FileStore};
 pub use handle::{CONTENT_TYPE, Store};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresActor, PostgresConfig, PostgresStore};
 pub use protocol::{STORE_NAME, StoreCommand, StoreMsg};
 pub use record::{
     DEFAULT_DATABASE, DEFAULT_TABLE, EventKind, Order, Query, Record, Scope, StoreEvent,

@@ -3,7 +3,7 @@
 use micro_runtime::{RemoteMessage, Reply, StreamSender};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Direct;
+use crate::engine::Reader;
 use crate::{Query, Record, Scope, StoreError, StoreEvent, WriteOptions};
 
 /// The name of a node's store actor (exposed to other nodes).
@@ -109,7 +109,11 @@ pub(crate) enum Command {
     /// Time to remove expired records.
     Sweep,
     /// The engine, for a local handle that reads it directly.
-    Engine(Reply<Direct>),
+    Engine(Reply<std::sync::Arc<dyn Reader>>),
+    /// A database changed (a write of this store, or a notification from the server): tell
+    /// watchers what is new.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Changed(String),
 }
 
 /// A command wrapped as the store actor's message.
