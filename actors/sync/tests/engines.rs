@@ -1,0 +1,1 @@
+//! Engine tests (PostgreSQL, etcd): run when their URL variables are set.
