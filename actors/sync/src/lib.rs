@@ -11,7 +11,8 @@
 //! The lease logic is a state machine free of I/O, with time passed in, unit-tested without
 //! nodes; the actors are glue.
 //!
-//! Backends: [`MemorySync`] (one node; other nodes share it through the exposed actor).
+//! Backends: [`MemorySync`] (one node; other nodes share it through the exposed actor), and
+//! `PostgresSync` (feature `postgres`) on a database many processes share.
 //!
 //! # Guarantees
 //!
@@ -50,14 +51,38 @@
 //! its supervisor, or the node), it starts empty and may grant a name while the old holder
 //! still runs until its `lost()`: up to a TTL of overlap; tokens stay increasing across restarts
 //! because they are seeded from the wall clock (microseconds since the epoch).
+//!
+//! ## PostgreSQL backend (feature `postgres`)
+//!
+//! A leases table (`name`, `holder`, `token`, `expires`) and a sequence. Acquiring is one
+//! conditional upsert: it succeeds only when the name has no row or its row's `expires` has
+//! passed; the token is drawn from the sequence under the row's lock and never below the row's
+//! last token + 1, so tokens increase per name across restarts of every process and of the
+//! database (the sequence and the rows are durable). Expiry is by the database's clock
+//! (`now()`), never a caller's: clocks of the application machines do not matter, only the
+//! rates at which they and the database's run. Renewal and release are conditional updates on
+//! (name, token); a released row is expired in place, not deleted. Every sync actor on the
+//! database (one per node) serves its waiters by retrying every 50 ms (`poll_every`) and at
+//! once after a release it made itself; waiters on different nodes are not served in a global
+//! order. Observers are refreshed on the same period.
+//!
+//! A holder that crashes or is cut off from the database stops renewing and loses the lease by
+//! TTL, its `lost()` firing first. The database is the single point of truth: while it is down
+//! nobody acquires, and holders' renewals fail, so their `lost()` fires by the rule above; a
+//! failover to a replica that lost recent commits may forget a grant (use synchronous
+//! replication if that matters), and the fencing token is what protects the resource then.
 
 mod error;
 mod handle;
 mod leases;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod protocol;
 
 pub use error::SyncError;
 pub use handle::{Leader, LeaderStream, Leadership, LockGuard, Sync};
 pub use memory::MemorySync;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresConfig, PostgresSync, Statements};
 pub use protocol::{Lease, SYNC_NAME, SyncCommand, SyncMsg};
