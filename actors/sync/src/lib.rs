@@ -73,6 +73,8 @@
 //! replication if that matters), and the fencing token is what protects the resource then.
 
 mod error;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod handle;
 mod leases;
 mod memory;
@@ -81,6 +83,8 @@ mod postgres;
 mod protocol;
 
 pub use error::SyncError;
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfig, EtcdSync};
 pub use handle::{Leader, LeaderStream, Leadership, LockGuard, Sync};
 pub use memory::MemorySync;
 #[cfg(feature = "postgres")]

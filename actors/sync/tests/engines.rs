@@ -72,8 +72,12 @@ mod common {
 
     /// The holder's node stops (no release): the other node's waiter gets the lock within TTL
     /// + 1 s, with a higher token, after the old guard reported the loss.
-    pub(crate) async fn dead_holder(holder_node: &Node, holder: &Locks, other: &Locks) {
-        let ttl = Duration::from_secs(1);
+    pub(crate) async fn dead_holder(
+        ttl: Duration,
+        holder_node: &Node,
+        holder: &Locks,
+        other: &Locks,
+    ) {
         let held = holder.lock("job", ttl, Duration::ZERO).await.unwrap();
         assert!(other.try_lock("job", ttl).await.unwrap().is_none());
         let waiter = tokio::spawn({
@@ -232,7 +236,7 @@ mod postgres {
         };
         let table = Table::new(&url, "dead");
         let (n1, n2, a, b) = two(&table).await;
-        crate::common::dead_holder(&n1, &a, &b).await;
+        crate::common::dead_holder(Duration::from_secs(1), &n1, &a, &b).await;
         // A fresh actor (as after a restart) continues the sequence.
         let first = b
             .try_lock("again", Duration::from_secs(5))
@@ -265,6 +269,108 @@ mod postgres {
         n1.shutdown().await.unwrap();
         n2.shutdown().await.unwrap();
         table.drop_it().await;
+    }
+}
+
+#[cfg(feature = "etcd")]
+mod etcd {
+    use std::time::Duration;
+
+    use micro_runtime::Node;
+    use micro_sync::{EtcdConfig, EtcdSync};
+
+    fn url(test: &str) -> Option<String> {
+        let url = std::env::var("MICRO_TEST_ETCD_URL").ok();
+        if url.is_none() {
+            eprintln!("skipped {test}: MICRO_TEST_ETCD_URL is not set");
+        }
+        url
+    }
+
+    /// A key prefix of the test's own, deleted at the end on every path.
+    struct Prefix {
+        url: String,
+        prefix: String,
+    }
+
+    impl Prefix {
+        fn new(url: &str, test: &str) -> Prefix {
+            Prefix {
+                url: url.to_owned(),
+                prefix: format!("micro-sync-test/{test}-{}/", std::process::id()),
+            }
+        }
+
+        fn config(&self) -> EtcdConfig {
+            EtcdConfig::new(&self.url).prefix(&self.prefix)
+        }
+    }
+
+    impl Drop for Prefix {
+        fn drop(&mut self) {
+            let (url, prefix) = (self.url.clone(), self.prefix.clone());
+            let cleanup = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let mut client = etcd_client::Client::connect([url], None).await.unwrap();
+                    client
+                        .delete(
+                            prefix,
+                            Some(etcd_client::DeleteOptions::new().with_prefix()),
+                        )
+                        .await
+                        .unwrap();
+                });
+            });
+            let _ = cleanup.join();
+        }
+    }
+
+    async fn two(prefix: &Prefix) -> (Node, Node, micro_sync::Sync, micro_sync::Sync) {
+        let n1 = Node::builder().name("etcd1").start().await.unwrap();
+        let n2 = Node::builder().name("etcd2").start().await.unwrap();
+        let a = EtcdSync::start(&n1, prefix.config()).await.unwrap();
+        let b = EtcdSync::start(&n2, prefix.config()).await.unwrap();
+        (n1, n2, a, b)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_locks_exclude_each_other() {
+        let Some(url) = url("etcd_locks_exclude_each_other") else {
+            return;
+        };
+        let prefix = Prefix::new(&url, "excl");
+        let (n1, n2, a, b) = two(&prefix).await;
+        crate::common::contention(&a, &b).await;
+        n1.shutdown().await.unwrap();
+        n2.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_dead_holder_is_replaced() {
+        let Some(url) = url("etcd_dead_holder_is_replaced") else {
+            return;
+        };
+        let prefix = Prefix::new(&url, "dead");
+        let (n1, n2, a, b) = two(&prefix).await;
+        // etcd's shortest lease is about 2 s.
+        crate::common::dead_holder(Duration::from_secs(2), &n1, &a, &b).await;
+        n2.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_elections() {
+        let Some(url) = url("etcd_elections") else {
+            return;
+        };
+        let prefix = Prefix::new(&url, "elect");
+        let (n1, n2, a, b) = two(&prefix).await;
+        crate::common::election(&a, &b).await;
+        n1.shutdown().await.unwrap();
+        n2.shutdown().await.unwrap();
     }
 }
 
