@@ -152,6 +152,14 @@ pub mod store {
     pub use micro_store::*;
 }
 
+/// Distributed locks with fencing tokens and leader election: the sync actor, its backends
+/// (memory; PostgreSQL and etcd behind the `postgres` and `etcd` features) and the `Sync`
+/// handle (the `micro-sync` crate).
+pub mod sync {
+    #[doc(inline)]
+    pub use micro_sync::*;
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (the `logging` feature, on by default).
 ///
 /// The framework logs through [`tracing`](https://docs.rs/tracing) and installs nothing itself:
