@@ -15,6 +15,8 @@
 //!   around both. Its items are also re-exported at the root ([`Service`], [`CallOptions`], …).
 //! - [`registry`] (`micro-registry`): service discovery, memory or mDNS.
 //! - [`broker`] (`micro-broker`): pubsub, a broker actor on every node.
+//! - [`config`] (`micro-config`): layered, typed, hot-reloaded configuration, a config actor on
+//!   every node that other nodes can read and watch.
 //!
 //! # Features
 //!
@@ -22,6 +24,7 @@
 //!   listens starts by default when no registry runs under `"registry"` (unless
 //!   `MICRO_REGISTRY=memory`). Without it the registry has the memory backend only, and services
 //!   and clients start a memory one.
+//! - `etcd`: the config's etcd source (`config::Source::etcd`); its build runs `protoc`.
 //! - `logging` (default): [`logging::init`], one line that prints the framework's logs (and
 //!   your own `tracing` events) to stderr, filtered by `RUST_LOG`.
 //!
@@ -139,6 +142,13 @@ pub mod registry {
 pub mod broker {
     #[doc(inline)]
     pub use micro_broker::*;
+}
+
+/// Config: sources merged in order (defaults, files, etcd, env, overrides), typed reads, watches
+/// and hot reload (the `micro-config` crate).
+pub mod config {
+    #[doc(inline)]
+    pub use micro_config::*;
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (the `logging` feature, on by default).
