@@ -70,7 +70,11 @@ async fn main() -> Result<()> {
     let app: AppConfig = config.scan().await?;
     println!("config: {app:?}");
     let port = config.entry("http.port").await?;
-    println!("http.port = {} (from {})", port.value.as_deref().unwrap_or("-"), port.source_of("http.port"));
+    println!(
+        "http.port = {} (from {})",
+        port.value.as_deref().unwrap_or("-"),
+        port.source_of("http.port")
+    );
 
     // Watch the http section, then edit the file as an editor would.
     let mut http = config.watch::<Http>("http").await?;

@@ -20,6 +20,11 @@ use crate::{Config, ConfigError, ConfigMsg, Entry, Source, SourceError};
 /// Updates queued for one watcher before it counts as stuck and is dropped.
 const WATCHER_QUEUE: usize = 1024;
 
+/// The first delay before a watched source whose watch ended is read again; it doubles to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// The actor's messages to itself.
 #[derive(Debug)]
 pub enum Internal {
@@ -125,8 +130,10 @@ pub struct ConfigActor {
     debounce: Debounce,
     /// Held for their lifetime: dropping one stops its watching.
     _file_watchers: Vec<notify::RecommendedWatcher>,
+    /// Watched sources whose watch ended: when to read them again, and the delay used.
+    retries: BTreeMap<usize, (Instant, Duration)>,
     #[cfg(feature = "etcd")]
-    _etcd: Vec<crate::etcd::EtcdWatch>,
+    etcd: BTreeMap<usize, crate::etcd::EtcdClient>,
 }
 
 impl std::fmt::Debug for ConfigActor {
@@ -156,8 +163,9 @@ impl ConfigActor {
             errors: Vec::new(),
             debounce: Debounce::new(debounce),
             _file_watchers: Vec::new(),
+            retries: BTreeMap::new(),
             #[cfg(feature = "etcd")]
-            _etcd: Vec::new(),
+            etcd: BTreeMap::new(),
         }
     }
 
@@ -287,23 +295,26 @@ impl Actor for ConfigActor {
     type Msg = ConfigMsg;
 
     async fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
-        let mut files = false;
+        let mut timers = false;
         for index in 0..self.sources.len() {
             let source = self.sources[index].clone();
             if let Kind::File { path, .. } = &source.kind {
                 // Watch first, then read: a change in between is read again, not lost.
                 self.watch_file(ctx, index, path)?;
-                files = true;
             }
             match source.load_now() {
                 Some(Ok(value)) => {
                     self.layers.set(index, value);
                 }
                 Some(Err(err)) => return Err(err.into()),
-                None => self.start_remote(ctx, index, &source).await?,
+                None => self.start_remote(ctx, index).await?,
             }
+            timers |= !matches!(
+                source.kind,
+                Kind::Defaults(_) | Kind::Env { .. } | Kind::Overrides(_)
+            );
         }
-        if files {
+        if timers {
             ctx.tick(self.debounce.check_every(), || {
                 ConfigMsg::Internal(Internal::Tick)
             });
@@ -313,7 +324,7 @@ impl Actor for ConfigActor {
         Ok(())
     }
 
-    async fn handle(&mut self, _ctx: &mut Context<Self>, msg: ConfigMsg) -> Result<(), ActorError> {
+    async fn handle(&mut self, ctx: &mut Context<Self>, msg: ConfigMsg) -> Result<(), ActorError> {
         match msg {
             ConfigMsg::Get { path, reply } => {
                 let _ = reply.send(Ok(self.layers.entry(&path)));
@@ -338,13 +349,19 @@ impl Actor for ConfigActor {
                 self.debounce.event(index, Instant::now());
             }
             ConfigMsg::Internal(Internal::Tick) => {
-                for index in self.debounce.due(Instant::now()) {
+                let now = Instant::now();
+                for index in self.debounce.due(now) {
                     self.reload_file(index);
+                }
+                if !self.retries.is_empty() {
+                    self.retry_remotes(ctx, now).await;
                 }
             }
             ConfigMsg::Internal(Internal::Remote(index, Ok(value))) => self.apply(index, value),
             ConfigMsg::Internal(Internal::Remote(index, Err(message))) => {
+                // The watch ended: keep the last contents, read again later.
                 self.failed(index, message);
+                self.schedule_retry(index, Instant::now());
             }
         }
         Ok(())
@@ -352,30 +369,67 @@ impl Actor for ConfigActor {
 }
 
 impl ConfigActor {
-    /// Loads a remote source and forwards its changes into the mailbox.
-    #[allow(clippy::unused_async)]
+    /// Reads a watched source (the store, etcd) and forwards its changes into the mailbox.
     async fn start_remote(
         &mut self,
         ctx: &mut Context<Self>,
         index: usize,
-        source: &Source,
     ) -> Result<(), ConfigError> {
-        let _ = (&ctx, index);
-        match &source.kind {
-            #[cfg(feature = "etcd")]
-            Kind::Etcd { endpoints, prefix } => {
-                let (value, watch) = crate::etcd::EtcdWatch::start(endpoints, prefix)
+        let Some(source) = self.sources.get(index).cloned() else {
+            return Ok(());
+        };
+        let started =
+            match &source.kind {
+                Kind::Store { store, prefix } => crate::store::start(store, prefix).await,
+                #[cfg(feature = "etcd")]
+                Kind::Etcd { endpoints, prefix } => crate::etcd::start(endpoints, prefix)
                     .await
-                    .map_err(|message| self.source_error(index, &message))?;
-                self.layers.set(index, value);
-                let (watch, changes) = watch;
-                ctx.forward(changes, move |change| {
-                    ConfigMsg::Internal(Internal::Remote(index, change))
-                });
-                self._etcd.push(watch);
-                Ok(())
+                    .map(|(value, client, changes)| {
+                        self.etcd.insert(index, client);
+                        (value, changes)
+                    }),
+                _ => return Ok(()),
+            };
+        let (value, changes) = started.map_err(|message| self.source_error(index, &message))?;
+        self.apply(index, value);
+        ctx.forward(changes, move |change| {
+            ConfigMsg::Internal(Internal::Remote(index, change))
+        });
+        Ok(())
+    }
+
+    /// Reads again the watched sources whose retry is due.
+    async fn retry_remotes(&mut self, ctx: &mut Context<Self>, now: Instant) {
+        let due: Vec<usize> = self
+            .retries
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(index, _)| *index)
+            .collect();
+        for index in due {
+            match self.start_remote(ctx, index).await {
+                Ok(()) => {
+                    tracing::info!(source = %self.layers.name(index), "config source watched again");
+                    self.retries.remove(&index);
+                }
+                Err(err) => {
+                    let message = match err {
+                        ConfigError::Source { message, .. } => message,
+                        other => other.to_string(),
+                    };
+                    self.failed(index, message);
+                    self.schedule_retry(index, Instant::now());
+                }
             }
-            _ => Ok(()),
         }
+    }
+
+    /// A watched source's watch ended: read it again after a delay (1 s, doubling to 30 s).
+    fn schedule_retry(&mut self, index: usize, now: Instant) {
+        let delay = self
+            .retries
+            .get(&index)
+            .map_or(RETRY_FIRST, |(_, delay)| (*delay * 2).min(RETRY_MAX));
+        self.retries.insert(index, (now + delay, delay));
     }
 }

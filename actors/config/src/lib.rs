@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | 1 (lowest) | defaults | [`Source::defaults`]: a serde value or struct |
 //! | 2 | files | [`Source::file`]: JSON, TOML, YAML by extension, hot-reloaded |
-//! | 3 | store | a prefix in `micro-store` (to come) |
+//! | 3 | store | [`Source::store`]: a prefix in a `micro-store` table, watched |
 //! | 4 | etcd | [`Source::etcd`] (feature `etcd`): a prefix, watched |
 //! | 5 | env | [`Source::env`]: `<PREFIX>_A__B=x` sets `a.b` |
 //! | 6 (highest) | overrides | [`Source::overrides`]: `a.b=c` pairs, e.g. from the command line |
@@ -66,6 +66,7 @@ mod handle;
 mod protocol;
 mod reload;
 mod source;
+mod store;
 mod tree;
 
 pub use actor::{ConfigActor, ConfigBuilder};

@@ -28,12 +28,21 @@ pub(crate) enum Kind {
         vars: Option<Vec<(String, String)>>,
     },
     Overrides(Vec<String>),
+    Store {
+        store: micro_store::Store,
+        prefix: String,
+    },
     #[cfg(feature = "etcd")]
     Etcd {
         endpoints: Vec<String>,
         prefix: String,
     },
 }
+
+/// The trees a watched source yields: the whole source after each change, or an error (the
+/// last item, when its watch ends).
+pub(crate) type Changes =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<Value, String>> + Send>>;
 
 /// A file's format, chosen by its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +134,20 @@ impl Source {
         }
     }
 
+    /// Keys starting with `prefix` in a `micro-store` table (the handle's database and
+    /// table, on this node or another): `<prefix>database/port` sets `database.port` (`/`
+    /// nesting; values as for [`Source::env`], so JSON written with `Store::put` reads back as
+    /// itself). Read at one revision and watched from the next, so every node whose config
+    /// reads the same store shares it.
+    pub fn store(store: micro_store::Store, prefix: impl Into<String>) -> Source {
+        Source {
+            kind: Kind::Store {
+                store,
+                prefix: prefix.into(),
+            },
+        }
+    }
+
     /// Keys under `prefix` in etcd (at any of `endpoints`): `<prefix>database/port` sets
     /// `database.port` (`/` nesting; values as for [`Source::env`]), watched from the revision
     /// read.
@@ -142,13 +165,14 @@ impl Source {
     }
 
     /// The source's name, as errors and [`SourceStatus`](crate::SourceStatus) say it:
-    /// `defaults`, `file:<path>`, `env:<prefix>`, `overrides`, `etcd:<prefix>`.
+    /// `defaults`, `file:<path>`, `env:<prefix>`, `overrides`, `store:<prefix>`, `etcd:<prefix>`.
     pub fn name(&self) -> String {
         match &self.kind {
             Kind::Defaults(_) => "defaults".to_owned(),
             Kind::File { path, .. } => format!("file:{}", path.display()),
             Kind::Env { prefix, .. } => format!("env:{prefix}"),
             Kind::Overrides(_) => "overrides".to_owned(),
+            Kind::Store { prefix, .. } => format!("store:{prefix}"),
             #[cfg(feature = "etcd")]
             Kind::Etcd { prefix, .. } => format!("etcd:{prefix}"),
         }
@@ -183,6 +207,7 @@ impl Source {
                 None => env_tree(prefix, std::env::vars()),
             }),
             Kind::Overrides(pairs) => overrides_tree(pairs).map_err(fail),
+            Kind::Store { .. } => return None,
             #[cfg(feature = "etcd")]
             Kind::Etcd { .. } => return None,
         })
@@ -236,7 +261,6 @@ pub(crate) fn overrides_tree(pairs: &[String]) -> Result<Value, String> {
 }
 
 /// The tree of key-value pairs under `prefix`, `/` nesting (etcd, the store).
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub(crate) fn keys_tree<'a>(
     prefix: &str,
     pairs: impl Iterator<Item = (&'a str, &'a str)>,

@@ -414,3 +414,54 @@ async fn another_node_reads_and_watches_the_same_config() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn two_nodes_share_a_store_backed_config() {
+    use micro_store::{MemoryStore, Store, StoreConfig};
+    micro_testkit::init_tracing();
+    let cluster = TestCluster::start(2).await;
+    let (a, b) = (cluster.node(0), cluster.node(1));
+    let store = MemoryStore::start(a, StoreConfig::default()).await.unwrap();
+    let settings = store.table("settings");
+    settings.put("app/db/host", "shared").await.unwrap();
+    settings.put("app/db/port", &5432).await.unwrap();
+    settings.put("other/db/port", &1).await.unwrap();
+
+    // Each node has its own config actor on the same store (b reaches it over QUIC).
+    let start = |node: &Node, store: Store| {
+        let node = node.clone();
+        async move {
+            Config::builder()
+                .defaults(json!({"db": {"host": "localhost", "port": 1}, "log": "info"}))
+                .source(Source::store(store.table("settings"), "app/"))
+                .start(&node)
+                .await
+                .unwrap()
+        }
+    };
+    let on_a = start(a, store.clone()).await;
+    let on_b = start(b, Store::remote(b, a.id()).await.unwrap()).await;
+    for config in [&on_a, &on_b] {
+        assert_eq!(config.get::<Db>("db").await.unwrap(), db("shared", 5432));
+        assert_eq!(
+            config.entry("db.port").await.unwrap().source_of("db.port"),
+            "store:app/"
+        );
+    }
+    let mut db_a = on_a.watch::<Db>("db").await.unwrap();
+    let mut db_b = on_b.watch::<Db>("db").await.unwrap();
+
+    // One write, seen once by both; writes outside the prefix are not seen.
+    settings.put("other/db/port", &2).await.unwrap();
+    settings.put("app/db/port", &6543).await.unwrap();
+    assert_eq!(next(&mut db_a).await, db("shared", 6543));
+    assert_eq!(next(&mut db_b).await, db("shared", 6543));
+    quiet(&mut db_a).await;
+    quiet(&mut db_b).await;
+
+    // A delete uncovers the default.
+    settings.delete("app/db/host").await.unwrap();
+    assert_eq!(next(&mut db_b).await, db("localhost", 6543));
+    assert_eq!(next(&mut db_a).await, db("localhost", 6543));
+    cluster.shutdown().await;
+}

@@ -38,7 +38,9 @@ mod etcd {
         etcd.put(format!("{prefix}db/host"), "etcd-host", None)
             .await
             .unwrap();
-        etcd.put(format!("{prefix}db/port"), "2379", None).await.unwrap();
+        etcd.put(format!("{prefix}db/port"), "2379", None)
+            .await
+            .unwrap();
 
         let node = Node::builder().start().await.unwrap();
         let config = Config::builder()
@@ -50,7 +52,10 @@ mod etcd {
             .unwrap();
         assert_eq!(
             config.get::<Db>("db").await.unwrap(),
-            Db { host: "etcd-host".into(), port: 2379 }
+            Db {
+                host: "etcd-host".into(),
+                port: 2379
+            }
         );
         assert_eq!(
             config.entry("db.port").await.unwrap().source_of("db.port"),
@@ -60,24 +65,44 @@ mod etcd {
         let mut log = config.watch::<String>("log").await.unwrap();
 
         // A change in etcd reaches the watch once; a key elsewhere fires nothing.
-        etcd.put(format!("{prefix}db/port"), "2380", None).await.unwrap();
+        etcd.put(format!("{prefix}db/port"), "2380", None)
+            .await
+            .unwrap();
         let next = within("the etcd change", db.next()).await.unwrap().unwrap();
-        assert_eq!(next, Db { host: "etcd-host".into(), port: 2380 });
+        assert_eq!(
+            next,
+            Db {
+                host: "etcd-host".into(),
+                port: 2380
+            }
+        );
         etcd.put(format!("{prefix}other"), "x", None).await.unwrap();
-        etcd.put(format!("{prefix}log"), "warn", None).await.unwrap();
+        etcd.put(format!("{prefix}log"), "warn", None)
+            .await
+            .unwrap();
         assert!(
-            tokio::time::timeout(Duration::from_millis(400), db.next()).await.is_err(),
+            tokio::time::timeout(Duration::from_millis(400), db.next())
+                .await
+                .is_err(),
             "nothing more for db"
         );
         assert!(
-            tokio::time::timeout(Duration::from_millis(400), log.next()).await.is_err(),
+            tokio::time::timeout(Duration::from_millis(400), log.next())
+                .await
+                .is_err(),
             "the override still wins over etcd"
         );
 
         // A deleted key uncovers the default below it.
         etcd.delete(format!("{prefix}db/host"), None).await.unwrap();
         let next = within("the etcd delete", db.next()).await.unwrap().unwrap();
-        assert_eq!(next, Db { host: "localhost".into(), port: 2380 });
+        assert_eq!(
+            next,
+            Db {
+                host: "localhost".into(),
+                port: 2380
+            }
+        );
 
         etcd.delete(prefix.as_str(), Some(DeleteOptions::new().with_prefix()))
             .await
