@@ -465,3 +465,41 @@ async fn two_nodes_share_a_store_backed_config() {
     assert_eq!(next(&mut db_a).await, db("localhost", 6543));
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_store_source_whose_watch_ends_is_read_and_watched_again() {
+    use micro_store::{MemoryStore, StoreConfig};
+    let node = node().await;
+    let store = MemoryStore::start(&node, StoreConfig::default())
+        .await
+        .unwrap();
+    store.put("app/db/host", "a").await.unwrap();
+    store.put("app/db/port", &1000).await.unwrap();
+    let config = Config::builder()
+        .source(Source::store(store.clone(), "app/"))
+        .start(&node)
+        .await
+        .unwrap();
+    let mut db_watch = config.watch::<Db>("db").await.unwrap();
+    let mut errors = config.errors().await.unwrap();
+
+    // The store restarts (its memory engine keeps the records): the watch ends, is reported…
+    let root = node.supervisor("root").await.unwrap();
+    root.restart_child("store").await.unwrap();
+    let error = within("the ended watch reported", errors.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(error.source_name, "store:app/");
+    assert_eq!(config.get::<Db>("db").await.unwrap(), db("a", 1000));
+
+    // …and the source is read and watched again: a later write is seen, once.
+    micro_testkit::eventually("the store source watched again", || async {
+        config.sources().await.unwrap()[0].error.is_none()
+    })
+    .await;
+    store.put("app/db/port", &2000).await.unwrap();
+    assert_eq!(next(&mut db_watch).await, db("a", 2000));
+    quiet(&mut db_watch).await;
+    node.shutdown().await.unwrap();
+}
