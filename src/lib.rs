@@ -17,6 +17,10 @@
 //! - [`broker`] (`micro-broker`): pubsub, a broker actor on every node.
 //! - [`store`] (`micro-store`): a data store with versions, compare-and-set and revisioned
 //!   watches, on memory, redb files or PostgreSQL (feature `postgres`).
+//! - [`sync`] (`micro-sync`): distributed locks with fencing tokens and leader election, on
+//!   memory, PostgreSQL (feature `postgres`) or etcd (feature `etcd`).
+//! - [`config`] (`micro-config`): layered, typed, hot-reloaded configuration, a config actor on
+//!   every node that other nodes can read and watch.
 //!
 //! # Features
 //!
@@ -24,7 +28,10 @@
 //!   listens starts by default when no registry runs under `"registry"` (unless
 //!   `MICRO_REGISTRY=memory`). Without it the registry has the memory backend only, and services
 //!   and clients start a memory one.
-//! - `postgres`: the store's PostgreSQL backend (`store::PostgresStore`).
+//! - `postgres`: the PostgreSQL backends of the store and sync (`store::PostgresStore`,
+//!   `sync::PostgresSync`).
+//! - `etcd`: the etcd backend of sync (`sync::EtcdSync`) and the config's etcd source
+//!   (`config::Source::etcd`); its build runs `protoc`.
 //! - `logging` (default): [`logging::init`], one line that prints the framework's logs (and
 //!   your own `tracing` events) to stderr, filtered by `RUST_LOG`.
 //!
@@ -158,6 +165,13 @@ pub mod store {
 pub mod sync {
     #[doc(inline)]
     pub use micro_sync::*;
+}
+
+/// Config: sources merged in order (defaults, files, etcd, env, overrides), typed reads, watches
+/// and hot reload (the `micro-config` crate).
+pub mod config {
+    #[doc(inline)]
+    pub use micro_config::*;
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (the `logging` feature, on by default).
