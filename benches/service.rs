@@ -8,13 +8,18 @@
 //!   (random selection, retries on, a 5 s deadline), served by an endpoint of a `Service`;
 //! - `unchecked`: the same call without the type check (`call_with` and
 //!   `CallOptions::new().unchecked()`: no shape id sent or compared), for the check's cost
-//!   (`ratio call_rps_c64 checked/unchecked`).
+//!   (`ratio call_rps_c64 checked/unchecked`);
+//! - `macro`: the same endpoint declared as a typed service (`#[micro::service] trait Bench`,
+//!   registered with `handle`) and called through its generated `BenchClient::echo`, for the
+//!   macro's cost against the closure endpoint (`ratio call_rps_c64 macro/closure`, the closure
+//!   being `micro_service`).
 //!
 //! Per round: `c1`, [`C1_N`] sequential calls (requests/s, p50 latency) and `c64`, [`C64_N`]
 //! calls over [`C64_TASKS`] tasks (requests/s). One warm-up round is discarded; [`ROUNDS`]
-//! measured rounds rotate which goes first. Each round's c64 figures are printed, then the
-//! medians per stack, then each ratio as the median of the rounds' own ratios (the two halves of
-//! a round run back to back, so their ratio is not moved by the machine's drift between rounds).
+//! measured rounds rotate which goes first (and every other four run the order backwards, so
+//! no caller always runs before another). Each round's c64 figures are printed, then the
+//! medians per stack, then each ratio as the median of the rounds' own ratios (a round's calls
+//! run back to back, so their ratio is not moved by the machine's drift between rounds).
 //! Run from the workspace root with `cargo bench --bench service` (it listens on 127.0.0.1
 //! only; run it under `../shared/tools/netns-run` on a machine whose network must stay quiet).
 
@@ -27,6 +32,7 @@ use std::time::{Duration, Instant};
 use micro::prelude::*;
 use micro::registry::{MemoryRegistry, Registry, RegistryMsg};
 use micro::{CallContext, CallOptions, Client, Endpoint, Service, ServiceError};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 type BenchResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
@@ -37,13 +43,13 @@ const C64_N: usize = 102_400; // a multiple of C64_TASKS
 const C64_TASKS: usize = 64;
 const ROUNDS: usize = 16;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 struct Req {
     id: u64,
     name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 struct Resp {
     id: u64,
     len: u64,
@@ -53,6 +59,20 @@ fn serve(req: &Req) -> Resp {
     Resp {
         id: req.id,
         len: req.name.len() as u64,
+    }
+}
+
+/// The same endpoint as a typed service: `Bench.Echo` of the service `bench_macro`.
+#[micro::service(name = "bench_macro")]
+trait Bench {
+    async fn echo(&self, ctx: CallContext, req: Req) -> Result<Resp, ServiceError>;
+}
+
+struct Echoing;
+
+impl Bench for Echoing {
+    async fn echo(&self, _: CallContext, req: Req) -> Result<Resp, ServiceError> {
+        Ok(serve(&req))
     }
 }
 
@@ -82,6 +102,7 @@ enum Caller {
     Ask(Addr<EchoMsg>),
     Service(Client),
     Unchecked(Client),
+    Macro(BenchClient),
 }
 
 impl Caller {
@@ -90,6 +111,7 @@ impl Caller {
             Caller::Ask(_) => "remote_ask",
             Caller::Service(_) => "micro_service",
             Caller::Unchecked(_) => "unchecked",
+            Caller::Macro(_) => "macro",
         }
     }
 
@@ -108,6 +130,7 @@ impl Caller {
                     .await?
                     .message
             }
+            Caller::Macro(client) => client.echo(&req).await?,
         };
         if resp.id != id {
             return Err("a reply to another request".into());
@@ -129,7 +152,7 @@ fn request(id: u64) -> Req {
     }
 }
 
-async fn round(caller: &Caller) -> BenchResult<Sample> {
+async fn round_of(caller: &Caller) -> BenchResult<Sample> {
     let mut latencies = Vec::with_capacity(C1_N);
     let started = Instant::now();
     for i in 0..C1_N {
@@ -173,95 +196,83 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn print_round(r: usize, pair: &(Option<Sample>, Option<Sample>), unchecked: Option<&Sample>) {
-    let c64 = |s: &Option<Sample>| {
-        s.as_ref()
+/// One measured round: a sample per caller (in the order of [`NAMES`]), run back to back.
+type Round = [Option<Sample>; 4];
+
+const NAMES: [&str; 4] = ["remote_ask", "micro_service", "unchecked", "macro"];
+
+fn print_round(r: usize, round: &Round) {
+    let c64 = |i: usize| {
+        round[i]
+            .as_ref()
             .map_or(String::from("-"), |s| format!("{:.0}", s.c64_rps))
     };
-    let ratio = match pair {
+    let ratio = match (&round[0], &round[1]) {
         (Some(a), Some(s)) => format!("{:.2}", s.c64_rps / a.c64_rps),
         _ => String::from("-"),
     };
     println!(
-        "round {r:>2}: c64 req/s remote_ask {:>8} micro_service {:>8} ratio {ratio} unchecked {:>8}",
-        c64(&pair.0),
-        c64(&pair.1),
-        unchecked.map_or(String::from("-"), |s| format!("{:.0}", s.c64_rps))
+        "round {r:>2}: c64 req/s remote_ask {:>8} micro_service {:>8} ratio {ratio} unchecked {:>8} macro {:>8}",
+        c64(0),
+        c64(1),
+        c64(2),
+        c64(3)
     );
 }
 
-/// Medians per stack, then each ratio as the median of the rounds' own ratios: the two calls of
-/// a round ran back to back, so a ratio per round cancels the machine's drift between rounds.
-fn report(pairs: &[(Option<Sample>, Option<Sample>)], unchecked: &[Option<Sample>]) {
+/// The median over the rounds of `metric(top) / metric(bottom)`, each round's two calls having
+/// run back to back (so a ratio per round cancels the machine's drift between rounds).
+fn round_ratio(
+    rounds: &[Round],
+    top: usize,
+    bottom: usize,
+    metric: fn(&Sample) -> f64,
+) -> Option<f64> {
+    let ratios: Vec<f64> = rounds
+        .iter()
+        .filter_map(|r| Some(metric(r[top].as_ref()?) / metric(r[bottom].as_ref()?)))
+        .collect();
+    (!ratios.is_empty()).then(|| median(ratios))
+}
+
+/// Medians per stack, then each ratio as the median of the rounds' own ratios.
+fn report(rounds: &[Round]) {
     println!(
         "{:<14} {:>12} {:>12} {:>12}",
         "stack", "c1 req/s", "c1 p50 µs", "c64 req/s"
     );
-    let sides: [(&str, Vec<&Sample>); 2] = [
-        (
-            "remote_ask",
-            pairs.iter().filter_map(|p| p.0.as_ref()).collect(),
-        ),
-        (
-            "micro_service",
-            pairs.iter().filter_map(|p| p.1.as_ref()).collect(),
-        ),
-    ];
-    let mut medians = Vec::new();
-    for (name, samples) in &sides {
+    for (i, name) in NAMES.iter().enumerate() {
+        let samples: Vec<&Sample> = rounds.iter().filter_map(|r| r[i].as_ref()).collect();
         if samples.is_empty() {
             continue;
         }
-        let c1 = median(samples.iter().map(|s| s.c1_rps).collect());
-        let c64 = median(samples.iter().map(|s| s.c64_rps).collect());
         println!(
             "{:<14} {:>12.0} {:>12.1} {:>12.0}",
             name,
-            c1,
+            median(samples.iter().map(|s| s.c1_rps).collect()),
             median(samples.iter().map(|s| s.c1_p50_us).collect()),
-            c64
-        );
-        medians.push((c1, c64));
-    }
-    if let [(ask_c1, ask_c64), (service_c1, service_c64)] = medians[..] {
-        println!(
-            "for reference, the ratios of the medians: c1 {:.2}, c64 {:.2}",
-            service_c1 / ask_c1,
-            service_c64 / ask_c64
+            median(samples.iter().map(|s| s.c64_rps).collect())
         );
     }
-    // The check's cost: the checked and unchecked calls of each round, back to back.
-    let checked: Vec<f64> = pairs
-        .iter()
-        .zip(unchecked)
-        .filter_map(|(p, u)| Some(p.1.as_ref()?.c64_rps / u.as_ref()?.c64_rps))
-        .collect();
-    if !checked.is_empty() {
-        let c64 = median(unchecked.iter().flatten().map(|s| s.c64_rps).collect());
-        println!("unchecked c64 req/s (median) {c64:.0}");
-        println!(
-            "ratio call_rps_c64 checked/unchecked = {:.2}",
-            median(checked)
-        );
+    let c1 = |s: &Sample| s.c1_rps;
+    let c64 = |s: &Sample| s.c64_rps;
+    // The check's cost: the checked and unchecked calls of each round.
+    if let Some(ratio) = round_ratio(rounds, 1, 2, c64) {
+        println!("ratio call_rps_c64 checked/unchecked = {ratio:.2}");
     }
-    let both: Vec<(&Sample, &Sample)> = pairs
-        .iter()
-        .filter_map(|p| Some((p.0.as_ref()?, p.1.as_ref()?)))
-        .collect();
-    if both.is_empty() {
-        return;
+    // The macro's cost: the typed service and client against the closure endpoint.
+    if let Some(ratio) = round_ratio(rounds, 3, 1, c64) {
+        println!("ratio call_rps_c64 macro/closure = {ratio:.2}");
     }
-    println!(
-        "ratio call_rps_c1 micro_service/remote_ask = {:.2}",
-        median(both.iter().map(|(a, s)| s.c1_rps / a.c1_rps).collect())
-    );
-    println!(
-        "ratio call_rps_c64 micro_service/remote_ask = {:.2}",
-        median(both.iter().map(|(a, s)| s.c64_rps / a.c64_rps).collect())
-    );
+    if let Some(ratio) = round_ratio(rounds, 1, 0, c1) {
+        println!("ratio call_rps_c1 micro_service/remote_ask = {ratio:.2}");
+    }
+    if let Some(ratio) = round_ratio(rounds, 1, 0, c64) {
+        println!("ratio call_rps_c64 micro_service/remote_ask = {ratio:.2}");
+    }
 }
 
-async fn setup() -> BenchResult<(Caller, Caller, Caller, Vec<Node>)> {
+async fn setup() -> BenchResult<([Caller; 4], Vec<Node>)> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let server = Node::builder()
         .name("server")
@@ -290,6 +301,12 @@ async fn setup() -> BenchResult<(Caller, Caller, Caller, Vec<Node>)> {
             "Bench.Echo",
             |_: CallContext, req: Req| async move { Ok::<_, ServiceError>(serve(&req)) },
         ))
+        .registry(Registry::new(registry.clone()))
+        .start(&server)
+        .await?;
+    // The same endpoint declared with the macro, in the same registry.
+    Service::new(BenchClient::SERVICE)
+        .handle(BenchServer::new(Echoing))
         .registry(Registry::new(registry))
         .start(&server)
         .await?;
@@ -301,9 +318,12 @@ async fn setup() -> BenchResult<(Caller, Caller, Caller, Vec<Node>)> {
         .build()
         .await?;
     Ok((
-        Caller::Ask(echo),
-        Caller::Service(client.clone()),
-        Caller::Unchecked(client),
+        [
+            Caller::Ask(echo),
+            Caller::Service(client.clone()),
+            Caller::Unchecked(client.clone()),
+            Caller::Macro(BenchClient::new(&client)),
+        ],
         vec![client_node, server],
     ))
 }
@@ -322,38 +342,31 @@ fn main() -> BenchResult<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let (ask, service, unchecked, nodes) = setup().await?;
-        // Per measured round: (ask, service) and unchecked; each round's ran back to back.
-        let mut pairs: Vec<(Option<Sample>, Option<Sample>)> = Vec::new();
-        let mut unchecked_rounds: Vec<Option<Sample>> = Vec::new();
-        // SERVICE_BENCH_ONLY=micro_service (or remote_ask) runs one side only, for profiling.
+        let (callers, nodes) = setup().await?;
+        let mut rounds: Vec<Round> = Vec::new();
+        // SERVICE_BENCH_ONLY=micro_service (or remote_ask, unchecked, macro) runs one side
+        // only, for profiling.
         let only = std::env::var("SERVICE_BENCH_ONLY").ok();
         for r in 0..=ROUNDS {
-            let order = match r % 3 {
-                0 => [&ask, &service, &unchecked],
-                1 => [&service, &unchecked, &ask],
-                _ => [&unchecked, &ask, &service],
-            };
-            let mut pair = (None, None);
-            let mut without = None;
-            for caller in order {
+            // Each round starts with another caller, and every other four rounds run the
+            // order backwards: no caller always runs before another.
+            let mut round: Round = Default::default();
+            let n = callers.len();
+            for k in 0..n {
+                let k = if (r / n) % 2 == 1 { n - 1 - k } else { k };
+                let i = (r + k) % n;
+                let caller = &callers[i];
                 if only.as_deref().is_some_and(|o| o != caller.name()) {
                     continue;
                 }
-                let sample = round(caller).await?;
-                match caller {
-                    Caller::Ask(_) => pair.0 = Some(sample),
-                    Caller::Service(_) => pair.1 = Some(sample),
-                    Caller::Unchecked(_) => without = Some(sample),
-                }
+                round[i] = Some(round_of(caller).await?);
             }
             if r > 0 {
-                print_round(r, &pair, without.as_ref());
-                pairs.push(pair);
-                unchecked_rounds.push(without);
+                print_round(r, &round);
+                rounds.push(round);
             }
         }
-        report(&pairs, &unchecked_rounds);
+        report(&rounds);
         for node in nodes {
             let _ = node.shutdown().await;
         }

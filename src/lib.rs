@@ -182,15 +182,20 @@ pub mod config {
 ///
 /// ```
 /// micro::logging::init();
-/// // RUST_LOG=debug, RUST_LOG=micro_service=debug,warn… (default: info)
+/// // RUST_LOG=info, RUST_LOG=debug, RUST_LOG=micro_service=debug,warn… (default: warn)
 /// ```
+///
+/// Without `RUST_LOG` only warnings and errors are printed, so a program (every example here)
+/// prints its own output and nothing else; `RUST_LOG=info` shows what the framework does
+/// (nodes listening, services registered, peers connected).
 #[cfg(feature = "logging")]
 pub mod logging {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    /// What is logged when `RUST_LOG` is not set.
-    pub const DEFAULT_FILTER: &str = "info";
+    /// What is logged when `RUST_LOG` is not set: warnings and errors only, so that a
+    /// program's own output is all it prints until asked for more (`RUST_LOG=info`).
+    pub const DEFAULT_FILTER: &str = "warn";
 
     /// Installs a subscriber printing to stderr, filtered by `RUST_LOG` (its syntax is
     /// tracing-subscriber's `EnvFilter`: `debug`, `micro_runtime=debug,warn`…), or at

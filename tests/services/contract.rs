@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use micro::{CallContext, CallOptions, ContentType, Endpoint, Service, ServiceError};
 use serde::{Deserialize, Serialize};
 
+use micro_testkit::within;
+
 use crate::common::Cluster;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -305,5 +307,206 @@ async fn errors_with_typed_details_and_handlers_own_errors_travel_locally_and_ac
             }
         }
     }
+    cluster.shutdown().await;
+}
+
+/// What a confused caller reads instead of a `Receipt`: the same bytes in bincode (one `u64`),
+/// so only the type check tells them apart.
+#[derive(Debug, Serialize, Deserialize)]
+struct Ticket {
+    number: u64,
+}
+
+/// The streaming side of the inventory, declared with the macro: `Inventory.Watch` (a server
+/// stream of receipts for one request) and `Inventory.Batch` (a client stream of requests),
+/// counting the requests their handlers read.
+mod streams {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use micro::{CallContext, Incoming, Outgoing, ServiceError};
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize, JsonSchema)]
+    pub(crate) struct ReserveRequest {
+        pub(crate) item: String,
+        pub(crate) count: u32,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+    pub(crate) struct Receipt {
+        pub(crate) reserved: u64,
+    }
+
+    #[micro::service(name = "inventory-streams")]
+    pub(crate) trait Inventory {
+        async fn watch(
+            &self,
+            ctx: CallContext,
+            req: ReserveRequest,
+            out: Outgoing<Receipt>,
+        ) -> Result<(), ServiceError>;
+
+        async fn batch(
+            &self,
+            ctx: CallContext,
+            reqs: Incoming<ReserveRequest>,
+        ) -> Result<Receipt, ServiceError>;
+    }
+
+    pub(crate) struct Counting(pub(crate) Arc<AtomicU32>);
+
+    impl Inventory for Counting {
+        async fn watch(
+            &self,
+            _: CallContext,
+            req: ReserveRequest,
+            mut out: Outgoing<Receipt>,
+        ) -> Result<(), ServiceError> {
+            let total = self.0.fetch_add(req.count, Ordering::SeqCst) + req.count;
+            out.send(&Receipt {
+                reserved: u64::from(total),
+            })
+            .await
+        }
+
+        async fn batch(
+            &self,
+            _: CallContext,
+            mut reqs: Incoming<ReserveRequest>,
+        ) -> Result<Receipt, ServiceError> {
+            let mut total = 0;
+            while let Some(req) = reqs.recv().await {
+                total = self.0.fetch_add(req?.count, Ordering::SeqCst) + 1;
+            }
+            Ok(Receipt {
+                reserved: u64::from(total),
+            })
+        }
+    }
+
+    /// The same service as an older caller declared it: its batch sends look-alikes.
+    pub(crate) mod older {
+        use micro::{CallContext, Incoming, ServiceError};
+
+        #[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+        pub(crate) struct LookAlike {
+            pub(crate) name: String,
+            pub(crate) count: u32,
+        }
+
+        #[micro::service(name = "inventory-streams")]
+        pub(crate) trait Inventory {
+            async fn batch(
+                &self,
+                ctx: CallContext,
+                reqs: Incoming<LookAlike>,
+            ) -> Result<super::Receipt, ServiceError>;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_alike_stream_item_is_refused_and_a_response_of_another_type_names_both() {
+    let read = Arc::new(AtomicU32::new(0));
+    let cluster = Cluster::start(1, |_| {
+        Service::new("inventory-streams").handle(streams::InventoryServer::new(streams::Counting(
+            read.clone(),
+        )))
+    })
+    .await;
+    let client = cluster.client().build().await.unwrap();
+    let service = "inventory-streams";
+    let look_alike = LookAlike {
+        name: "pear".into(),
+        count: 1,
+    };
+
+    // A server stream opened with a look-alike request is refused as it opens.
+    let err = client
+        .server_stream::<_, streams::Receipt>(
+            service,
+            "Inventory.Watch",
+            &look_alike,
+            CallOptions::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, 400, "{err}");
+    assert_eq!(
+        err.detail,
+        format!(
+            "Inventory.Watch expects {}, got {}",
+            type_name::<streams::ReserveRequest>(),
+            type_name::<LookAlike>()
+        )
+    );
+
+    // A typed client declared with look-alike items is refused too, before any item is read.
+    let older = streams::older::InventoryClient::new(&client);
+    let err = older.batch().await.unwrap_err();
+    assert_eq!(err.code, 400, "{err}");
+    assert_eq!(
+        err.detail,
+        format!(
+            "Inventory.Batch expects {}, got {}",
+            type_name::<streams::ReserveRequest>(),
+            type_name::<streams::older::LookAlike>()
+        )
+    );
+    assert_eq!(read.load(Ordering::SeqCst), 0, "no handler read a request");
+
+    // Responses of another type that would decode: the client's error, naming both types.
+    let request = streams::ReserveRequest {
+        item: "pear".into(),
+        count: 1,
+    };
+    let mut tickets = client
+        .server_stream::<_, Ticket>(service, "Inventory.Watch", &request, CallOptions::new())
+        .await
+        .unwrap();
+    let err = within("the first response", tickets.recv())
+        .await
+        .expect("an item")
+        .unwrap_err();
+    assert_eq!(err.id, "micro.client", "{err}");
+    assert_eq!(
+        err.detail,
+        format!(
+            "Inventory.Watch answers {}, not {}",
+            type_name::<streams::Receipt>(),
+            type_name::<Ticket>()
+        )
+    );
+
+    // The right types go through, with the typed client and without it.
+    let typed = streams::InventoryClient::new(&client);
+    let receipts = typed
+        .watch(&request)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(receipts.len(), 1);
+    let mut batch = typed.batch().await.unwrap();
+    batch.send(&request).await.unwrap();
+    assert!(batch.finish().await.is_ok());
+
+    // `unchecked()` sends no ids: the look-alike is taken for what bincode makes of it.
+    let receipts = client
+        .server_stream::<_, Ticket>(
+            service,
+            "Inventory.Watch",
+            &look_alike,
+            CallOptions::new().unchecked(),
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(receipts.len(), 1);
     cluster.shutdown().await;
 }

@@ -71,7 +71,7 @@ async fn two_processes_with_no_registry_configuration_find_each_other() {
             .env(ROLE, role)
             .env(MDNS_SERVICE_TYPE_ENV, &service_type)
             .env_remove(REGISTRY_ENV);
-        command.spawn().unwrap()
+        micro_testkit::ChildGuard::spawn(&mut command)
     };
     let mut server = child("server");
     micro_testkit::wait_for_line(&mut server, "MICRO_CHILD_READY").await;
@@ -79,8 +79,7 @@ async fn two_processes_with_no_registry_configuration_find_each_other() {
     let called = micro_testkit::wait_for_line(&mut client, "MICRO_CHILD_CALLED").await;
     assert_eq!(called.trim(), "Hello Ada from server");
     for child in [&mut server, &mut client] {
-        let _ = child.kill();
-        let _ = child.wait();
+        child.kill_and_wait();
     }
     cluster.shutdown().await;
 }
@@ -132,11 +131,10 @@ async fn the_environment_chooses_the_default_registry() {
         if let Some(interfaces) = interfaces {
             command.env(MDNS_INTERFACES_ENV, interfaces);
         }
-        let mut child = command.spawn().unwrap();
+        let mut child = micro_testkit::ChildGuard::spawn(&mut command);
         async move {
             let kind = micro_testkit::wait_for_line(&mut child, "MICRO_CHILD_KIND").await;
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill_and_wait();
             kind.trim().to_owned()
         }
     };

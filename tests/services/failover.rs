@@ -112,18 +112,18 @@ async fn start_child_replica(name: &str, parent: &str) -> (micro::Node, micro::R
 
 /// In the parent: exposes the cluster's registry and starts the child test `entry`, telling it
 /// where (in the environment variable `var`); returns once the child's replica is registered.
-async fn spawn_child_replica(cluster: &Cluster, entry: &str, var: &str) -> std::process::Child {
+async fn spawn_child_replica(
+    cluster: &Cluster,
+    entry: &str,
+    var: &str,
+) -> micro_testkit::ChildGuard {
     cluster
         .client_node()
         .expose::<RegistryMsg>("registry")
         .unwrap();
     let parent = cluster.client_node().local_addr().unwrap();
-    let mut child = cluster
-        .nodes
-        .child(entry)
-        .env(var, parent.to_string())
-        .spawn()
-        .unwrap();
+    let mut child =
+        micro_testkit::ChildGuard::spawn(cluster.nodes.child(entry).env(var, parent.to_string()));
     micro_testkit::wait_for_line(&mut child, "MICRO_CHILD_READY").await;
     child
 }
@@ -173,8 +173,7 @@ async fn a_killed_replica_process_loses_no_idempotent_call() {
         async move { done >= 200 }
     })
     .await;
-    child.kill().unwrap();
-    let _ = child.wait();
+    child.kill_and_wait();
     let (ok, failed) = within_for(Duration::from_secs(60), "the load", running)
         .await
         .unwrap();
@@ -295,8 +294,7 @@ async fn a_call_whose_only_replica_died_fails_at_once() {
     let lost = &hex[..12];
 
     // The replica's process is killed: no goodbye, its registration stays behind.
-    child.kill().unwrap();
-    let _ = child.wait();
+    child.kill_and_wait();
 
     // A call made at once: the link is known lost after about a second, and the call ends
     // then with a 503 that says so, not with a 408 when its 5 s deadline passes.

@@ -451,24 +451,24 @@ fn generate(args: &Args, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
                 #[doc = #doc]
                 #[doc = ": send requests, then `finish` for the one response."]
                 pub async fn #ident(&self) -> ::core::result::Result<#krate::ClientStreaming<#request, #response>, #krate::ServiceError> {
-                    self.client.client_stream(&self.service, #endpoint_name, #krate::CallOptions::default()).await
+                    #krate::__private::client_stream(&self.client, &self.service, #endpoint_name, #krate::CallOptions::default()).await
                 }
                 #[doc = #doc_with]
                 #[doc = "."]
                 pub async fn #with(&self, options: #krate::CallOptions) -> ::core::result::Result<#krate::ClientStreaming<#request, #response>, #krate::ServiceError> {
-                    self.client.client_stream(&self.service, #endpoint_name, options).await
+                    #krate::__private::client_stream(&self.client, &self.service, #endpoint_name, options).await
                 }
             },
             Shape::Bidi => quote! {
                 #[doc = #doc]
                 #[doc = ": requests go out on the `Outgoing`, responses come back on the `Incoming`."]
                 pub async fn #ident(&self) -> ::core::result::Result<(#krate::Outgoing<#request>, #krate::Incoming<#response>), #krate::ServiceError> {
-                    self.client.stream(&self.service, #endpoint_name, #krate::CallOptions::default()).await
+                    #krate::__private::stream(&self.client, &self.service, #endpoint_name, #krate::CallOptions::default()).await
                 }
                 #[doc = #doc_with]
                 #[doc = "."]
                 pub async fn #with(&self, options: #krate::CallOptions) -> ::core::result::Result<(#krate::Outgoing<#request>, #krate::Incoming<#response>), #krate::ServiceError> {
-                    self.client.stream(&self.service, #endpoint_name, options).await
+                    #krate::__private::stream(&self.client, &self.service, #endpoint_name, options).await
                 }
             },
         }

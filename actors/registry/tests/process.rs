@@ -43,12 +43,8 @@ async fn child_registry() {
     micro_testkit::announce_and_wait_for_stdin("MICRO_CHILD_READY").await;
 }
 
-fn spawn_child(cluster: &TestCluster, service_type: &str) -> std::process::Child {
-    cluster
-        .child("child_registry")
-        .env(CHILD, service_type)
-        .spawn()
-        .unwrap()
+fn spawn_child(cluster: &TestCluster, service_type: &str) -> micro_testkit::ChildGuard {
+    micro_testkit::ChildGuard::spawn(cluster.child("child_registry").env(CHILD, service_type))
 }
 
 async fn wait_ready(child: &mut std::process::Child) {
@@ -92,8 +88,7 @@ async fn a_killed_process_disappears_from_the_registry() {
     .await;
 
     let killed = Instant::now();
-    first.kill().unwrap();
-    let _ = first.wait();
+    first.kill_and_wait();
     eventually("the killed process's node disappears", || async {
         workers(&registry).await == 1
     })

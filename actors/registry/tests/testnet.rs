@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use micro_registry::{Interfaces, MdnsConfig, NodeRecord, Registry, ServiceRecord};
@@ -164,25 +164,26 @@ async fn testnet_host() {
     say(&format!("GONE {:?}", cut.elapsed()));
 }
 
-fn host(index: u8, prefix: &str, role: &str, setup: &str) -> Child {
-    Command::new("bash")
-        .arg(testnet())
-        .args(["exec", &index.to_string()])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "testnet_host",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("TESTNET_PREFIX", prefix)
-        .env(ROLE, role)
-        .env(SETUP, setup)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// A host's process, killed and reaped when the test ends, however it ends.
+fn host(index: u8, prefix: &str, role: &str, setup: &str) -> micro_testkit::ChildGuard {
+    micro_testkit::ChildGuard::spawn(
+        Command::new("bash")
+            .arg(testnet())
+            .args(["exec", &index.to_string()])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "testnet_host",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TESTNET_PREFIX", prefix)
+            .env(ROLE, role)
+            .env(SETUP, setup)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    )
 }
 
 /// The next `TESTNET …` line of a host, within a bound.
@@ -249,8 +250,6 @@ fn a_node_on_another_host_is_found_reached_and_lost() {
     assert!(gone.starts_with("GONE"), "{gone}");
     eprintln!("host 2: {found}; after the cut: {gone}");
 
-    let _ = server.kill();
-    let _ = client.kill();
-    let _ = server.wait();
-    let _ = client.wait();
+    server.kill_and_wait();
+    client.kill_and_wait();
 }

@@ -33,25 +33,100 @@ use serde::ser::{self, Impossible, Serialize, Serializer};
 /// assert_ne!(expected, micro_service::shape_id::<LookAlike>());
 /// ```
 pub fn shape_id<'de, T: Deserialize<'de>>() -> Option<u64> {
-    let mut recorder = Recorder(None);
+    let mut recorder = Recorder::new();
     // The recorder always refuses once it has seen the type's first request.
     let _ = T::deserialize(&mut recorder);
-    recorder.0
+    recorder.id
 }
 
 /// The shape id of `value`'s type, from its `Serialize`: the same as [`shape_id`] for a type
 /// whose `Serialize` and `Deserialize` have the same shape (every derived pair without
 /// `flatten`, `from`/`into` or a name that differs between the two).
 pub fn shape_id_of<T: Serialize + ?Sized>(value: &T) -> Option<u64> {
-    let mut recorder = Recorder(None);
+    let mut recorder = Recorder::new();
     let _ = value.serialize(&mut recorder);
-    recorder.0
+    recorder.id
+}
+
+/// [`shape_id_of`] for a call's request, with the struct case (the usual request, and the only
+/// one that costs more than hashing a name) cached per thread: the first call of a request type
+/// hashes its field names, later ones find the id by the type's name and the struct's serde
+/// name (both `&'static str`, compared by address) and stop there, before any field. Keyed by
+/// the serde name too, so a type whose `Serialize` writes another struct depending on the value
+/// (an untagged enum) gets each struct's own id; `dyn` types are not cached.
+pub(crate) fn request_id_of<T: Serialize + ?Sized>(value: &T) -> Option<u64> {
+    let type_name = std::any::type_name::<T>();
+    let key = (!type_name.contains("dyn ")).then_some(type_name);
+    let mut recorder = Recorder { id: None, key };
+    let _ = value.serialize(&mut recorder);
+    recorder.id
+}
+
+/// How many struct ids each thread keeps ([`request_id_of`]); a program calls few types.
+const CACHED: usize = 16;
+
+/// One cached struct id: the Rust type's name and the struct's serde name (by address and
+/// length), and the id.
+#[derive(Clone, Copy)]
+struct Cached {
+    type_name: (usize, usize),
+    name: (usize, usize),
+    id: u64,
+}
+
+impl Cached {
+    const EMPTY: Cached = Cached {
+        type_name: (0, 0),
+        name: (0, 0),
+        id: 0,
+    };
+}
+
+thread_local! {
+    static STRUCT_IDS: [std::cell::Cell<Cached>; CACHED] =
+        const { [const { std::cell::Cell::new(Cached::EMPTY) }; CACHED] };
+}
+
+fn address(text: &str) -> (usize, usize) {
+    (text.as_ptr() as usize, text.len())
+}
+
+/// The slot of a type in the cache.
+fn slot(type_name: (usize, usize), name: (usize, usize)) -> usize {
+    let mixed = (type_name.0 ^ name.0.rotate_left(17) ^ type_name.1 ^ name.1.rotate_left(7))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize);
+    (mixed >> 16) % CACHED
+}
+
+fn cached_struct_id(type_name: &'static str, name: &'static str) -> Option<u64> {
+    let (type_name, name) = (address(type_name), address(name));
+    STRUCT_IDS.with(|slots| {
+        let entry = slots[slot(type_name, name)].get();
+        (entry.type_name == type_name && entry.name == name).then_some(entry.id)
+    })
+}
+
+fn cache_struct_id(type_name: &'static str, name: &'static str, id: u64) {
+    let (type_name, name) = (address(type_name), address(name));
+    STRUCT_IDS.with(|slots| {
+        slots[slot(type_name, name)].set(Cached {
+            type_name,
+            name,
+            id,
+        });
+    });
 }
 
 /// How the detail of an endpoint's 400 for a request of another type ends: `got type <id in
 /// hex>`; the client puts its type's name in place of it.
 pub(crate) fn mismatch_tail(got: u64) -> String {
     format!("got type {got:016x}")
+}
+
+/// How the detail of a handler's 400 for a stream whose caller reads another response type
+/// ends: `not type <id in hex>` (the caller's id); the caller puts its type's name in its place.
+pub(crate) fn response_tail(expected: u64) -> String {
+    format!("not type {expected:016x}")
 }
 
 /// FNV-1a, 64 bits: fixed constants, so ids are the same on every build.
@@ -88,11 +163,22 @@ fn structure(name: &str, fields: &[&str]) -> u64 {
 }
 
 /// Records the first thing a type asks of it (or gives it), then stops with [`Stop`].
-struct Recorder(Option<u64>);
+struct Recorder {
+    id: Option<u64>,
+    /// The Rust type's name, to cache a struct's id under ([`request_id_of`]).
+    key: Option<&'static str>,
+}
 
 impl Recorder {
+    fn new() -> Self {
+        Recorder {
+            id: None,
+            key: None,
+        }
+    }
+
     fn stop<T, E: From<Stop>>(&mut self, id: Option<u64>) -> Result<T, E> {
-        self.0 = id;
+        self.id = id;
         Err(E::from(Stop))
     }
 }
@@ -334,11 +420,17 @@ impl<'a> Serializer for &'a mut Recorder {
     }
 
     fn serialize_struct(self, name: &'static str, _: usize) -> Result<Self::SerializeStruct, Stop> {
+        if let Some(key) = self.key
+            && let Some(id) = cached_struct_id(key, name)
+        {
+            return self.stop(Some(id));
+        }
         let mut hash = Fnv::new("struct");
         hash.write(name);
         Ok(Fields {
             recorder: self,
             hash,
+            name,
         })
     }
 
@@ -357,6 +449,7 @@ impl<'a> Serializer for &'a mut Recorder {
 struct Fields<'a> {
     recorder: &'a mut Recorder,
     hash: Fnv,
+    name: &'static str,
 }
 
 impl ser::SerializeStruct for Fields<'_> {
@@ -378,7 +471,10 @@ impl ser::SerializeStruct for Fields<'_> {
     }
 
     fn end(self) -> Result<(), Stop> {
-        self.recorder.0 = Some(self.hash.0);
+        if let Some(key) = self.recorder.key {
+            cache_struct_id(key, self.name, self.hash.0);
+        }
+        self.recorder.id = Some(self.hash.0);
         Ok(())
     }
 }
@@ -387,7 +483,7 @@ impl ser::SerializeStruct for Fields<'_> {
 mod tests {
     use serde::{Deserialize, Serialize};
 
-    use super::{shape_id, shape_id_of};
+    use super::{request_id_of, shape_id, shape_id_of};
 
     #[derive(Serialize, Deserialize)]
     struct ReserveRequest {
@@ -464,6 +560,56 @@ mod tests {
         assert_ne!(id, shape_id::<LookAlike>());
         assert_ne!(id, shape_id::<renamed_field::ReserveRequest>());
         assert_ne!(shape_id::<String>(), shape_id::<u32>());
+    }
+
+    /// Serializes as whichever struct it holds.
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Either {
+        Request(ReserveRequest),
+        LookAlike(LookAlike),
+    }
+
+    #[test]
+    fn the_cached_id_of_a_request_is_its_shape_id_every_time() {
+        let request = ReserveRequest {
+            item: "pear".into(),
+            count: 1,
+        };
+        for _ in 0..3 {
+            assert_eq!(request_id_of(&request), shape_id::<ReserveRequest>());
+            assert_eq!(request_id_of("ada"), shape_id::<String>());
+            let sparse = Sparse { a: 1, b: Some(2) };
+            assert_eq!(request_id_of(&sparse), shape_id::<Sparse>());
+        }
+        // A type that writes another struct depending on the value gets each one's id.
+        let look_alike = LookAlike {
+            item: "pear".into(),
+            count: 1,
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                request_id_of(&Either::Request(ReserveRequest {
+                    item: "pear".into(),
+                    count: 1,
+                })),
+                shape_id::<ReserveRequest>()
+            );
+            assert_eq!(
+                request_id_of(&Either::LookAlike(LookAlike {
+                    item: "pear".into(),
+                    count: 1,
+                })),
+                shape_id::<LookAlike>()
+            );
+        }
+        assert_eq!(request_id_of(&look_alike), shape_id::<LookAlike>());
+        // The same name and fields elsewhere: the same id, cached or not.
+        let copy = elsewhere::ReserveRequest {
+            item: "pear".into(),
+            count: 1,
+        };
+        assert_eq!(request_id_of(&copy), shape_id::<ReserveRequest>());
     }
 
     #[test]

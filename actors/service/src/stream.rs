@@ -1,6 +1,7 @@
 //! The two ends of a streaming call, the same on both sides: [`Outgoing`] sends typed messages,
 //! [`Incoming`] receives them. A clean end is the sender finishing; an error ends a stream too.
 
+use std::any::type_name;
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -16,6 +17,8 @@ use tokio::time::Instant;
 
 use crate::ServiceError;
 use crate::body::Body;
+use crate::error::CLIENT_ID;
+use crate::shape::{response_tail, shape_id_of};
 use crate::wire::StreamItem;
 
 /// A stream sender shared between a handler and the server task that ends the stream after it.
@@ -31,7 +34,15 @@ pub struct Outgoing<T> {
     sender: SharedSender,
     content_type: ContentType,
     id: Arc<str>,
+    /// In a handler: the response type the caller reads, checked at the first send.
+    check: Option<ResponseCheck>,
     _message: PhantomData<fn(&T)>,
+}
+
+/// The shape id of the response type a stream's caller reads, and the endpoint's name.
+struct ResponseCheck {
+    expected: u64,
+    endpoint: Arc<str>,
 }
 
 impl<T> fmt::Debug for Outgoing<T> {
@@ -49,8 +60,17 @@ impl<T: Serialize> Outgoing<T> {
             sender,
             content_type,
             id,
+            check: None,
             _message: PhantomData,
         }
+    }
+
+    /// Checks the first message sent against `expected`, the shape id of the type the caller
+    /// reads: a message of another type ends the stream with a 400 naming the handler's type
+    /// and the id, which the caller's [`Incoming`] turns into its decode error naming both.
+    pub(crate) fn checked_against(mut self, expected: u64, endpoint: Arc<str>) -> Self {
+        self.check = Some(ResponseCheck { expected, endpoint });
+        self
     }
 
     /// Sends one message, waiting while the receiver is behind. Fails with 499 once the other
@@ -60,9 +80,28 @@ impl<T: Serialize> Outgoing<T> {
         &mut self,
         message: &T,
     ) -> impl std::future::Future<Output = Result<(), ServiceError>> + Send + '_ {
+        let mismatch = self.check.take().and_then(|check| {
+            let got = shape_id_of(message)?;
+            (got != check.expected).then(|| {
+                ServiceError::bad_request(
+                    &*self.id,
+                    format!(
+                        "{} answers {}, {}",
+                        check.endpoint,
+                        type_name::<T>(),
+                        response_tail(check.expected)
+                    ),
+                )
+            })
+        });
         let body = Body::encode(self.content_type, message)
             .map_err(|e| ServiceError::bad_request(&*self.id, e.to_string()));
         async move {
+            if let Some(err) = mismatch {
+                // The caller learns it from the stream, whatever the handler does next.
+                close(&self.sender, Err(err.clone())).await;
+                return Err(err);
+            }
             let body = body?;
             let mut sender = self.sender.lock().await;
             match sender.as_mut() {
@@ -117,6 +156,8 @@ pub struct Incoming<T> {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     id: Arc<str>,
     ended: bool,
+    /// On the client: the shape id of `T` it sent when the stream opened, to name a refusal.
+    response_id: Option<u64>,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -144,8 +185,27 @@ impl<T: DeserializeOwned> Incoming<T> {
             timer: None,
             id,
             ended: false,
+            response_id: None,
             _message: PhantomData,
         }
+    }
+
+    /// Notes that the stream opened saying it reads `T` as shape id `id`.
+    pub(crate) fn reading_as(mut self, id: Option<u64>) -> Self {
+        self.response_id = id;
+        self
+    }
+
+    /// The handler's refusal of `T` (its first response was of another type) as this side's
+    /// decode error, naming both types; any other error as it came.
+    fn name_response(&self, mut err: ServiceError) -> ServiceError {
+        if let Some(id) = self.response_id
+            && err.code == 400
+            && let Some(head) = err.detail.strip_suffix(&response_tail(id))
+        {
+            err = ServiceError::internal(CLIENT_ID, format!("{head}not {}", type_name::<T>()));
+        }
+        err
     }
 
     /// The next message; `None` once the sender finished. After an error, `None`.
@@ -186,7 +246,7 @@ impl<T: DeserializeOwned> Incoming<T> {
                 .content_type
                 .decode(&body)
                 .map_err(|e| ServiceError::bad_request(&*self.id, e.to_string())),
-            Some(Ok(StreamItem::Error(err))) => Err(err),
+            Some(Ok(StreamItem::Error(err))) => Err(self.name_response(err)),
             Some(Err(err)) => Err(stream_error(&self.id, err)),
         };
         if item.is_err() {

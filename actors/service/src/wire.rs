@@ -59,6 +59,28 @@ pub(crate) fn call_data(metadata: &Metadata, deadline: Option<Instant>) -> CallD
     call
 }
 
+/// The call-data header in which a stream's caller sends the shape id of the response type it
+/// reads (16 hex digits): the call data has one type id, the request's, and a stream has two
+/// types. Taken out before the handler sees the headers. An older node shows it to the handler
+/// as a header (and checks nothing); a call from an older node has none (nothing is checked).
+pub(crate) const RESPONSE_TYPE_HEADER: &str = "micro-response-type";
+
+/// Adds the response type's shape id to a stream's call data ([`RESPONSE_TYPE_HEADER`]).
+pub(crate) fn put_response_type(call: &mut CallData, id: u64) {
+    call.headers
+        .push((RESPONSE_TYPE_HEADER.to_owned(), format!("{id:016x}")));
+}
+
+/// Takes the response type's shape id out of a stream's call data, if the caller sent one.
+pub(crate) fn take_response_type(call: &mut CallData) -> Option<u64> {
+    let at = call
+        .headers
+        .iter()
+        .position(|(key, _)| key == RESPONSE_TYPE_HEADER)?;
+    let (_, value) = call.headers.remove(at);
+    u64::from_str_radix(&value, 16).ok()
+}
+
 /// A trace id header that formats back to the same text as `{:016x}`.
 fn trace_id_of(key: &str, value: &str) -> Option<u128> {
     let canonical = key == TRACE_ID_HEADER

@@ -559,7 +559,8 @@ pub fn skip_without_loopback_multicast(test: &str) -> bool {
 
 /// A command that runs this test binary again as a child process, running only the (ignored)
 /// test `entry`, with stdin and stdout piped: for tests that need a node in another OS process.
-/// Add environment with `.env(..)` and `.spawn()` it.
+/// Add environment with `.env(..)` and spawn it under a [`ChildGuard`] (killed and reaped on
+/// drop).
 pub fn test_child(entry: &str) -> std::process::Command {
     let mut command = std::process::Command::new(
         std::env::current_exe().unwrap_or_else(|e| panic!("cannot find the test binary: {e}")),
@@ -575,6 +576,65 @@ pub fn test_child(entry: &str) -> std::process::Command {
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped());
     command
+}
+
+/// A child process that is killed and reaped when dropped: on every path out of a test,
+/// a panic included, so no child outlives its test (or spins on after it). Derefs to the
+/// [`Child`](std::process::Child), so [`wait_for_line`] and the rest take `&mut guard`.
+///
+/// ```no_run
+/// let mut child = micro_testkit::ChildGuard::spawn(&mut micro_testkit::test_child("child"));
+/// let _pid = child.id();
+/// // Killed and reaped here, or wherever the test ends.
+/// ```
+#[derive(Debug)]
+pub struct ChildGuard(std::process::Child);
+
+impl ChildGuard {
+    /// Spawns `command` under a guard.
+    ///
+    /// # Panics
+    /// When the command cannot be spawned.
+    pub fn spawn(command: &mut std::process::Command) -> ChildGuard {
+        ChildGuard(
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot spawn {command:?}: {e}")),
+        )
+    }
+
+    /// Kills the child (if it still runs) and reaps it; harmless to call again.
+    pub fn kill_and_wait(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl From<std::process::Child> for ChildGuard {
+    fn from(child: std::process::Child) -> Self {
+        ChildGuard(child)
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        // Already reaped (exited and waited for) is fine: kill then fails and wait returns
+        // the status it has.
+        self.kill_and_wait();
+    }
 }
 
 /// In a child process: prints `line` on stdout (for [`wait_for_line`]), then waits until the

@@ -76,14 +76,14 @@ async fn child_node() {
 async fn spawn_child(
     credentials: &NodeCredentials,
     env: &[(&str, String)],
-) -> (std::process::Child, SocketAddr, u128) {
+) -> (micro_testkit::ChildGuard, SocketAddr, u128) {
     let mut command = micro_testkit::test_child("process::child_node");
     command.env(CHILD_ENV, "1");
     micro_testkit::pass_credentials(&mut command, credentials);
     for (key, value) in env {
         command.env(key, value);
     }
-    let mut child = command.spawn().unwrap();
+    let mut child = micro_testkit::ChildGuard::spawn(&mut command);
     let line = micro_testkit::wait_for_line(&mut child, "MICRO_NODE ").await;
     let (addr, id) = line.split_once(' ').unwrap();
     (child, addr.parse().unwrap(), id.parse().unwrap())
@@ -110,8 +110,7 @@ async fn a_node_in_another_process_is_reached_and_its_loss_noticed() {
     let watch = greeter.watch();
     let mut events = node.peer_events().unwrap();
     let killed = Instant::now();
-    child.kill().unwrap();
-    let _ = child.wait();
+    child.kill_and_wait();
     assert_eq!(within("the watch notices", watch).await, Down::NodeLost);
     eprintln!("killed process noticed after {:?}", killed.elapsed());
     let after = greeter
@@ -157,8 +156,7 @@ async fn a_killed_peer_that_comes_back_is_redialled_without_being_asked() {
             .ends_with(&first_pid.to_string())
     );
 
-    first.kill().unwrap();
-    let _ = first.wait();
+    first.kill_and_wait();
     within("the loss is noticed", async {
         loop {
             if let Ok(micro_runtime::PeerEvent::Down { .. }) = events.recv().await {
@@ -189,7 +187,6 @@ async fn a_killed_peer_that_comes_back_is_redialled_without_being_asked() {
         .await
         .unwrap();
     assert!(hello.ends_with(&second.id().to_string()), "{hello}");
-    let _ = second.kill();
-    let _ = second.wait();
+    second.kill_and_wait();
     node.shutdown().await.unwrap();
 }

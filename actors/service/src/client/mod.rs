@@ -29,8 +29,8 @@ use self::select::{EndpointView, NodeHealth, ServiceView};
 use crate::body::Body;
 use crate::error::{CLIENT_ID, SERVER_ID};
 use crate::service::default_registry;
-use crate::shape::{mismatch_tail, shape_id_of};
-use crate::wire::{Answer, EndpointMsg, Head, Headers, StreamItem, call_data};
+use crate::shape::{mismatch_tail, request_id_of, shape_id};
+use crate::wire::{Answer, EndpointMsg, Head, Headers, StreamItem, call_data, put_response_type};
 use crate::wrapper::Next;
 use crate::{BoxFuture, Incoming, Metadata, Outgoing, Request, Response, ServiceError, Wrapper};
 
@@ -158,7 +158,7 @@ impl Check {
             return Check::default();
         }
         Check {
-            request: shape_id_of(request),
+            request: request_id_of(request),
         }
     }
 
@@ -175,6 +175,14 @@ impl Check {
         }
         err
     }
+}
+
+/// The type check of a stream: the shape ids of its request and response types, sent when it
+/// opens (binary codecs; JSON is checked by decoding).
+#[derive(Clone, Copy, Default)]
+struct StreamTypes {
+    request: Option<u64>,
+    response: Option<u64>,
 }
 
 /// A response with the headers that came back with it.
@@ -1000,11 +1008,59 @@ impl Client {
     /// Opens a bidirectional stream with `endpoint` of `service`: requests go out on the
     /// [`Outgoing`], responses come back on the [`Incoming`]. Opening is retried on another node
     /// when it did not reach one; what happens after is the stream's.
+    ///
+    /// In a binary codec the response type's [shape id](crate::shape_id) travels with the
+    /// opening: a handler whose first response is of another type ends the stream, and the
+    /// [`Incoming`] yields the client's error naming both types. The request type is checked
+    /// when its id is known as the stream opens: by [`server_stream`](Self::server_stream)
+    /// (from its request) and by the clients `#[micro::service]` generates (their types are
+    /// `Deserialize` too); then a handler of another request type refuses the stream with 400
+    /// naming both, as a unary endpoint does. [`CallOptions::unchecked`] turns both off.
     pub async fn stream<Req, Resp>(
         &self,
         service: &str,
         endpoint: &str,
         options: CallOptions,
+    ) -> Result<(Outgoing<Req>, Incoming<Resp>), ServiceError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        self.open_stream(service, endpoint, options, None).await
+    }
+
+    /// [`stream`](Self::stream), sending `request_id` (the request type's shape id, if known)
+    /// and the response type's.
+    pub(crate) async fn open_stream<Req, Resp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        options: CallOptions,
+        request_id: Option<u64>,
+    ) -> Result<(Outgoing<Req>, Incoming<Resp>), ServiceError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let checked = !options.unchecked && options.content_type != ContentType::Json;
+        let types = StreamTypes {
+            request: request_id.filter(|_| checked),
+            response: shape_id::<Resp>().filter(|_| checked),
+        };
+        let check = Check {
+            request: types.request,
+        };
+        self.open_typed(service, endpoint, options, types)
+            .await
+            .map_err(|e| check.name_request::<Req>(e))
+    }
+
+    async fn open_typed<Req, Resp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        options: CallOptions,
+        types: StreamTypes,
     ) -> Result<(Outgoing<Req>, Incoming<Resp>), ServiceError>
     where
         Req: Serialize,
@@ -1025,10 +1081,16 @@ impl Client {
         let options = &options;
         // Opening a stream is not idempotent: a lost answer is not retried.
         let mut attempts = Attempts::new(inner, &view, endpoint, options, open_by, false);
+        // The call data every attempt sends: headers, deadline and the types' ids.
+        let mut call = call_data(&options.metadata, deadline);
+        call.type_id = types.request;
+        if let Some(id) = types.response {
+            put_response_type(&mut call, id);
+        }
         let (requests, responses) = loop {
             let slot = attempts.pick()?;
             let outcome = self
-                .open(&view, endpoint, slot, options, deadline, open_by)
+                .open(&view, endpoint, slot, options.content_type, &call, open_by)
                 .await;
             match attempts.settle(slot, outcome) {
                 Settled::Done(outcome) => break outcome?,
@@ -1041,7 +1103,8 @@ impl Client {
             options.content_type,
             id.clone(),
         );
-        let incoming = Incoming::new(responses, options.content_type, deadline, id);
+        let incoming =
+            Incoming::new(responses, options.content_type, deadline, id).reading_as(types.response);
         Ok((outgoing, incoming))
     }
 
@@ -1050,8 +1113,8 @@ impl Client {
         view: &ServiceView,
         endpoint: &EndpointView,
         slot: usize,
-        options: &CallOptions,
-        deadline: Option<Instant>,
+        content_type: ContentType,
+        call: &micro_runtime::CallData,
         open_by: Instant,
     ) -> Result<
         (
@@ -1063,8 +1126,8 @@ impl Client {
         // Past `open_by`, the lookup or the pause before this attempt already said 408.
         let addr = self.endpoint_addr(view, endpoint, slot, open_by).await?;
         let (responses_tx, responses) = stream_channel(crate::service::STREAM_BUFFER);
-        let head = Head::new(options.content_type);
-        let call = call_data(&options.metadata, deadline);
+        let head = Head::new(content_type);
+        let call = call.clone();
         let answer = addr
             .ask_until(
                 |reply| EndpointMsg::Open {
@@ -1098,8 +1161,9 @@ impl Client {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let (mut requests, responses) =
-            self.stream::<Req, Resp>(service, endpoint, options).await?;
+        let (mut requests, responses) = self
+            .open_stream::<Req, Resp>(service, endpoint, options, request_id_of(request))
+            .await?;
         requests.send(request).await?;
         requests.finish().await?;
         Ok(responses)
@@ -1117,7 +1181,26 @@ impl Client {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let (requests, responses) = self.stream(service, endpoint, options).await?;
+        self.client_stream_typed(service, endpoint, options, None)
+            .await
+    }
+
+    /// [`client_stream`](Self::client_stream), sending `request_id` (the request type's shape
+    /// id, if known) as [`stream`](Self::stream) says.
+    pub(crate) async fn client_stream_typed<Req, Resp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        options: CallOptions,
+        request_id: Option<u64>,
+    ) -> Result<ClientStreaming<Req, Resp>, ServiceError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let (requests, responses) = self
+            .open_stream(service, endpoint, options, request_id)
+            .await?;
         Ok(ClientStreaming {
             requests,
             responses,

@@ -14,11 +14,11 @@ use micro_runtime::{
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::endpoint::Handler;
+use super::endpoint::{Handler, request_mismatch};
 use super::stats::{Accounts, CallGuard, Counters, Drain};
 use crate::body::Body;
 use crate::error::SERVER_ID;
-use crate::wire::{Answer, EndpointMsg, Head, Headers, StreamItem, headers_of};
+use crate::wire::{Answer, EndpointMsg, Head, Headers, StreamItem, headers_of, take_response_type};
 use crate::wrapper::Next;
 use crate::{BoxFuture, CallContext, Request, Response, ServiceError, Wrapper};
 
@@ -83,9 +83,19 @@ impl Actor for EndpointActor {
                 mut head,
                 responses,
                 reply,
-                call,
+                mut call,
             } => {
                 let shared = &self.0;
+                let response_id = take_response_type(&mut call);
+                // The request type is checked before anything else (as a unary call's is).
+                if let Handler::Stream(handler) = &shared.handler
+                    && let (Some(got), (Some(expected), name)) = (call.type_id, handler.request())
+                    && got != expected
+                {
+                    let err = request_mismatch(&shared.service, &shared.endpoint, name, got);
+                    let _ = reply.send(Err(err));
+                    return Ok(());
+                }
                 match CallGuard::admit(shared.clone(), shared.limit) {
                     Ok(guard) => {
                         let deadline = earliest(None, &call, &head);
@@ -97,7 +107,9 @@ impl Actor for EndpointActor {
                         }
                         let shared = shared.clone();
                         tokio::spawn(async move {
-                            let outcome = shared.stream(head, requests, responses, deadline).await;
+                            let outcome = shared
+                                .stream(head, requests, responses, deadline, response_id)
+                                .await;
                             guard.finished(outcome.is_err());
                         });
                     }
@@ -207,6 +219,7 @@ impl EndpointShared {
         requests: micro_runtime::StreamReceiver<StreamItem>,
         responses: StreamSender<StreamItem>,
         deadline: Option<Instant>,
+        response_id: Option<u64>,
     ) -> Result<(), ServiceError> {
         let Handler::Stream(handler) = &self.handler else {
             let err = ServiceError::bad_request(
@@ -223,7 +236,13 @@ impl EndpointShared {
             head.metadata,
             deadline,
         );
-        let run = handler.open(ctx, head.content_type.0, requests, responses.clone());
+        let run = handler.open(
+            ctx,
+            head.content_type.0,
+            requests,
+            responses.clone(),
+            response_id,
+        );
         let outcome = self.bounded(run, deadline).await;
         crate::stream::close(&responses, outcome.clone()).await;
         outcome

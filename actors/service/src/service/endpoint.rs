@@ -57,13 +57,20 @@ pub(crate) trait UnaryHandler: Send + Sync + 'static {
 
 /// A streaming handler of any shape, over raw streams.
 pub(crate) trait StreamHandler: Send + Sync + 'static {
+    /// `response_id` is the shape id of the response type the caller reads, when it sent one:
+    /// checked against the handler's first response.
     fn open(
         &self,
         ctx: CallContext,
         content_type: ContentType,
         requests: StreamReceiver<StreamItem>,
         responses: SharedSender,
+        response_id: Option<u64>,
     ) -> BoxFuture<'static, Result<(), ServiceError>>;
+
+    /// The request type's shape id (`None`: not checked) and name, checked when a stream opens
+    /// against the id the caller sent.
+    fn request(&self) -> (Option<u64>, &'static str);
 }
 
 #[derive(Clone)]
@@ -272,14 +279,22 @@ impl Endpoint {
         E: Into<ServiceError> + 'static,
     {
         let handler = Arc::new(handler);
-        let open = move |ctx: CallContext, ct, requests, responses: SharedSender| {
+        let open = move |ctx: CallContext, ct, requests, responses: SharedSender, expected| {
             let id: Arc<str> = ctx.service().into();
             let incoming = Incoming::<Req>::new(requests, ct, ctx.deadline(), id.clone());
-            let outgoing = Outgoing::<Resp>::new(responses, ct, id);
+            let mut outgoing = Outgoing::<Resp>::new(responses, ct, id);
+            if let Some(expected) = expected {
+                outgoing = outgoing.checked_against(expected, ctx.endpoint().into());
+            }
             let run = handler(ctx, incoming, outgoing);
             Box::pin(async move { run.await.map_err(Into::into) }) as BoxFuture<'static, _>
         };
-        Self::new::<Req, Resp>(name, Shape::Bidi, stream_handler(open))
+        let handler = TypedStream {
+            open,
+            request_id: shape_id::<Req>(),
+            request_type: type_name::<Req>(),
+        };
+        Self::new::<Req, Resp>(name, Shape::Bidi, Handler::Stream(Arc::new(handler)))
     }
 
     /// Marks the endpoint idempotent: calling it twice does no more harm than once, so a client
@@ -329,13 +344,20 @@ struct TypedUnary<F, Types> {
 /// endpoint expects and the id it got; the client, which knows its type's name, puts that name
 /// in place of the id ([`mismatch_tail`]).
 fn type_mismatch(ctx: &CallContext, expected: &str, got: u64) -> ServiceError {
+    request_mismatch(ctx.service(), ctx.endpoint(), expected, got)
+}
+
+/// [`type_mismatch`] for a service and endpoint by name (a stream is refused before it has a
+/// context).
+pub(crate) fn request_mismatch(
+    service: &str,
+    endpoint: &str,
+    expected: &str,
+    got: u64,
+) -> ServiceError {
     ServiceError::bad_request(
-        ctx.service(),
-        format!(
-            "{} expects {expected}, {}",
-            ctx.endpoint(),
-            mismatch_tail(got)
-        ),
+        service,
+        format!("{endpoint} expects {expected}, {}", mismatch_tail(got)),
     )
 }
 
@@ -380,15 +402,22 @@ where
     }
 }
 
-struct FnStream<F>(F);
+/// A streaming handler over raw streams, with its request type's id and name.
+struct TypedStream<F> {
+    open: F,
+    /// The request type's shape id, computed once.
+    request_id: Option<u64>,
+    request_type: &'static str,
+}
 
-impl<F> StreamHandler for FnStream<F>
+impl<F> StreamHandler for TypedStream<F>
 where
     F: Fn(
             CallContext,
             ContentType,
             StreamReceiver<StreamItem>,
             SharedSender,
+            Option<u64>,
         ) -> BoxFuture<'static, Result<(), ServiceError>>
         + Send
         + Sync
@@ -400,22 +429,12 @@ where
         content_type: ContentType,
         requests: StreamReceiver<StreamItem>,
         responses: SharedSender,
+        response_id: Option<u64>,
     ) -> BoxFuture<'static, Result<(), ServiceError>> {
-        (self.0)(ctx, content_type, requests, responses)
+        (self.open)(ctx, content_type, requests, responses, response_id)
     }
-}
 
-fn stream_handler<F>(open: F) -> Handler
-where
-    F: Fn(
-            CallContext,
-            ContentType,
-            StreamReceiver<StreamItem>,
-            SharedSender,
-        ) -> BoxFuture<'static, Result<(), ServiceError>>
-        + Send
-        + Sync
-        + 'static,
-{
-    Handler::Stream(Arc::new(FnStream(open)))
+    fn request(&self) -> (Option<u64>, &'static str) {
+        (self.request_id, self.request_type)
+    }
 }
