@@ -2,8 +2,10 @@
 //!
 //! The data path has no actor in it: a sender encodes its frame and pushes the bytes onto one of
 //! the link's lanes (a queue picked by destination, so frames to one actor stay in order); a
-//! writer task per lane batches them onto one long-lived QUIC stream. On the receiving side a task
-//! per stream reads frames and hands them to the node, which decodes and delivers in place.
+//! writer task per lane batches them onto one long-lived QUIC stream (lane 0, replies and control
+//! frames, is written straight to its stream when its writer is idle: see `replies.rs`). On the
+//! receiving side a task per stream reads frames and hands them to the node, which decodes and
+//! delivers in place (an idle named actor handles a message right there: see `Host`).
 //!
 //! The link's life — dialling, the hello, keeping one connection when both sides dial at once,
 //! noticing loss, redialling with backoff — is a [`LinkActor`] under the node's `links`
