@@ -2,14 +2,15 @@
 //!
 //! Every stack serves the same request/reply shape ([`Req`] `{id, name}` with a 16-byte name,
 //! [`Resp`] `{id, len}`), with its server and client in this process as tokio tasks on a
-//! multi-thread runtime of [`WORKERS`] worker threads owned by that stack. Stacks:
+//! multi-thread runtime of [`WORKERS`] worker threads owned by that stack (see below for
+//! `MICRO_BENCH_WORKERS`). Stacks:
 //! - `quinn_framed`, the floor: raw quinn (rustls with the ring provider, a self-signed
 //!   certificate), ONE long-lived bidirectional stream carrying length-prefixed frames (u32 length,
 //!   then a bincode body); replies are matched to requests by id, so concurrent callers multiplex
 //!   over the stream through a writer task and a reader task;
 //! - `tarpc`: tarpc over TCP with its serde transport and `tokio_serde`'s bincode format, one
 //!   client shared by all the calling tasks;
-//! - `micro` (not yet): a remote actor `ask` over QUIC, see the comment in [`main`].
+//! - `micro`: a remote actor's `ask` over QUIC (two nodes in this process, mutual TLS).
 //!
 //! Per stack and round: `c1`, [`C1_N`] sequential requests (p50 and p99 latency, requests/s), and
 //! `c64`, [`C64_N`] requests spread over [`C64_TASKS`] tasks sharing one client (requests/s).
@@ -21,6 +22,13 @@
 //! costs tens of µs, which weighs on stacks with more thread hops per request (quinn's endpoint
 //! drivers); with other load keeping the CPUs awake, latencies drop and the ratios move. The load
 //! average printed at the start tells which case a run was; compare runs of the same case.
+//!
+//! Worker count: with two workers a woken task may land on the other, parked worker, and rounds
+//! in which the I/O driver moved there are slow; with one there is no such hop. So after the
+//! main table the bench prints `c1` per round at each worker count of `MICRO_BENCH_WORKERS`
+//! (comma-separated, default `1,2`), every stack on a runtime of that many workers, which makes
+//! the bimodality visible instead of hiding it in a median; the main table and the `ratio` lines
+//! use [`WORKERS`] (or the one count given, when `MICRO_BENCH_WORKERS` names only one).
 
 #![allow(clippy::unwrap_used)]
 
@@ -46,8 +54,10 @@ use tokio::sync::{mpsc, oneshot};
 type BoxError = Box<dyn StdError + Send + Sync>;
 type BenchResult<T> = Result<T, BoxError>;
 
-/// Worker threads of each stack's tokio runtime.
+/// Worker threads of each stack's tokio runtime in the main table (see `MICRO_BENCH_WORKERS`).
 const WORKERS: usize = 2;
+/// Measured `c1` rounds per worker count in the worker-count section (after one warm-up).
+const C1_ROUNDS: usize = 8;
 /// Sequential requests per `c1` round.
 const C1_N: usize = 5_000;
 /// Requests per `c64` round, spread over [`C64_TASKS`] tasks.
@@ -172,13 +182,14 @@ impl Metric {
 struct Prepared {
     name: &'static str,
     setup_time: Duration,
-    round: Box<dyn FnMut() -> BenchResult<Sample>>,
+    /// One round: `c1`, then `c64` when asked (else its figure is NaN).
+    round: Box<dyn FnMut(bool) -> BenchResult<Sample>>,
 }
 
-/// Builds the stack's runtime, starts its server and connects its client.
-fn prepare<S: Stack>() -> BenchResult<Prepared> {
+/// Builds the stack's runtime of `workers` threads, starts its server and connects its client.
+fn prepare<S: Stack>(workers: usize) -> BenchResult<Prepared> {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     let start = Instant::now();
@@ -187,12 +198,12 @@ fn prepare<S: Stack>() -> BenchResult<Prepared> {
     Ok(Prepared {
         name: S::NAME,
         setup_time,
-        round: Box::new(move || round::<S>(&rt, &client)),
+        round: Box::new(move |c64| round::<S>(&rt, &client, c64)),
     })
 }
 
-/// One round of one stack: `c1`, then `c64`, each on the runtime's workers.
-fn round<S: Stack>(rt: &Runtime, client: &Arc<S::Client>) -> BenchResult<Sample> {
+/// One round of one stack: `c1`, then `c64` (if `c64`), each on the runtime's workers.
+fn round<S: Stack>(rt: &Runtime, client: &Arc<S::Client>, c64: bool) -> BenchResult<Sample> {
     let c1 = rt.block_on(async {
         let client = Arc::clone(client);
         let task = tokio::spawn(async move { run_c1::<S>(&client).await });
@@ -200,6 +211,14 @@ fn round<S: Stack>(rt: &Runtime, client: &Arc<S::Client>) -> BenchResult<Sample>
     });
     let (c1_p50_us, c1_p99_us, c1_rps) =
         c1.map_err(|_| format!("{}: c1 timed out", S::NAME))???;
+    if !c64 {
+        return Ok(Sample {
+            c1_p50_us,
+            c1_p99_us,
+            c1_rps,
+            c64_rps: f64::NAN,
+        });
+    }
     let c64_rps = rt.block_on(async {
         tokio::time::timeout(PHASE_TIMEOUT, run_c64::<S>(Arc::clone(client))).await
     });
@@ -297,20 +316,39 @@ fn main() -> BenchResult<()> {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|n| n == name))
     };
-    let mut stacks = Vec::new();
-    if wanted(Micro::NAME) {
-        stacks.push(prepare::<Micro>()?);
-    }
-    if wanted(QuinnFramed::NAME) {
-        stacks.push(prepare::<QuinnFramed>()?);
-    }
-    if wanted(Tarpc::NAME) {
-        stacks.push(prepare::<Tarpc>()?);
-    }
+    // `MICRO_BENCH_WORKERS=1,2`: the worker counts of the c1 section; one count alone also
+    // sets the main table's.
+    let worker_counts: Vec<usize> = match std::env::var("MICRO_BENCH_WORKERS") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("MICRO_BENCH_WORKERS={list}: {e}"))?,
+        Err(_) => vec![1, 2],
+    };
+    let workers = match worker_counts.as_slice() {
+        [] => return Err("MICRO_BENCH_WORKERS names no worker count".into()),
+        [only] => *only,
+        _ => WORKERS,
+    };
+    let prepare_all = |workers: usize| -> BenchResult<Vec<Prepared>> {
+        let mut stacks = Vec::new();
+        if wanted(Micro::NAME) {
+            stacks.push(prepare::<Micro>(workers)?);
+        }
+        if wanted(QuinnFramed::NAME) {
+            stacks.push(prepare::<QuinnFramed>(workers)?);
+        }
+        if wanted(Tarpc::NAME) {
+            stacks.push(prepare::<Tarpc>(workers)?);
+        }
+        Ok(stacks)
+    };
+    let mut stacks = prepare_all(workers)?;
 
     println!("remote request/reply over loopback (127.0.0.1)");
     println!(
-        "each stack: own tokio multi-thread runtime, {WORKERS} workers; server and client in process"
+        "each stack: own tokio multi-thread runtime, {workers} workers; server and client in process"
     );
     println!(
         "c1: {C1_N} sequential requests per round; c64: {C64_N} requests per round from \
@@ -343,7 +381,7 @@ fn main() -> BenchResult<()> {
         };
         let mut line = label;
         for &i in &order {
-            let sample = (stacks[i].round)()?;
+            let sample = (stacks[i].round)(true)?;
             line.push_str(&format!(
                 "  | {} c1 p50 {:.1}us c64 {:.0}/s",
                 stacks[i].name, sample.c1_p50_us, sample.c64_rps
@@ -360,7 +398,7 @@ fn main() -> BenchResult<()> {
         .zip(&samples)
         .map(|(stack, samples)| (stack.name, medians(samples)))
         .collect();
-    let sends = micro_sends()?;
+    let sends = micro_sends(workers)?;
     println!();
     println!(
         "{:<14} {:>13} {:>13} {:>13} {:>13}",
@@ -392,6 +430,64 @@ fn main() -> BenchResult<()> {
         }
     }
     drop(stacks);
+
+    // c1 per round at each worker count: the spread shows the bimodality a median hides.
+    println!();
+    println!(
+        "c1 p50 µs per round by worker count ({C1_ROUNDS} rounds after a warm-up; the \
+         {workers}-worker line reuses the main rounds)"
+    );
+    let mut by_workers: Vec<(usize, Vec<(&str, Vec<f64>)>)> = Vec::new();
+    for &count in &worker_counts {
+        let per_stack: Vec<(&str, Vec<f64>)> = if count == workers {
+            results
+                .iter()
+                .zip(&samples)
+                .map(|((name, _), samples)| (*name, samples.iter().map(|s| s.c1_p50_us).collect()))
+                .collect()
+        } else {
+            let mut stacks = prepare_all(count)?;
+            let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); stacks.len()];
+            for round in 0..=C1_ROUNDS {
+                let mut order: Vec<usize> = (0..stacks.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for &i in &order {
+                    let sample = (stacks[i].round)(false)?;
+                    if round > 0 {
+                        rounds[i].push(sample.c1_p50_us);
+                    }
+                }
+            }
+            stacks.iter().map(|s| s.name).zip(rounds).collect()
+        };
+        for (name, values) in &per_stack {
+            let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = values.iter().copied().fold(0.0, f64::max);
+            let each: Vec<String> = values.iter().map(|v| format!("{v:.0}")).collect();
+            println!(
+                "{count}w {name:<14} median {:>6.1}  min {low:>6.1}  max {high:>6.1}  | {}",
+                median(values.clone()),
+                each.join(" ")
+            );
+        }
+        by_workers.push((count, per_stack));
+    }
+    for (count, per_stack) in &by_workers {
+        let find = |name: &str| {
+            per_stack
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| median(v.clone()))
+        };
+        if let (Some(a), Some(b)) = (find("micro"), find("quinn_framed")) {
+            println!(
+                "c1_p50 at {count} workers micro/quinn_framed = {:.2}",
+                a / b
+            );
+        }
+    }
     println!(
         "wall time (setup, rounds, teardown): {:.1} s",
         wall.elapsed().as_secs_f64()
@@ -760,9 +856,9 @@ const SEND_ROUNDS: usize = 5;
 /// micro's remote `send` throughput: one sender, `SEND_N` one-way messages to a remote actor in
 /// windows of `SEND_WINDOW`, each followed by an ask that arrives after them (same destination,
 /// same order) and checks none was lost; messages/s, median.
-fn micro_sends() -> BenchResult<f64> {
+fn micro_sends(workers: usize) -> BenchResult<f64> {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     rt.block_on(async {

@@ -351,7 +351,7 @@ impl fmt::Display for ExitReason {
 
 /// How a hook failed, carried through ractor's boxed error so supervisors can tell a panic from
 /// an error.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Failure {
     Error(String),
     Panic(String),
@@ -421,6 +421,11 @@ fn failed(err: ActorError) -> ActorProcessingErr {
 }
 
 /// The ractor actor that hosts a user [`Actor`].
+///
+/// The user value and its [`Context`] live in a [`Slot`] behind an async lock, so that a remote
+/// message can be handled inline, in the link's reading task, when the actor is idle and its
+/// mailbox empty (see [`HostCell::try_inline`]); the lock is what keeps the state from being
+/// touched by two tasks at once, and the mailbox count is what keeps each sender's order.
 pub(crate) struct Host<A>(PhantomData<fn() -> A>);
 
 impl<A> Host<A> {
@@ -436,9 +441,100 @@ pub(crate) struct HostArgs<A: Actor> {
     pub(crate) bound: Arc<MailboxBound>,
 }
 
-pub(crate) struct HostState<A: Actor> {
+/// The user's actor and its context, and how an inline handler failed, if one did.
+struct Slot<A: Actor> {
     actor: A,
     ctx: Context<A>,
+    /// Set when a handler run outside the actor's task failed: the actor exits with it.
+    failed: Option<Failure>,
+}
+
+/// One incarnation's state, shared by its ractor task and the inline path.
+pub(crate) struct HostCell<A: Actor> {
+    slot: Arc<tokio::sync::Mutex<Slot<A>>>,
+    bound: Arc<MailboxBound>,
+    myself: ActorRef<A::Msg>,
+    /// A handler started inline that had to wait, finishing in a task of its own (it holds the
+    /// slot's lock); aborted with the incarnation.
+    continuation: std::sync::Mutex<Option<AbortOnDrop>>,
+}
+
+/// ractor's state for a [`Host`]: the shared cell. Dropped when the actor's task ends, which
+/// aborts a continuation still running, so the user value is dropped with the incarnation.
+pub(crate) struct HostState<A: Actor> {
+    cell: Arc<HostCell<A>>,
+}
+
+impl<A: Actor> Drop for HostState<A> {
+    fn drop(&mut self) {
+        let continuation = self
+            .cell
+            .continuation
+            .lock()
+            .ok()
+            .and_then(|mut c| c.take());
+        drop(continuation);
+    }
+}
+
+impl<A: Actor> HostCell<A> {
+    /// Handles `msg` in the caller's task when the actor is idle (its lock free) and its mailbox
+    /// empty (counted exactly: named actors only), as a service answers a call inline: the
+    /// handler is polled once here; if it must wait, it finishes in a task of its own, still
+    /// holding the lock, so the actor's next message waits for it. A failure or a panic there is
+    /// the actor's: it is recorded and the actor stopped, and its exit reports it.
+    fn inline(self: Arc<Self>, msg: A::Msg) -> Result<(), A::Msg> {
+        if !self.bound.known_empty() {
+            return Err(msg);
+        }
+        let Ok(guard) = self.slot.clone().try_lock_owned() else {
+            return Err(msg);
+        };
+        if guard.failed.is_some() || self.myself.get_status() != ractor::ActorStatus::Running {
+            return Err(msg);
+        }
+        // Checked again under the lock: the actor's task takes the lock before it counts a
+        // message out, so a message it has dequeued but not yet handled is still counted here.
+        if !self.bound.known_empty() {
+            return Err(msg);
+        }
+        let mut run = Box::pin(run_inline(guard, msg));
+        let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+        if run.as_mut().poll(&mut first).is_pending() {
+            // Futures register their wakers anew at every poll: the task's first poll replaces
+            // the no-op waker registered here.
+            let task = AbortOnDrop::spawn(run);
+            if let Ok(mut continuation) = self.continuation.lock() {
+                *continuation = Some(task);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<A: Actor> crate::mailbox::InlineTarget<A::Msg> for HostCell<A> {
+    fn try_inline(self: Arc<Self>, msg: A::Msg) -> Result<(), A::Msg> {
+        self.inline(msg)
+    }
+}
+
+/// Runs one handler outside the actor's task, holding the slot's lock; an error or a panic
+/// fails the actor as if its own task had met it.
+async fn run_inline<A: Actor>(mut guard: tokio::sync::OwnedMutexGuard<Slot<A>>, msg: A::Msg) {
+    let slot = &mut *guard;
+    let outcome = AssertUnwindSafe(slot.actor.handle(&mut slot.ctx, msg))
+        .catch_unwind()
+        .await;
+    let failure = match outcome {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => Failure::Error(err.to_string()),
+        Err(payload) => Failure::Panic(panic_text(payload.as_ref())),
+    };
+    tracing::debug!(actor = %slot.ctx.id(), failure = %failure, "a handler run inline failed");
+    slot.failed = Some(failure);
+    // Wakes the actor's task if it is idle; its exit (in `post_stop`, or in `handle` if a
+    // message is waiting for the lock) reports the failure.
+    slot.ctx.myself.stop(None);
 }
 
 impl<A: Actor> ractor::Actor for Host<A> {
@@ -462,8 +558,8 @@ impl<A: Actor> ractor::Actor for Host<A> {
             addr,
             node,
             name,
-            bound,
-            myself,
+            bound: bound.clone(),
+            myself: myself.clone(),
             helpers: Vec::new(),
         };
         // The name is bound before `started` runs, so the actor can be found (and exposed) from
@@ -480,22 +576,47 @@ impl<A: Actor> ractor::Actor for Host<A> {
             }
             return Err(err);
         }
-        Ok(HostState { actor, ctx })
+        let cell = Arc::new(HostCell {
+            slot: Arc::new(tokio::sync::Mutex::new(Slot {
+                actor,
+                ctx,
+                failed: None,
+            })),
+            bound,
+            myself,
+            continuation: std::sync::Mutex::new(None),
+        });
+        let weak: std::sync::Weak<dyn crate::mailbox::InlineTarget<A::Msg>> =
+            Arc::downgrade(&cell) as _;
+        cell.bound.set_inline(weak);
+        Ok(HostState { cell })
     }
 
-    // A plain `fn` returning the user's future with a zero-sized `map_err`: ractor moves this
-    // future around for every message, so it must be no bigger than the handler's own.
     fn handle(
         &self,
         _myself: ActorRef<A::Msg>,
         msg: A::Msg,
         state: &mut HostState<A>,
     ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
-        state.ctx.bound.release();
-        // No `catch_unwind` per message: ractor catches panics around the whole loop, and
-        // `ExitReason::from_ractor` tells them from errors, which are always a `Failure`.
-        Handled {
-            inner: state.actor.handle(&mut state.ctx, msg),
+        let cell = &*state.cell;
+        async move {
+            // The lock first, then the count: while a handler started inline runs, this
+            // message stays counted, so later ones from its sender queue behind it.
+            let mut guard = match cell.slot.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => cell.slot.lock().await,
+            };
+            cell.bound.release();
+            let slot = &mut *guard;
+            if let Some(failure) = &slot.failed {
+                return Err(Box::new(failure.clone()) as ActorProcessingErr);
+            }
+            // No `catch_unwind` per message: ractor catches panics around the whole loop, and
+            // `ExitReason::from_ractor` tells them from errors, which are always a `Failure`.
+            Handled {
+                inner: slot.actor.handle(&mut slot.ctx, msg),
+            }
+            .await
         }
     }
 
@@ -504,7 +625,16 @@ impl<A: Actor> ractor::Actor for Host<A> {
         _myself: ActorRef<A::Msg>,
         state: &mut HostState<A>,
     ) -> Result<(), ActorProcessingErr> {
-        let HostState { actor, ctx } = state;
+        // Waits for a handler still running outside the actor's task, as a graceful stop waits
+        // for the message being handled.
+        let mut guard = state.cell.slot.lock().await;
+        let slot = &mut *guard;
+        if let Some(failure) = &slot.failed {
+            // A handler run inline failed: the actor exits with that, and `stopped` does not
+            // run (as after a failure in its own task).
+            return Err(Box::new(failure.clone()));
+        }
+        let Slot { actor, ctx, .. } = slot;
         let stopped = async {
             actor.stopped(ctx).await;
             Ok(())

@@ -300,6 +300,24 @@ impl<M: Send + 'static> Addr<M> {
         }
     }
 
+    /// Hands `msg` to the actor's inline handler (a remote message, in the link's reading task)
+    /// when the actor is idle and its mailbox empty; gives it back otherwise, to be sent.
+    #[inline]
+    pub(crate) fn try_inline(&self, msg: M) -> Result<(), M> {
+        let target = match &self.inner {
+            Inner::Local(local) => local.bound.inline::<M>(),
+            Inner::Named(named) => match named.node.directory().get(&named.name) {
+                Some(entry) => entry.bound.inline::<M>(),
+                None => None,
+            },
+            Inner::Remote(_) | Inner::Gone(_) => None,
+        };
+        match target {
+            Some(target) => target.try_inline(msg),
+            None => Err(msg),
+        }
+    }
+
     /// The running incarnation behind a local or named address.
     pub(crate) fn current_cell(&self, node: &Node) -> Option<ractor::ActorCell> {
         let cell = match &self.inner {

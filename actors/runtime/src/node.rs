@@ -96,6 +96,8 @@ pub(crate) struct NodeShared {
     refused: std::sync::atomic::AtomicU64,
     /// Frame and stream-item reads that waited for room in their connection's budget.
     throttled: std::sync::atomic::AtomicU64,
+    /// Remote messages handled inline, in the reading task (see `Node::inline_messages`).
+    inline: std::sync::atomic::AtomicU64,
     watches: Watches,
     /// Watches this node set on other nodes' actors: watch id → (peer, who to tell).
     remote_watches: FastMap<u64, (NodeId, oneshot::Sender<Down>)>,
@@ -289,6 +291,7 @@ impl NodeBuilder {
                 pending: PendingReplies::new(),
                 refused: std::sync::atomic::AtomicU64::new(0),
                 throttled: std::sync::atomic::AtomicU64::new(0),
+                inline: std::sync::atomic::AtomicU64::new(0),
                 watches: Watches::default(),
                 remote_watches: FastMap::default(),
                 lookups: FastMap::default(),
@@ -1114,6 +1117,21 @@ impl Node {
         self.shared
             .throttled
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Messages from other nodes that were handled inline since the node started: in the task
+    /// that read them off the link, because their actor was idle and its mailbox empty, rather
+    /// than through the actor's mailbox (a diagnostic; only named actors are handled inline).
+    pub fn inline_messages(&self) -> u64 {
+        self.shared
+            .inline
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_inline(&self) {
+        self.shared
+            .inline
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn count_throttled_read(&self) {

@@ -2,8 +2,10 @@
 //!
 //! The data path has no actor in it: a sender encodes its frame and pushes the bytes onto one of
 //! the link's lanes (a queue picked by destination, so frames to one actor stay in order); a
-//! writer task per lane batches them onto one long-lived QUIC stream. On the receiving side a task
-//! per stream reads frames and hands them to the node, which decodes and delivers in place.
+//! writer task per lane batches them onto one long-lived QUIC stream (lane 0, replies and control
+//! frames, is written straight to its stream when its writer is idle: see `replies.rs`). On the
+//! receiving side a task per stream reads frames and hands them to the node, which decodes and
+//! delivers in place (an idle named actor handles a message right there: see `Host`).
 //!
 //! The link's life — dialling, the hello, keeping one connection when both sides dial at once,
 //! noticing loss, redialling with backoff — is a [`LinkActor`] under the node's `links`
@@ -21,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::config::{PeerEvent, PeerInfo};
 use super::endpoint::{CLOSE_DUPLICATE, CLOSE_SHUTDOWN, Hello, Net};
+use super::replies::{Held, ReplyLane, frame_complete, write_replies};
 use crate::node::WeakNode;
 use crate::wire::frame::{Frame, FrameView, PeerLink, Target};
 use crate::{Actor, ActorError, Addr, ChildSpec, Context, Error, Node, NodeId, Reply, Restart};
@@ -45,9 +48,12 @@ type DialOutcome = Result<(quinn::Connection, Hello), Error>;
 /// The sending side of a link to one peer.
 pub(crate) struct Link {
     peer: NodeId,
+    /// Lane 0: replies and control frames, written straight to the stream when they can be.
+    replies: Arc<ReplyLane>,
+    /// Lanes 1.. (index 0 here is lane 1): messages, through their writers.
     lanes: Vec<mpsc::UnboundedSender<Vec<u8>>>,
     receivers: Vec<Lane>,
-    queued: AtomicUsize,
+    queued: Arc<AtomicUsize>,
     limit: usize,
     max_frame: AtomicUsize,
     actor: OnceCell<Addr<LinkMsg>>,
@@ -57,17 +63,19 @@ pub(crate) struct Link {
 
 impl Link {
     fn new(peer: NodeId, net: &Net) -> Link {
-        let (lanes, receivers) = (0..LANES)
+        let (lanes, receivers) = (1..LANES)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 (tx, Arc::new(Mutex::new(rx)))
             })
             .unzip();
+        let queued = Arc::new(AtomicUsize::new(0));
         Link {
             peer,
+            replies: Arc::new(ReplyLane::new(peer, queued.clone())),
             lanes,
             receivers,
-            queued: AtomicUsize::new(0),
+            queued,
             limit: net.config.outbound_limit,
             max_frame: AtomicUsize::new(net.config.max_frame),
             actor: OnceCell::new(),
@@ -86,7 +94,7 @@ impl Link {
 
     /// Drops the frames queued while no connection writes them; returns how many.
     fn discard_queued(&self) -> usize {
-        let mut dropped = 0;
+        let mut dropped = self.replies.discard_queued();
         for lane in &self.receivers {
             // A lane a writer holds is being written: nothing of it is left behind.
             if let Ok(mut rx) = lane.try_lock() {
@@ -156,9 +164,15 @@ impl PeerLink for Link {
             self.queued.fetch_sub(size, Ordering::AcqRel);
             return Err(Error::Unavailable(format!("link to {}", self.peer)));
         }
-        self.lanes[lane_of(&frame)]
-            .send(bytes)
-            .map_err(|_| Error::NoRoute(self.peer.to_string()))
+        match lane_of(&frame) {
+            0 => {
+                self.replies.send(bytes);
+                Ok(())
+            }
+            lane => self.lanes[lane - 1]
+                .send(bytes)
+                .map_err(|_| Error::NoRoute(self.peer.to_string())),
+        }
     }
 }
 
@@ -368,6 +382,10 @@ impl LinkActor {
             Ordering::Relaxed,
         );
         let mut tasks = Vec::with_capacity(LANES + 2);
+        tasks.push(tokio::spawn(write_replies(
+            conn.clone(),
+            self.link.replies.clone(),
+        )));
         for lane in &self.link.receivers {
             tasks.push(tokio::spawn(write_lane(
                 conn.clone(),
@@ -638,7 +656,9 @@ async fn write_lane(conn: quinn::Connection, lane: Lane, link: Arc<Link>) {
     }
 }
 
-async fn open_frames_stream(conn: &quinn::Connection) -> Result<quinn::SendStream, Error> {
+pub(crate) async fn open_frames_stream(
+    conn: &quinn::Connection,
+) -> Result<quinn::SendStream, Error> {
     let mut send = conn
         .open_uni()
         .await
@@ -791,7 +811,13 @@ async fn read_stream(
         Err(_) => return,
     }
     let mut buf = Vec::new();
+    // Replies sent by handlers run inline while more frames are buffered: written together once
+    // the buffer has no whole frame left (or when this task ends).
+    let mut held = Held::default();
     loop {
+        if !held.is_empty() && !frame_complete(recv.buffer()) {
+            held.flush();
+        }
         let mut len = [0u8; 4];
         match recv.read_exact(&mut len).await {
             Ok(_) => {}
@@ -820,12 +846,17 @@ async fn read_stream(
             }
         };
         let Some(node) = node.upgrade() else { return };
-        let bytes = if in_place {
-            &recv.buffer()[..len]
+        let (bytes, after) = if in_place {
+            recv.buffer().split_at(len)
         } else {
-            &buf[..]
+            (&buf[..], recv.buffer())
         };
         match FrameView::decode(bytes) {
+            // More whole frames buffered after this one: hold back its replies, to write them
+            // with theirs.
+            Ok(frame) if !held.is_empty() || frame_complete(after) => {
+                held.holding(|| node.deliver_view(peer, frame))
+            }
             Ok(frame) => node.deliver_view(peer, frame),
             Err(err) => {
                 tracing::warn!(%peer, error = %err, "refused a malformed frame");

@@ -3,6 +3,7 @@
 mod config;
 mod endpoint;
 mod link;
+mod replies;
 pub(crate) mod tls;
 
 pub use config::{PeerEvent, PeerInfo};

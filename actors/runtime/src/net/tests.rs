@@ -453,3 +453,67 @@ async fn frames_declared_large_but_never_sent_hold_no_memory() {
     peer.shutdown().await.unwrap();
     node.shutdown().await.unwrap();
 }
+
+/// Replies a node sends while it still has requests buffered from the same read are held back
+/// and written together; when the stream those requests came on ends right after (here behind a
+/// frame it refuses), the held replies are still written.
+#[tokio::test]
+async fn replies_held_back_behind_buffered_frames_are_written_when_the_stream_ends() {
+    #[derive(Serialize)]
+    struct ReplyWire {
+        origin: NodeId,
+        request: u64,
+        remaining_ms: Option<u64>,
+    }
+    #[derive(Serialize)]
+    enum EchoWire {
+        Say(String, ReplyWire),
+    }
+
+    let ca = ClusterCa::generate("held").unwrap();
+    let node = Node::builder()
+        .name("answering")
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .credentials(ca.issue(NodeId::random()).unwrap())
+        .start()
+        .await
+        .unwrap();
+    node.spawn(ChildSpec::new(|| EchoActor).named("echo"))
+        .await
+        .unwrap();
+    node.expose::<Echo>("echo").unwrap();
+    let server = node.local_addr().unwrap();
+
+    let raw = raw_client(&ca);
+    let conn = raw_connect(&raw, server, "asking", Some(MAX_FRAME)).await;
+    let answers = tokio::spawn(replies(conn.clone(), 3));
+
+    // Three asks, a frame of an unknown kind, and the end of the stream, in one write.
+    let mut bytes = vec![super::link::STREAM_FRAMES];
+    for request in 1..=3 {
+        let body = ContentType::Bincode
+            .encode(&EchoWire::Say(
+                format!("ask {request}"),
+                ReplyWire {
+                    origin: raw.0.node_id(),
+                    request,
+                    remaining_ms: Some(10_000),
+                },
+            ))
+            .unwrap();
+        bytes.extend(deliver("echo", Echo::TYPE_NAME, request, body));
+    }
+    bytes.extend([0, 0, 0, 5, 9, 9, 9, 9, 9]);
+    let mut frames = conn.open_uni().await.unwrap();
+    frames.write_all(&bytes).await.unwrap();
+    frames.finish().unwrap();
+
+    let got = tokio::time::timeout(Duration::from_secs(10), answers)
+        .await
+        .expect("every held reply is written")
+        .unwrap();
+    assert_eq!(got, vec![(1, Ok(())), (2, Ok(())), (3, Ok(()))]);
+    assert_eq!(node.inline_messages(), 3, "answered from the reading task");
+    assert_eq!(node.refused_messages(), 1);
+    node.shutdown().await.unwrap();
+}

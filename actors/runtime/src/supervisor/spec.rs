@@ -410,7 +410,12 @@ impl<A: Actor> StartChild for ChildSpec<A> {
             if let Some(name) = &self.name {
                 node.directory().check_free(name)?;
             }
-            let bound = Arc::new(MailboxBound::new(self.mailbox));
+            // A named actor's mailbox is counted from the start, so it may take remote messages
+            // inline (it is the kind `Node::expose` reaches).
+            let bound = Arc::new(match self.name {
+                Some(_) => MailboxBound::tracked(self.mailbox),
+                None => MailboxBound::new(self.mailbox),
+            });
             let args = HostArgs {
                 actor: (self.factory)(),
                 node: node.clone(),

@@ -76,10 +76,16 @@ impl<M: RemoteMessage> Inbound for Export<M> {
                 expected: type_name.to_owned(),
             });
         }
+        let msg: M = super::context::delivering(|| {
+            super::context::with_inbound(envelope, || node.decode_from(from, content_type, body))
+        })?;
+        // Handled here when the actor is idle and its mailbox empty (outside `delivering`: the
+        // handler's reply ports are live ones), else queued.
+        let Err(msg) = self.addr.try_inline(msg) else {
+            node.count_inline();
+            return Ok(());
+        };
         super::context::delivering(|| {
-            let msg: M = super::context::with_inbound(envelope, || {
-                node.decode_from(from, content_type, body)
-            })?;
             // A full mailbox is overload as far as the sender can tell.
             self.addr.send(msg).map_err(|err| match err {
                 Error::MailboxFull { actor, .. } => Error::Unavailable(actor),

@@ -6,6 +6,7 @@
 mod addressing;
 mod common;
 mod helpers;
+mod inline;
 mod process;
 mod remote;
 mod resources;
