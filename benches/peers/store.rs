@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use micro_runtime::{ClusterCa, Node, NodeId};
 use micro_store::{FileConfig, FileStore, Record, Store};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, TableDefinition};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 type BenchResult<T> = Result<T, BoxError>;
