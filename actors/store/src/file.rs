@@ -108,6 +108,7 @@ impl FileStore {
 /// A record as stored (its key is the table's key).
 #[derive(Serialize, Deserialize)]
 struct Stored {
+    #[serde(with = "crate::record::bytes")]
     value: Vec<u8>,
     metadata: Metadata,
     expiry: Option<u64>,

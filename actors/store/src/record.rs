@@ -15,7 +15,8 @@ pub const DEFAULT_TABLE: &str = "micro";
 pub struct Record {
     /// The key (unique in its table).
     pub key: String,
-    /// The value.
+    /// The value (one byte string on the wire, not a sequence of numbers).
+    #[serde(with = "bytes")]
     pub value: Vec<u8>,
     /// Strings that travel with the value (the typed helpers keep the content type here).
     pub metadata: Metadata,
@@ -218,4 +219,43 @@ pub struct StoreEvent {
     pub kind: EventKind,
     /// The record as written (for `Put`) or as it was (for `Delete` and `Expired`).
     pub record: Record,
+}
+
+/// Serde for byte vectors as byte strings (what `serde_bytes` does): bincode copies them in one
+/// go and JSON writes an array either way; both forms are read.
+pub(crate) mod bytes {
+    use serde::{Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(value)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_byte_buf(Visitor)
+    }
 }
