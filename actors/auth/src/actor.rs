@@ -153,7 +153,8 @@ impl AuthActor {
             .into_iter()
             .filter_map(|r| Some((r.key, serde_json::from_slice(&r.value).ok()?)))
             .collect();
-        let rules = self.rules().await?;
+        let mut rules = self.rules().await?;
+        rules.extend(crate::rules::default_rules());
         if let Ok(mut verifier) = self.shared.verifier.lock() {
             verifier.set_keys(keys);
             verifier.set_revoked(revoked);

@@ -45,6 +45,7 @@ pub use error::AuthError;
 pub use handle::Auth;
 pub use protocol::{AUTH_NAME, AuthCommand, AuthMsg};
 pub use rules::{
-    Access, Denied, Resource, Rule, SCOPE_ACCOUNT, SCOPE_PUBLIC, TYPE_SERVICE, TYPE_TOPIC, verify,
+    Access, Denied, HEALTH_RULE, Resource, Rule, SCOPE_ACCOUNT, SCOPE_PUBLIC, TYPE_SERVICE,
+    TYPE_TOPIC, default_rules, verify,
 };
 pub use token::Token;

@@ -146,6 +146,22 @@ fn matches_endpoint(rule: &str, endpoint: &str) -> bool {
     false
 }
 
+/// The id of the rule that makes `Debug.Health` public by default.
+pub const HEALTH_RULE: &str = "micro.debug.health";
+
+/// The rules every node adds to those in the store: `Debug.Health` of every service is public,
+/// at the lowest priority, so any rule of yours that matches it and applies decides first.
+pub fn default_rules() -> Vec<Rule> {
+    vec![
+        Rule::grant(
+            HEALTH_RULE,
+            SCOPE_PUBLIC,
+            Resource::service("*", "Debug.Health"),
+        )
+        .priority(i32::MIN),
+    ]
+}
+
 /// Why [`verify`] refused: without an account that is `401`, with one `403`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {

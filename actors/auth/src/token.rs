@@ -186,7 +186,7 @@ impl Verifier {
         Verifier {
             keys: HashMap::new(),
             revoked: HashMap::new(),
-            rules: Vec::new(),
+            rules: crate::rules::default_rules(),
             cache: HashMap::new(),
             capacity: capacity.max(1),
             validation,

@@ -36,6 +36,8 @@ struct Call {
     metadata: Headers,
     deadline: Option<Instant>,
     reply_metadata: Mutex<Headers>,
+    /// The caller's account, from a valid token on a service with auth.
+    account: Option<Arc<micro_auth::Account>>,
 }
 
 impl CallContext {
@@ -52,8 +54,25 @@ impl CallContext {
                 metadata,
                 deadline,
                 reply_metadata: Mutex::default(),
+                account: None,
             }),
         }
+    }
+
+    /// The same context with the caller's account (set once, before the handler sees it).
+    #[must_use]
+    pub(crate) fn with_account(mut self, account: Option<Arc<micro_auth::Account>>) -> Self {
+        if let Some(call) = Arc::get_mut(&mut self.call) {
+            call.account = account;
+        }
+        self
+    }
+
+    /// The caller's account, verified from the token the call carried, on a service with auth
+    /// ([`Service::auth`](crate::Service::auth)); `None` for a call without a valid token
+    /// (allowed by a public rule) or on a service without auth.
+    pub fn account(&self) -> Option<&micro_auth::Account> {
+        self.call.account.as_deref()
     }
 
     /// The service's name.

@@ -34,6 +34,8 @@ pub(crate) struct EndpointShared {
     pub(crate) counters: Arc<Counters>,
     pub(crate) drain: Arc<Drain>,
     pub(crate) wrappers: Arc<[Arc<dyn Wrapper>]>,
+    /// Checks each call's token and the rules, when the service has auth.
+    pub(crate) auth: Option<micro_auth::Auth>,
 }
 
 impl Accounts for EndpointShared {
@@ -63,14 +65,25 @@ impl Actor for EndpointActor {
                 call,
             } => {
                 let shared = &self.0;
+                let deadline = earliest(reply.deadline(), &call, &head);
+                let type_id = call.type_id;
+                let metadata = headers_of(call, head.metadata);
+                let account = match shared.authorize(&metadata) {
+                    Ok(account) => account,
+                    Err(denied) => {
+                        let _ = reply.send(Err(denied));
+                        return Ok(());
+                    }
+                };
                 match CallGuard::admit(&**shared, shared.limit) {
                     Ok(guard) => {
                         let call = Call {
-                            deadline: earliest(reply.deadline(), &call, &head),
+                            deadline,
                             content_type: head.content_type.0,
-                            type_id: call.type_id,
-                            metadata: headers_of(call, head.metadata),
+                            type_id,
+                            metadata,
                             body,
+                            account,
                         };
                         shared.serve(call, guard, reply);
                     }
@@ -86,10 +99,17 @@ impl Actor for EndpointActor {
                 call,
             } => {
                 let shared = &self.0;
+                let deadline = earliest(None, &call, &head);
+                head.metadata = headers_of(call, head.metadata);
+                let account = match shared.authorize(&head.metadata) {
+                    Ok(account) => account,
+                    Err(denied) => {
+                        let _ = reply.send(Err(denied));
+                        return Ok(());
+                    }
+                };
                 match CallGuard::admit(shared.clone(), shared.limit) {
                     Ok(guard) => {
-                        let deadline = earliest(None, &call, &head);
-                        head.metadata = headers_of(call, head.metadata);
                         let (requests_tx, requests) = stream_channel(STREAM_BUFFER);
                         if reply.send(Ok(requests_tx)).is_err() {
                             // The caller gave up before the stream opened.
@@ -97,7 +117,9 @@ impl Actor for EndpointActor {
                         }
                         let shared = shared.clone();
                         tokio::spawn(async move {
-                            let outcome = shared.stream(head, requests, responses, deadline).await;
+                            let outcome = shared
+                                .stream(head, requests, responses, deadline, account)
+                                .await;
                             guard.finished(outcome.is_err());
                         });
                     }
@@ -112,6 +134,19 @@ impl Actor for EndpointActor {
 }
 
 impl EndpointShared {
+    /// The caller's account, or the call's refusal (401/403), when the service has auth.
+    fn authorize(
+        &self,
+        metadata: &Headers,
+    ) -> Result<Option<Arc<micro_auth::Account>>, ServiceError> {
+        match &self.auth {
+            None => Ok(None),
+            Some(auth) => {
+                crate::auth::authorize(auth, &self.service, &self.endpoint, metadata.get())
+            }
+        }
+    }
+
     /// Runs one unary call through the wrappers and the handler, bounded by its deadline and the
     /// service's stop; a panic becomes a 500.
     ///
@@ -153,7 +188,8 @@ impl EndpointShared {
                 self.endpoint.clone(),
                 call.metadata,
                 call.deadline,
-            );
+            )
+            .with_account(call.account);
             return handler.call(ctx, call.content_type, call.type_id, call.body);
         }
         let request = Request {
@@ -165,6 +201,7 @@ impl EndpointShared {
             deadline: call.deadline,
         };
         let (handler, wrappers) = (handler.clone(), self.wrappers.clone());
+        let account = call.account;
         // Checked against the body as the wrappers leave it, in the caller's content type.
         let (type_id, content_type) = (call.type_id, call.content_type);
         Box::pin(async move {
@@ -174,7 +211,8 @@ impl EndpointShared {
                     request.endpoint,
                     Headers::from(request.metadata),
                     request.deadline,
-                );
+                )
+                .with_account(account.clone());
                 let type_id = type_id.filter(|_| request.content_type == content_type);
                 let run =
                     handler.call(ctx, request.content_type, type_id, Body::from(request.body));
@@ -207,6 +245,7 @@ impl EndpointShared {
         requests: micro_runtime::StreamReceiver<StreamItem>,
         responses: StreamSender<StreamItem>,
         deadline: Option<Instant>,
+        account: Option<Arc<micro_auth::Account>>,
     ) -> Result<(), ServiceError> {
         let Handler::Stream(handler) = &self.handler else {
             let err = ServiceError::bad_request(
@@ -222,7 +261,8 @@ impl EndpointShared {
             self.endpoint.clone(),
             head.metadata,
             deadline,
-        );
+        )
+        .with_account(account);
         let run = handler.open(ctx, head.content_type.0, requests, responses.clone());
         let outcome = self.bounded(run, deadline).await;
         crate::stream::close(&responses, outcome.clone()).await;
@@ -272,6 +312,8 @@ struct Call {
     metadata: Headers,
     body: Body,
     deadline: Option<Instant>,
+    /// The caller's account (auth).
+    account: Option<Arc<micro_auth::Account>>,
 }
 
 /// Where a unary call's answer goes.
