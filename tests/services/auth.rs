@@ -61,6 +61,13 @@ fn whoami(name: &str) -> Endpoint {
     })
 }
 
+/// Answers the calling node's id, as the link proved it.
+fn which_node(name: &str) -> Endpoint {
+    Endpoint::unary(name, |ctx: CallContext, _: ()| async move {
+        Ok::<_, ServiceError>(ctx.peer().map(|n| n.to_string()).unwrap_or_default())
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_is_checked_against_the_rules() {
     let s = setup(Duration::from_secs(60)).await;
@@ -88,6 +95,7 @@ async fn every_call_is_checked_against_the_rules() {
         .endpoint(whoami("Orders.List"))
         .endpoint(whoami("Orders.Delete"))
         .endpoint(whoami("Catalog.List"))
+        .endpoint(which_node("Catalog.Caller"))
         .auth(s.replica_auth.clone())
         .registry(s.registry.clone())
         .start(s.nodes.node(1))
@@ -127,6 +135,9 @@ async fn every_call_is_checked_against_the_rules() {
     // Public: no account needed; the handler sees none.
     let who: String = anonymous.call("shop", "Catalog.List", &()).await.unwrap();
     assert_eq!(who, "");
+    // The handler knows the calling node from its link's certificate.
+    let node: String = anonymous.call("shop", "Catalog.Caller", &()).await.unwrap();
+    assert_eq!(node, client_node.id().to_string());
     // Debug.Health is public by default.
     let health: Health = anonymous.call("shop", HEALTH_ENDPOINT, &()).await.unwrap();
     assert_eq!(health.service, "shop");

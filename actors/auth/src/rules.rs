@@ -397,6 +397,19 @@ mod tests {
     }
 
     #[test]
+    fn health_is_public_by_default_until_a_rule_says_otherwise() {
+        let health = shop("Debug.Health");
+        assert_eq!(verify(&default_rules(), None, &health), Ok(()));
+        assert_eq!(
+            verify(&default_rules(), None, &shop("Debug.Stats")),
+            Err(Denied::Unauthorized)
+        );
+        let mut rules = vec![Rule::deny("hide", "", health.clone())];
+        rules.extend(default_rules());
+        assert_eq!(verify(&rules, None, &health), Err(Denied::Unauthorized));
+    }
+
+    #[test]
     fn endpoint_prefixes_are_micros_extension() {
         let ada = account(&["x"]);
         let rules = [Rule::grant("r", "x", shop("Inventory.*"))];

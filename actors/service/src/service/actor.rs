@@ -66,7 +66,7 @@ impl Actor for EndpointActor {
             } => {
                 let shared = &self.0;
                 let deadline = earliest(reply.deadline(), &call, &head);
-                let type_id = call.type_id;
+                let (type_id, peer) = (call.type_id, call.peer);
                 let metadata = headers_of(call, head.metadata);
                 let account = match shared.authorize(&metadata) {
                     Ok(account) => account,
@@ -84,6 +84,7 @@ impl Actor for EndpointActor {
                             metadata,
                             body,
                             account,
+                            peer,
                         };
                         shared.serve(call, guard, reply);
                     }
@@ -100,6 +101,7 @@ impl Actor for EndpointActor {
             } => {
                 let shared = &self.0;
                 let deadline = earliest(None, &call, &head);
+                let peer = call.peer;
                 head.metadata = headers_of(call, head.metadata);
                 let account = match shared.authorize(&head.metadata) {
                     Ok(account) => account,
@@ -118,7 +120,7 @@ impl Actor for EndpointActor {
                         let shared = shared.clone();
                         tokio::spawn(async move {
                             let outcome = shared
-                                .stream(head, requests, responses, deadline, account)
+                                .stream(head, requests, responses, deadline, (account, peer))
                                 .await;
                             guard.finished(outcome.is_err());
                         });
@@ -189,7 +191,7 @@ impl EndpointShared {
                 call.metadata,
                 call.deadline,
             )
-            .with_account(call.account);
+            .with_caller(call.account, call.peer);
             return handler.call(ctx, call.content_type, call.type_id, call.body);
         }
         let request = Request {
@@ -201,7 +203,7 @@ impl EndpointShared {
             deadline: call.deadline,
         };
         let (handler, wrappers) = (handler.clone(), self.wrappers.clone());
-        let account = call.account;
+        let (account, peer) = (call.account, call.peer);
         // Checked against the body as the wrappers leave it, in the caller's content type.
         let (type_id, content_type) = (call.type_id, call.content_type);
         Box::pin(async move {
@@ -212,7 +214,7 @@ impl EndpointShared {
                     Headers::from(request.metadata),
                     request.deadline,
                 )
-                .with_account(account.clone());
+                .with_caller(account.clone(), peer);
                 let type_id = type_id.filter(|_| request.content_type == content_type);
                 let run =
                     handler.call(ctx, request.content_type, type_id, Body::from(request.body));
@@ -245,7 +247,10 @@ impl EndpointShared {
         requests: micro_runtime::StreamReceiver<StreamItem>,
         responses: StreamSender<StreamItem>,
         deadline: Option<Instant>,
-        account: Option<Arc<micro_auth::Account>>,
+        (account, peer): (
+            Option<Arc<micro_auth::Account>>,
+            Option<micro_runtime::NodeId>,
+        ),
     ) -> Result<(), ServiceError> {
         let Handler::Stream(handler) = &self.handler else {
             let err = ServiceError::bad_request(
@@ -262,7 +267,7 @@ impl EndpointShared {
             head.metadata,
             deadline,
         )
-        .with_account(account);
+        .with_caller(account, peer);
         let run = handler.open(ctx, head.content_type.0, requests, responses.clone());
         let outcome = self.bounded(run, deadline).await;
         crate::stream::close(&responses, outcome.clone()).await;
@@ -314,6 +319,8 @@ struct Call {
     deadline: Option<Instant>,
     /// The caller's account (auth).
     account: Option<Arc<micro_auth::Account>>,
+    /// The calling node (from the link).
+    peer: Option<micro_runtime::NodeId>,
 }
 
 /// Where a unary call's answer goes.
