@@ -174,6 +174,14 @@ pub mod config {
     pub use micro_config::*;
 }
 
+/// Auth: accounts, Ed25519-signed tokens verified on any node, and Go Micro's rules, enforced
+/// on a service by [`Service::auth`] (the `micro-auth` crate).
+pub mod auth {
+    #[doc(inline)]
+    pub use micro_auth::*;
+    pub use micro_service::{AUTHORIZATION_HEADER, Credentials};
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (the `logging` feature, on by default).
 ///
 /// The framework logs through [`tracing`](https://docs.rs/tracing) and installs nothing itself:

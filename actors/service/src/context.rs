@@ -36,6 +36,10 @@ struct Call {
     metadata: Headers,
     deadline: Option<Instant>,
     reply_metadata: Mutex<Headers>,
+    /// The caller's account, from a valid token on a service with auth.
+    account: Option<Arc<micro_auth::Account>>,
+    /// The calling node, as its link's mutual TLS proved it.
+    peer: Option<micro_runtime::NodeId>,
 }
 
 impl CallContext {
@@ -52,8 +56,37 @@ impl CallContext {
                 metadata,
                 deadline,
                 reply_metadata: Mutex::default(),
+                account: None,
+                peer: None,
             }),
         }
+    }
+
+    /// The same context with the caller's account (set once, before the handler sees it).
+    #[must_use]
+    pub(crate) fn with_caller(
+        mut self,
+        account: Option<Arc<micro_auth::Account>>,
+        peer: Option<micro_runtime::NodeId>,
+    ) -> Self {
+        if let Some(call) = Arc::get_mut(&mut self.call) {
+            call.account = account;
+            call.peer = peer;
+        }
+        self
+    }
+
+    /// The node the call came from, as the mutual TLS of its link proved it (its certificate's
+    /// node id); `None` for a call from this node.
+    pub fn peer(&self) -> Option<micro_runtime::NodeId> {
+        self.call.peer
+    }
+
+    /// The caller's account, verified from the token the call carried, on a service with auth
+    /// ([`Service::auth`](crate::Service::auth)); `None` for a call without a valid token
+    /// (allowed by a public rule) or on a service without auth.
+    pub fn account(&self) -> Option<&micro_auth::Account> {
+        self.call.account.as_deref()
     }
 
     /// The service's name.

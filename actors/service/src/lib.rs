@@ -50,6 +50,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod body;
 mod client;
 mod context;
@@ -61,6 +62,7 @@ mod typed;
 mod wire;
 mod wrapper;
 
+pub use auth::{AUTHORIZATION_HEADER, Credentials};
 pub use bytes::Bytes;
 pub use client::{
     CallOptions, Client, ClientBuilder, ClientStreaming, Ejection, Filter, RetryBudget,

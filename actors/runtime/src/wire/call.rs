@@ -49,6 +49,9 @@ pub struct CallData {
     /// before it decodes (services: the request's shape id; in the frame: `type_id`, appended
     /// to the envelope).
     pub type_id: Option<u64>,
+    /// The node the message came from over a link: its id as its mutual-TLS certificate
+    /// proves it. Set when a link's message is decoded, never sent (`None` locally).
+    pub peer: Option<crate::NodeId>,
 }
 
 impl CallData {
@@ -59,6 +62,7 @@ impl CallData {
             trace_id: None,
             headers: Vec::new(),
             type_id: None,
+            peer: None,
         }
     }
 
@@ -121,7 +125,9 @@ impl<'de> Deserialize<'de> for CallData {
     /// Reads a unit and takes the contents of the frame being decoded (none outside a delivery).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_unit(UnitVisitor)?;
-        Ok(context::take_call())
+        let mut call = context::take_call();
+        call.peer = context::current_from();
+        Ok(call)
     }
 }
 

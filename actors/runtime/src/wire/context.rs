@@ -89,6 +89,11 @@ pub(crate) fn with_inbound<R>(envelope: Envelope, f: impl FnOnce() -> R) -> R {
 }
 
 /// The call data of the message being delivered (empty outside a delivery, or once taken).
+/// The node the message being decoded came from over a link (its certificate's id), if any.
+pub(crate) fn current_from() -> Option<NodeId> {
+    CURRENT.with(|c| c.borrow().as_ref().and_then(|ctx| ctx.from))
+}
+
 pub(crate) fn take_call() -> CallData {
     INBOUND.with(|c| c.take()).unwrap_or_default()
 }

@@ -34,6 +34,8 @@ pub(crate) struct EndpointShared {
     pub(crate) counters: Arc<Counters>,
     pub(crate) drain: Arc<Drain>,
     pub(crate) wrappers: Arc<[Arc<dyn Wrapper>]>,
+    /// Checks each call's token and the rules, when the service has auth.
+    pub(crate) auth: Option<micro_auth::Auth>,
 }
 
 impl Accounts for EndpointShared {
@@ -63,14 +65,26 @@ impl Actor for EndpointActor {
                 call,
             } => {
                 let shared = &self.0;
+                let deadline = earliest(reply.deadline(), &call, &head);
+                let (type_id, peer) = (call.type_id, call.peer);
+                let metadata = headers_of(call, head.metadata);
+                let account = match shared.authorize(&metadata) {
+                    Ok(account) => account,
+                    Err(denied) => {
+                        let _ = reply.send(Err(denied));
+                        return Ok(());
+                    }
+                };
                 match CallGuard::admit(&**shared, shared.limit) {
                     Ok(guard) => {
                         let call = Call {
-                            deadline: earliest(reply.deadline(), &call, &head),
+                            deadline,
                             content_type: head.content_type.0,
-                            type_id: call.type_id,
-                            metadata: headers_of(call, head.metadata),
+                            type_id,
+                            metadata,
                             body,
+                            account,
+                            peer,
                         };
                         shared.serve(call, guard, reply);
                     }
@@ -96,10 +110,18 @@ impl Actor for EndpointActor {
                     let _ = reply.send(Err(err));
                     return Ok(());
                 }
+                let deadline = earliest(None, &call, &head);
+                let peer = call.peer;
+                head.metadata = headers_of(call, head.metadata);
+                let account = match shared.authorize(&head.metadata) {
+                    Ok(account) => account,
+                    Err(denied) => {
+                        let _ = reply.send(Err(denied));
+                        return Ok(());
+                    }
+                };
                 match CallGuard::admit(shared.clone(), shared.limit) {
                     Ok(guard) => {
-                        let deadline = earliest(None, &call, &head);
-                        head.metadata = headers_of(call, head.metadata);
                         let (requests_tx, requests) = stream_channel(STREAM_BUFFER);
                         if reply.send(Ok(requests_tx)).is_err() {
                             // The caller gave up before the stream opened.
@@ -108,7 +130,7 @@ impl Actor for EndpointActor {
                         let shared = shared.clone();
                         tokio::spawn(async move {
                             let outcome = shared
-                                .stream(head, requests, responses, deadline, response_id)
+                                .stream(head, requests, responses, deadline, response_id, (account, peer))
                                 .await;
                             guard.finished(outcome.is_err());
                         });
@@ -124,6 +146,19 @@ impl Actor for EndpointActor {
 }
 
 impl EndpointShared {
+    /// The caller's account, or the call's refusal (401/403), when the service has auth.
+    fn authorize(
+        &self,
+        metadata: &Headers,
+    ) -> Result<Option<Arc<micro_auth::Account>>, ServiceError> {
+        match &self.auth {
+            None => Ok(None),
+            Some(auth) => {
+                crate::auth::authorize(auth, &self.service, &self.endpoint, metadata.get())
+            }
+        }
+    }
+
     /// Runs one unary call through the wrappers and the handler, bounded by its deadline and the
     /// service's stop; a panic becomes a 500.
     ///
@@ -165,7 +200,8 @@ impl EndpointShared {
                 self.endpoint.clone(),
                 call.metadata,
                 call.deadline,
-            );
+            )
+            .with_caller(call.account, call.peer);
             return handler.call(ctx, call.content_type, call.type_id, call.body);
         }
         let request = Request {
@@ -177,6 +213,7 @@ impl EndpointShared {
             deadline: call.deadline,
         };
         let (handler, wrappers) = (handler.clone(), self.wrappers.clone());
+        let (account, peer) = (call.account, call.peer);
         // Checked against the body as the wrappers leave it, in the caller's content type.
         let (type_id, content_type) = (call.type_id, call.content_type);
         Box::pin(async move {
@@ -186,7 +223,8 @@ impl EndpointShared {
                     request.endpoint,
                     Headers::from(request.metadata),
                     request.deadline,
-                );
+                )
+                .with_caller(account.clone(), peer);
                 let type_id = type_id.filter(|_| request.content_type == content_type);
                 let run =
                     handler.call(ctx, request.content_type, type_id, Body::from(request.body));
@@ -220,6 +258,10 @@ impl EndpointShared {
         responses: StreamSender<StreamItem>,
         deadline: Option<Instant>,
         response_id: Option<u64>,
+        (account, peer): (
+            Option<Arc<micro_auth::Account>>,
+            Option<micro_runtime::NodeId>,
+        ),
     ) -> Result<(), ServiceError> {
         let Handler::Stream(handler) = &self.handler else {
             let err = ServiceError::bad_request(
@@ -235,7 +277,8 @@ impl EndpointShared {
             self.endpoint.clone(),
             head.metadata,
             deadline,
-        );
+        )
+        .with_caller(account, peer);
         let run = handler.open(
             ctx,
             head.content_type.0,
@@ -291,6 +334,10 @@ struct Call {
     metadata: Headers,
     body: Body,
     deadline: Option<Instant>,
+    /// The caller's account (auth).
+    account: Option<Arc<micro_auth::Account>>,
+    /// The calling node (from the link).
+    peer: Option<micro_runtime::NodeId>,
 }
 
 /// Where a unary call's answer goes.

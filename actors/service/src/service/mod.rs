@@ -73,6 +73,7 @@ pub struct Service {
     interval: Duration,
     drain_timeout: Duration,
     max_concurrent: usize,
+    auth: Option<micro_auth::Auth>,
 }
 
 impl Service {
@@ -93,7 +94,20 @@ impl Service {
             interval: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             max_concurrent: 1024,
+            auth: None,
         }
+    }
+
+    /// Checks every call against the node's auth rules: one line for a whole service. A call
+    /// carries its account's token (`Authorization: Bearer …`, see
+    /// [`Credentials`](crate::Credentials)); a missing or bad token is no account; a call no rule
+    /// grants is 401 without an account, 403 with one. `Debug.Health` is public by default. The
+    /// handler sees the account in [`CallContext::account`]. `auth` must be the node's local
+    /// handle ([`Auth::local`](micro_auth::Auth::local)), which verifies in place.
+    #[must_use]
+    pub fn auth(mut self, auth: micro_auth::Auth) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// Its version (default `"latest"`); clients can filter on it.
@@ -221,6 +235,7 @@ impl Service {
                 limit: endpoint.max_concurrent.unwrap_or(self.max_concurrent),
                 counters: Arc::new(Counters::default()),
                 drain: drain.clone(),
+                auth: self.auth.clone(),
                 wrappers: if endpoint.name.starts_with("Debug.") {
                     Arc::from(Vec::new())
                 } else {
