@@ -12,7 +12,8 @@
 //! nodes; the actors are glue.
 //!
 //! Backends: [`MemorySync`] (one node; other nodes share it through the exposed actor), and
-//! `PostgresSync` (feature `postgres`) on a database many processes share.
+//! `PostgresSync` (feature `postgres`) on a database many processes share, and `EtcdSync`
+//! (feature `etcd`) on an etcd cluster.
 //!
 //! # Guarantees
 //!
@@ -71,6 +72,21 @@
 //! nobody acquires, and holders' renewals fail, so their `lost()` fires by the rule above; a
 //! failover to a replica that lost recent commits may forget a grant (use synchronous
 //! replication if that matters), and the fencing token is what protects the resource then.
+//!
+//! ## etcd backend (feature `etcd`)
+//!
+//! Each grant is an etcd lease with the caller's TTL rounded up to whole seconds (etcd may raise
+//! a short TTL to its minimum, about 2 s): never shorter than the guard assumes. Locks use
+//! etcd's Lock API, elections its Election API; the token is the revision at which the lock was
+//! acquired, or the leader key's creation revision, both from etcd's single, durable revision
+//! counter, so they increase per name across restarts of everything. Renewal is a keep-alive
+//! of the lease, release its revocation. etcd's own consensus (Raft) makes a grant survive the
+//! loss of a minority of etcd members; a partitioned minority member refuses writes.
+//!
+//! A holder that dies or is cut off from etcd stops its keep-alives and the lease expires by
+//! TTL, `lost()` firing first. The actor that granted a lease keeps its etcd lease id: if that
+//! actor restarts, its holders' next renewal is refused (`NotHeld`) and they see `lost()`; the
+//! etcd leases then expire by TTL. Waiting is done by etcd (waiters in creation order).
 
 mod error;
 #[cfg(feature = "etcd")]
