@@ -114,7 +114,8 @@ impl Config {
     /// The value at `path` each time it changes from now on (the watch is in place when this
     /// returns): never for a change elsewhere, never twice for one change. A value that no
     /// longer decodes is an `Err` item (the stream goes on); the stream ends when the config
-    /// actor goes away.
+    /// actor goes away (also when it restarts: watch again), or if the watcher falls 1,024
+    /// updates behind.
     pub async fn watch<T: DeserializeOwned>(&self, path: &str) -> Result<Watch<T>, ConfigError> {
         let (updates, receiver) = stream_channel(WATCH_BUFFER);
         let path = path.to_owned();
