@@ -307,6 +307,9 @@ fn medians(samples: &[Sample]) -> Sample {
     }
 }
 
+/// Per stack, a figure per round.
+type PerStack = Vec<(&'static str, Vec<f64>)>;
+
 fn main() -> BenchResult<()> {
     let wall = Instant::now();
     // The stacks under test, in the order of the first round.
@@ -437,9 +440,9 @@ fn main() -> BenchResult<()> {
         "c1 p50 µs per round by worker count ({C1_ROUNDS} rounds after a warm-up; the \
          {workers}-worker line reuses the main rounds)"
     );
-    let mut by_workers: Vec<(usize, Vec<(&str, Vec<f64>)>)> = Vec::new();
+    let mut by_workers: Vec<(usize, PerStack)> = Vec::new();
     for &count in &worker_counts {
-        let per_stack: Vec<(&str, Vec<f64>)> = if count == workers {
+        let per_stack: PerStack = if count == workers {
             results
                 .iter()
                 .zip(&samples)
