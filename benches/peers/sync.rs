@@ -56,6 +56,7 @@ async fn micro_op(sync: &Locks) -> BenchResult<()> {
 }
 
 /// Rounds alternating micro and the raw stack; (micro, raw) medians.
+#[cfg(any(feature = "postgres", feature = "etcd"))]
 async fn compare<R, RF>(sync: &Locks, mut raw: R) -> BenchResult<(f64, f64)>
 where
     R: FnMut() -> RF,
@@ -200,7 +201,8 @@ async fn etcd(url: &str) -> BenchResult<f64> {
 #[tokio::main]
 async fn main() -> BenchResult<()> {
     memory().await?;
-    let mut ratios = Vec::new();
+    #[allow(unused_mut)] // only the engine features push to it
+    let mut ratios: Vec<(&str, f64)> = Vec::new();
     #[cfg(feature = "etcd")]
     match std::env::var("MICRO_BENCH_ETCD_URL") {
         Ok(url) => ratios.push(("etcd", etcd(&url).await?)),

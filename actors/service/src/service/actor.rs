@@ -130,7 +130,14 @@ impl Actor for EndpointActor {
                         let shared = shared.clone();
                         tokio::spawn(async move {
                             let outcome = shared
-                                .stream(head, requests, responses, deadline, response_id, (account, peer))
+                                .stream(
+                                    head,
+                                    requests,
+                                    responses,
+                                    deadline,
+                                    response_id,
+                                    (account, peer),
+                                )
                                 .await;
                             guard.finished(outcome.is_err());
                         });
